@@ -1,0 +1,1 @@
+"""Load generation, metrics, reports, plots and microbenchmarks for Triton LLM endpoints."""

@@ -1,0 +1,31 @@
+import json
+import subprocess
+import sys
+
+from ziya_trt.cli import SUBCOMMANDS, build_parser, main
+
+
+def test_help_lists_every_subcommand(capsys):
+    help_text = build_parser().format_help()
+    for name in SUBCOMMANDS:
+        assert name in help_text
+
+
+def test_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "ziya_trt.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "prompt" in out.stdout
+
+
+def test_prompt_subcommand(tiny_ckpt, capsys):
+    msgs = json.dumps([{"role": "user", "content": "你好"}], ensure_ascii=False)
+    assert main(["prompt", msgs, "--tokenizer", str(tiny_ckpt)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompt"] == "<human>:你好\n<bot>:"
+    assert out["n_tokens"] == len(out["input_ids"])
+
+
+def test_prompt_too_long_is_a_clean_error(tiny_ckpt, capsys):
+    msgs = json.dumps([{"role": "user", "content": "hello " * 50}])
+    assert main(["prompt", msgs, "--tokenizer", str(tiny_ckpt), "--budget", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "over the limit of 10 tokens" in err and "Traceback" not in err

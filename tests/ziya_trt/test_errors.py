@@ -1,0 +1,30 @@
+import pytest
+
+from ziya_trt import errors as E
+
+
+@pytest.mark.parametrize(
+    "err, cls",
+    [
+        (E.InvalidRequestError("temperature: -1 is out of range", "temperature"), E.InvalidRequestError),
+        (E.PromptTooLongError(5000, 4096), E.InvalidRequestError),
+        (E.ServerOverloadedError("queue is full (64 waiting)"), E.ServerOverloadedError),
+        (E.ServerError("engine failed"), E.ServerError),
+        (E.ServerShuttingDownError("draining"), E.ServerShuttingDownError),
+    ],
+)
+def test_wire_round_trip_keeps_the_class_and_text(err, cls):
+    back = E.from_wire("in-band stream error: " + err.to_wire())
+    assert isinstance(back, cls)
+    assert back.message == err.message
+
+
+def test_prompt_too_long_says_by_how_much():
+    e = E.PromptTooLongError(5000, 4096)
+    assert (e.excess, e.n_tokens, e.budget) == (904, 5000, 4096)
+    assert "904 over the limit of 4096" in str(e)
+
+
+def test_messages_without_a_code_are_not_guessed():
+    assert E.from_wire("Exceeds maximum queue size") is None
+    assert E.from_wire("[ziya:made_up] x") is None

@@ -1,0 +1,128 @@
+"""The project's typed errors, and the stable in-band codes that carry them across Triton.
+
+Triton's python backend drops the error codes a model sets, so the server puts a stable prefix
+``[ziya:<code>]`` at the start of every error message it produces. Clients map the prefix back to
+the same exception class; nothing else about the message is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    INVALID_REQUEST = "invalid_request"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    OVERLOADED = "overloaded"
+    CANCELLED = "cancelled"
+    ENGINE = "engine"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
+
+
+class ZiyaError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> str:
+        """The message as the server sends it: stable code prefix, then the human text."""
+        return f"[ziya:{self.code.value}] {self.message}"
+
+
+class InvalidRequestError(ZiyaError):
+    """A request parameter is out of range, malformed or missing. Names the field and the limit."""
+
+    code = ErrorCode.INVALID_REQUEST
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class PromptTooLongError(InvalidRequestError):
+    """The prompt (after history truncation) does not fit the engine's input budget."""
+
+    code = ErrorCode.PROMPT_TOO_LONG
+
+    def __init__(self, n_tokens: int, budget: int, what: str = "prompt"):
+        self.n_tokens = n_tokens
+        self.budget = budget
+        self.excess = n_tokens - budget
+        super().__init__(
+            f"{what} is {n_tokens} tokens, {self.excess} over the limit of {budget} tokens",
+            field="text_input",
+        )
+
+
+class TokenizerError(ZiyaError):
+    """The tokenizer directory cannot be used; lists every problem found."""
+
+    code = ErrorCode.INTERNAL
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = list(problems)
+        super().__init__(f"tokenizer at {path} is unusable: " + "; ".join(self.problems))
+
+
+class ServerOverloadedError(ZiyaError):
+    """The server or engine refused the request because its queue or slots are full."""
+
+    code = ErrorCode.OVERLOADED
+
+
+class RequestCancelledError(ZiyaError):
+    code = ErrorCode.CANCELLED
+
+
+class ServerError(ZiyaError):
+    """The server failed the request for a reason that is not the client's fault."""
+
+    code = ErrorCode.ENGINE
+
+
+class ServerShuttingDownError(ServerError):
+    code = ErrorCode.SHUTTING_DOWN
+
+
+class ConnectionError(ZiyaError):  # noqa: A001 - deliberate, mirrors openai-python's naming
+    """The server cannot be reached."""
+
+
+class TimeoutError(ConnectionError):  # noqa: A001
+    """The server did not answer in time."""
+
+
+_BY_CODE: dict[ErrorCode, type[ZiyaError]] = {
+    ErrorCode.INVALID_REQUEST: InvalidRequestError,
+    ErrorCode.PROMPT_TOO_LONG: InvalidRequestError,
+    ErrorCode.OVERLOADED: ServerOverloadedError,
+    ErrorCode.CANCELLED: RequestCancelledError,
+    ErrorCode.ENGINE: ServerError,
+    ErrorCode.SHUTTING_DOWN: ServerShuttingDownError,
+    ErrorCode.INTERNAL: ServerError,
+}
+_WIRE = re.compile(r"\[ziya:([a-z_]+)\]\s*(.*)", re.S)
+
+
+def from_wire(message: str) -> ZiyaError | None:
+    """Turn a server message carrying ``[ziya:<code>]`` back into its typed error, else None."""
+    m = _WIRE.search(message or "")
+    if not m:
+        return None
+    try:
+        code = ErrorCode(m.group(1))
+    except ValueError:
+        return None
+    cls = _BY_CODE[code]
+    err = cls.__new__(cls)
+    ZiyaError.__init__(err, m.group(2).strip())
+    if isinstance(err, InvalidRequestError):
+        err.field = None
+    return err
