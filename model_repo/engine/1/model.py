@@ -1,0 +1,98 @@
+"""Triton adapter for the engine stand-ins (reference, synthetic): tensors in, ziya_trt out.
+
+Same inputs and outputs as TensorRT-LLM's ``tensorrt_llm`` model. ``execute`` hands each request to
+the engine's in-flight batching loop and returns at once (decoupled); the loop streams responses.
+A request with ``stop=true`` cancels the in-flight request with the same id, as in TensorRT-LLM.
+"""
+
+import json
+import threading
+
+import triton_python_backend_utils as pb_utils
+
+from ziya_trt.engine.factory import build_engine
+from ziya_trt.errors import ServerError, ZiyaError
+from ziya_trt.tensors import ENGINE_INPUTS, METRIC_ACTIVE, METRIC_CANCELLED, METRIC_QUEUED, METRIC_TOKENS
+from ziya_trt.triton_io import engine_output_arrays, engine_request_from_inputs
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        cfg = json.loads(args["model_config"])
+        self.name = cfg["name"]
+        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+        self.drain_s = float(params.get("drain_timeout_s", "20"))
+        self.engine = build_engine(params, self.name)
+        self._metrics_stop = threading.Event()
+        self._start_metrics()
+
+    def execute(self, requests):
+        for r in requests:
+            sender = r.get_response_sender()
+            try:
+                inputs = {}
+                for name in ENGINE_INPUTS:
+                    t = pb_utils.get_input_tensor_by_name(r, name)
+                    if t is not None:
+                        inputs[name] = t.as_numpy()
+                req, stop = engine_request_from_inputs(inputs, r.request_id())
+                if stop:
+                    self.engine.cancel(r.request_id())
+                    sender.send(flags=FINAL)
+                    continue
+                self.engine.submit(req, self._sink(sender, req))
+            except ZiyaError as e:
+                sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(e.to_wire())), flags=FINAL)
+            except Exception as e:  # never a traceback to the client
+                err = ServerError(f"{self.name}: could not start the request ({type(e).__name__})")
+                sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(err.to_wire())), flags=FINAL)
+        return None
+
+    def _sink(self, sender, req):
+        state = {"closed": False}
+
+        def sink(out):
+            if state["closed"]:
+                return
+            if sender.is_cancelled():  # the client went away: free the slot
+                state["closed"] = True
+                self.engine.cancel(req.id)
+                sender.send(flags=FINAL)
+                return
+            if out.error is not None:
+                resp = pb_utils.InferenceResponse(error=pb_utils.TritonError(out.error.to_wire()))
+            else:
+                tensors = [pb_utils.Tensor(k, v) for k, v in engine_output_arrays(out).items()]
+                resp = pb_utils.InferenceResponse(output_tensors=tensors)
+            if out.final:
+                state["closed"] = True
+            sender.send(resp, flags=FINAL if out.final else 0)
+
+        return sink
+
+    def _start_metrics(self):
+        """One thread owns the metric objects (they are not safe to touch from several threads)."""
+        fam = {
+            "active": pb_utils.MetricFamily(METRIC_ACTIVE, "requests holding an engine slot", pb_utils.MetricFamily.GAUGE),
+            "waiting": pb_utils.MetricFamily(METRIC_QUEUED, "requests waiting for a slot", pb_utils.MetricFamily.GAUGE),
+            "generated_tokens": pb_utils.MetricFamily(METRIC_TOKENS, "tokens generated", pb_utils.MetricFamily.GAUGE),
+            "cancelled": pb_utils.MetricFamily(METRIC_CANCELLED, "requests cancelled", pb_utils.MetricFamily.GAUGE),
+        }
+        gauges = {k: f.Metric(labels={"model": self.name}) for k, f in fam.items()}
+        self._metric_families = fam
+
+        def loop():
+            while not self._metrics_stop.wait(0.02):
+                stats = self.engine.stats()
+                for k, g in gauges.items():
+                    g.set(float(stats[k]))
+
+        self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
+        self._metrics_thread.start()
+
+    def finalize(self):
+        self.engine.shutdown(self.drain_s)
+        self._metrics_stop.set()
+        self._metrics_thread.join(timeout=1)

@@ -1,0 +1,111 @@
+"""Triton adapter for the text front door (BLS): text in, engine call, streamed text out.
+
+Each request runs on its own thread (a plain ``execute`` would serve requests one after another).
+It keeps the request's detokeniser state, so streamed text is exact. Cancellation is passed on to
+the engine with a TensorRT-LLM ``stop`` request, because Triton does not cancel the inner BLS call.
+"""
+
+import json
+import threading
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ziya_trt.errors import ServerError, ServerOverloadedError, ZiyaError, from_wire
+from ziya_trt.frontdoor import FrontDoor
+from ziya_trt.tensors import ENGINE_OUTPUTS, FRONT_DOOR_INPUTS
+from ziya_trt.triton_io import engine_inputs_from_request, stop_request_inputs
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+ENGINE_OUT = list(ENGINE_OUTPUTS)
+
+
+def _error(e):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(e.to_wire()))
+
+
+def _text_response(text, session=None, reason=None):
+    out = [pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))]
+    if session is not None:
+        out.append(pb_utils.Tensor("num_input_tokens", np.array([len(session.input_ids)], dtype=np.int32)))
+        out.append(pb_utils.Tensor("num_output_tokens", np.array([session.n_output], dtype=np.int32)))
+    if reason is not None:
+        out.append(pb_utils.Tensor("finish_reason", np.array([reason.value.encode()], dtype=np.object_)))
+    return pb_utils.InferenceResponse(output_tensors=out)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        cfg = json.loads(args["model_config"])
+        self.name = cfg["name"]
+        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+        self.door = FrontDoor.from_params(params)
+        self.engine_name = params["engine_model_name"]
+        self.max_inflight = int(params["max_inflight"])
+        self._inflight = threading.BoundedSemaphore(self.max_inflight)
+
+    def execute(self, requests):
+        for r in requests:
+            sender = r.get_response_sender()
+            if not self._inflight.acquire(blocking=False):
+                err = ServerOverloadedError(f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later")
+                sender.send(_error(err), flags=FINAL)
+                continue
+            inputs = {}
+            for name in FRONT_DOOR_INPUTS:
+                t = pb_utils.get_input_tensor_by_name(r, name)
+                if t is not None:
+                    inputs[name] = t.as_numpy()
+            threading.Thread(target=self._serve, args=(inputs, sender), daemon=True).start()
+        return None
+
+    def _serve(self, inputs, sender):
+        try:
+            self._run(inputs, sender)
+        except ZiyaError as e:
+            sender.send(_error(e), flags=FINAL)
+        except Exception as e:  # never a traceback to the client
+            sender.send(_error(ServerError(f"{self.name}: request failed ({type(e).__name__})")), flags=FINAL)
+        finally:
+            self._inflight.release()
+
+    def _run(self, inputs, sender):
+        s = self.door.open(inputs)
+        call = pb_utils.InferenceRequest(
+            model_name=self.engine_name,
+            requested_output_names=ENGINE_OUT,
+            inputs=[pb_utils.Tensor(k, v) for k, v in engine_inputs_from_request(s.engine_request).items()],
+            request_id=s.id,
+        )
+        pending, engine_tokens, stop_sent = [s.prefix] if s.prefix else [], 0, False
+        for resp in call.exec(decoupled=True):
+            if resp.has_error():
+                err = from_wire(resp.error().message()) or ServerError(f"{self.engine_name}: {resp.error().message()}")
+                raise err
+            ids = pb_utils.get_output_tensor_by_name(resp, "output_ids")
+            if ids is not None:
+                tokens = ids.as_numpy().reshape(-1).tolist()
+                engine_tokens += len(tokens)
+                if not s.stopped_early:
+                    pending.append(s.feed(tokens))
+            if not stop_sent and (s.stopped_early or sender.is_cancelled()):
+                s.cancelled = not s.stopped_early
+                self._stop_engine(s.id)
+                stop_sent = True
+            if s.req.stream and not stop_sent and pending and any(pending):
+                sender.send(_text_response("".join(pending)))
+                pending = []
+        if sender.is_cancelled():
+            s.cancelled = True
+        pending.append(s.finish(engine_tokens))
+        sender.send(_text_response("".join(pending), s, s.finish_reason), flags=FINAL)
+
+    def _stop_engine(self, request_id):
+        stop = pb_utils.InferenceRequest(
+            model_name=self.engine_name,
+            requested_output_names=ENGINE_OUT,
+            inputs=[pb_utils.Tensor(k, v) for k, v in stop_request_inputs().items()],
+            request_id=request_id,
+        )
+        for _ in stop.exec(decoupled=True):
+            pass

@@ -1,0 +1,1 @@
+"""Engines behind the ``tensorrt_llm`` tensor interface: the torch reference and the synthetic one."""

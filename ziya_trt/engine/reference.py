@@ -1,0 +1,129 @@
+"""The reference engine: a transformers LlamaForCausalLM run on CPU with in-flight batching.
+
+In the style of gpt-fast: a preallocated KV cache with one slot per request, a prefill per new
+request, and one batched decode step over all active slots. The layer weights and the rotary
+embedding are the model's own modules, so greedy output equals ``model.generate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .core import EngineLimits, EngineLoop, Live
+from .sampler import Sampler
+
+log = logging.getLogger(__name__)
+
+
+def load_model(model_dir: str | Path, dtype: str = "float32"):
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+    model.eval()
+    return model
+
+
+class SlotModel:
+    """The forward pass over a slot KV cache."""
+
+    def __init__(self, model, n_slots: int, max_seq_len: int):
+        cfg = model.config
+        self.model = model
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        dtype = next(model.parameters()).dtype
+        shape = (cfg.num_hidden_layers, n_slots, self.n_kv, max_seq_len, self.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
+        self.kv_bytes = 2 * self.k.numel() * self.k.element_size()
+
+    @torch.inference_mode()
+    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
+        tokens = torch.tensor([ids], dtype=torch.long)
+        pos = torch.arange(len(ids)).unsqueeze(0)
+        return self._forward(tokens, pos, slots=torch.tensor([slot]), prefill=True)[0]
+
+    @torch.inference_mode()
+    def decode(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
+        t = torch.tensor(tokens, dtype=torch.long).unsqueeze(1)
+        pos = torch.tensor(positions, dtype=torch.long).unsqueeze(1)
+        return self._forward(t, pos, slots=torch.tensor(slots), prefill=False)
+
+    def _forward(self, tokens, pos, slots, prefill: bool) -> torch.Tensor:
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        m = self.model.model
+        h = m.embed_tokens(tokens)
+        cos, sin = m.rotary_emb(h, pos)
+        B, T = tokens.shape
+        L = int(pos.max()) + 1
+        mask = None
+        if not prefill:  # each row attends to its own positions 0..pos
+            mask = torch.arange(L).view(1, 1, 1, L) <= pos.view(B, 1, 1, 1)
+        for i, layer in enumerate(m.layers):
+            a = layer.self_attn
+            x = layer.input_layernorm(h)
+            q = a.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            k = a.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            v = a.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            if prefill:
+                self.k[i, slots[0], :, :T] = k[0]
+                self.v[i, slots[0], :, :T] = v[0]
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+            else:
+                p = pos[:, 0]
+                self.k[i, slots, :, p] = k[:, :, 0]
+                self.v[i, slots, :, p] = v[:, :, 0]
+                kc, vc = self.k[i, slots, :, :L], self.v[i, slots, :, :L]
+                o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
+            h = h + a.o_proj(o.transpose(1, 2).reshape(B, T, -1))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        h = m.norm(h[:, -1])
+        return self.model.lm_head(h)
+
+
+class ReferenceEngine(EngineLoop):
+    def __init__(self, model, limits: EngineLimits, name: str = "reference"):
+        limits = EngineLimits(
+            max_slots=limits.max_slots,
+            max_queue=limits.max_queue,
+            max_input_len=limits.max_input_len,
+            max_seq_len=limits.max_seq_len,
+            vocab_size=model.config.vocab_size,
+        )
+        self.slots = SlotModel(model, limits.max_slots, limits.max_seq_len)
+        self._samplers: dict[str, Sampler] = {}
+        super().__init__(limits, name)
+
+    @classmethod
+    def from_pretrained(cls, model_dir, limits: EngineLimits, dtype: str = "float32", name: str = "reference"):
+        return cls(load_model(model_dir, dtype), limits, name)
+
+    def _admit(self, live: Live) -> None:
+        sampler = self._samplers[live.req.id] = Sampler(live.req.seed)
+        logits = self.slots.prefill(live.slot, live.req.input_ids)
+        self.append_token(live, sampler.choose(logits, live.req, live.req.input_ids, live.generated))
+
+    def _step(self, active: list[Live]) -> None:
+        # a request finishing at prefill (max 1 token, eos) has already left
+        live_now = [a for a in active if a.generated and a.req.id in self._active]
+        if not live_now:
+            return
+        slots = [a.slot for a in live_now]
+        tokens = [a.generated[-1] for a in live_now]
+        positions = [len(a.req.input_ids) + len(a.generated) - 1 for a in live_now]
+        logits = self.slots.decode(slots, tokens, positions)
+        for row, live in zip(logits, live_now):
+            s = self._samplers.get(live.req.id)
+            if s is None:  # cancelled while the step ran
+                continue
+            self._guard(live, lambda lv: self.append_token(lv, s.choose(row, lv.req, lv.req.input_ids + lv.generated, lv.generated)))
+
+    def _on_release(self, live: Live) -> None:
+        self._samplers.pop(live.req.id, None)

@@ -1,0 +1,66 @@
+"""The synthetic engine: the ``tensorrt_llm`` tensors with no model behind them.
+
+It replays the prompt's own ids cyclically, at a fixed per-stream rate after a fixed first-token
+delay, so every figure a load generator measures is known in advance, and every stream's content
+can be checked against the request that produced it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+from .core import EngineLimits, EngineLoop, Live
+
+
+def synthetic_tokens(input_ids: list[int], n: int, skip: frozenset[int] = frozenset()) -> list[int]:
+    """The ids the synthetic engine emits for a prompt: its own tokens, cycled, minus ``skip``."""
+    pool = [t for t in input_ids if t not in skip] or [input_ids[-1]]
+    return [pool[k % len(pool)] for k in range(n)]
+
+
+class SyntheticEngine(EngineLoop):
+    def __init__(
+        self,
+        limits: EngineLimits,
+        tokens_per_s: float = 50.0,
+        first_token_s: float = 0.02,
+        skip_ids: frozenset[int] = frozenset({0, 1, 2}),
+        name: str = "synthetic",
+    ):
+        self.period = 1.0 / tokens_per_s
+        self.first_token_s = first_token_s
+        self.skip_ids = skip_ids
+        self._due: list[tuple[float, int, str]] = []  # (time, seq, request id)
+        self._plans: dict[str, list[int]] = {}
+        self._seq = 0
+        super().__init__(limits, name)
+
+    def _admit(self, live: Live) -> None:
+        req = live.req
+        self._plans[req.id] = synthetic_tokens(req.input_ids, req.max_new_tokens, self.skip_ids)
+        self._push(live.t_admit + self.first_token_s, req.id)
+
+    def _push(self, t: float, rid: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._due, (t, self._seq, rid))
+
+    def _step(self, active: list[Live]) -> None:
+        now = time.monotonic()
+        while self._due and self._due[0][0] <= now:
+            t, _, rid = heapq.heappop(self._due)
+            live = self._active.get(rid)
+            plan = self._plans.get(rid)
+            if live is None or plan is None:
+                continue
+            self.append_token(live, plan[len(live.generated)])
+            if rid in self._active:
+                # schedule from the due time, not from now, so the rate does not drift
+                self._push(t + self.period, rid)
+        if self._due:
+            with self._cv:
+                if not self._waiting and not self._cancel_ids:
+                    self._cv.wait(max(0.0, self._due[0][0] - time.monotonic()))
+
+    def _on_release(self, live: Live) -> None:
+        self._plans.pop(live.req.id, None)

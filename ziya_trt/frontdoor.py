@@ -1,0 +1,188 @@
+"""The text front door's logic: validate a text request, tokenize it, turn the engine's token
+stream into final-correct text. The Triton adapter (``model_repo/text``) only moves tensors."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from .detok import FinishReason, TextStream
+from .engine.core import EngineRequest
+from .errors import InvalidRequestError, PromptTooLongError
+from .prompt import get_template
+from .sampling import SamplingParams
+from .tensors import FRONT_DOOR_INPUTS as S
+from .tokenizer import ZiyaTokenizer, load_tokenizer
+from .triton_io import _one
+
+BYTES_PER_TOKEN_LIMIT = 16  # a prompt over max_input_len * this many bytes is refused before tokenizing
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    text: str
+    params: SamplingParams
+    stream: bool = False
+    exclude_input: bool = True
+    bad_words: tuple[str, ...] = ()
+    end_id: int | None = None
+    pad_id: int | None = None
+
+
+def _text(v, field: str, max_bytes: int) -> str:
+    if isinstance(v, str):
+        v = v.encode("utf-8", "surrogatepass")
+    if len(v) > max_bytes:
+        raise InvalidRequestError(f"{field}: {len(v)} bytes, over the limit of {max_bytes} bytes", field)
+    try:
+        s = v.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidRequestError(f"{field}: not valid UTF-8 (bad byte at offset {e.start})", field) from None
+    if "\x00" in s:
+        raise InvalidRequestError(f"{field}: contains a NUL character at offset {s.index(chr(0))}", field)
+    return s
+
+
+def _words(inputs: dict, name: str, max_bytes: int) -> tuple[str, ...]:
+    a = inputs.get(name)
+    if a is None:
+        return ()
+    return tuple(_text(v, name, max_bytes) for v in np.asarray(a).reshape(-1))
+
+
+def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
+    """Validate every field of a front-door request; errors name the field and the limit."""
+    text = _text(_one(inputs, S["text_input"]), "text_input", max_prompt_bytes)
+    if not text.strip():
+        raise InvalidRequestError("text_input: empty prompt", "text_input")
+    max_tokens = _one(inputs, S["max_tokens"])
+    defaults = SamplingParams()
+    top_k = _one(inputs, S["top_k"], defaults.top_k)
+    stops = _words(inputs, "stop_words", 4096)
+    kw = dict(
+        max_new_tokens=max_tokens,
+        temperature=_one(inputs, S["temperature"], defaults.temperature),
+        top_p=_one(inputs, S["top_p"], defaults.top_p),
+        top_k=top_k,
+        repetition_penalty=_one(inputs, S["repetition_penalty"], defaults.repetition_penalty),
+        min_tokens=_one(inputs, S["min_tokens"], 0),
+        seed=_one(inputs, S["seed"]),
+        stop=stops,
+    )
+    for k in ("temperature", "top_p", "repetition_penalty"):
+        kw[k] = float(kw[k])
+    return TextRequest(
+        text=text,
+        params=SamplingParams(**kw),
+        stream=bool(_one(inputs, S["stream"], False)),
+        exclude_input=bool(_one(inputs, S["exclude_input_in_output"], True)),
+        bad_words=_words(inputs, "bad_words", 4096),
+        end_id=_one(inputs, S["end_id"]),
+        pad_id=_one(inputs, S["pad_id"]),
+    )
+
+
+@dataclass(frozen=True)
+class FrontDoorLimits:
+    max_input_len: int
+    max_seq_len: int
+
+    @property
+    def max_prompt_bytes(self) -> int:
+        return self.max_input_len * BYTES_PER_TOKEN_LIMIT
+
+
+class FrontDoor:
+    def __init__(self, tokenizer: ZiyaTokenizer, limits: FrontDoorLimits, template: str = "ziya"):
+        self.tok = tokenizer
+        self.limits = limits
+        self.template_stops = get_template(template, tokenizer).stop_strings if template == "ziya" else ()
+
+    @classmethod
+    def from_params(cls, params: dict) -> "FrontDoor":
+        template = params.get("template", "ziya")
+        tok = load_tokenizer(params["tokenizer_dir"], require_chat_tokens=template == "ziya")
+        return cls(tok, FrontDoorLimits(int(params["max_input_len"]), int(params["max_seq_len"])), template)
+
+    def open(self, inputs: dict) -> "TextSession":
+        return TextSession(self, parse_text_request(inputs, self.limits.max_prompt_bytes))
+
+    def word_ids(self, words) -> list[list[int]]:
+        """Token ids of stop/bad words as they appear mid-text (without sentencepiece's dummy prefix)."""
+        out = []
+        space = self.tok.table.texts
+        for w in words:
+            ids = self.tok.encode(w, add_bos=False)
+            if len(ids) > 1 and space[ids[0]] == " " and not w.startswith(" "):
+                ids = ids[1:]
+            out.append(ids)
+        return out
+
+
+class TextSession:
+    """One request: prepared engine request in, text deltas out."""
+
+    def __init__(self, door: FrontDoor, req: TextRequest):
+        self.req = req
+        tok, lim = door.tok, door.limits
+        self.input_ids = tok.encode(req.text)
+        n = len(self.input_ids)
+        if n > lim.max_input_len:
+            raise PromptTooLongError(n, lim.max_input_len)
+        p = req.params
+        if n + p.max_new_tokens > lim.max_seq_len:
+            raise InvalidRequestError(
+                f"max_tokens: {p.max_new_tokens} with a {n}-token prompt exceeds max_seq_len {lim.max_seq_len}; "
+                f"at most {lim.max_seq_len - n} fit",
+                "max_tokens",
+            )
+        end_id = req.end_id if req.end_id is not None else tok.eos_id
+        stops = tuple(door.template_stops) + p.stop
+        self.id = uuid.uuid4().hex
+        self.engine_request = EngineRequest(
+            input_ids=self.input_ids,
+            max_new_tokens=p.max_new_tokens,
+            id=self.id,
+            end_id=end_id,
+            pad_id=req.pad_id if req.pad_id is not None else tok.pad_id,
+            top_k=1 if p.greedy else p.top_k,
+            top_p=p.top_p,
+            temperature=p.temperature,
+            repetition_penalty=p.repetition_penalty,
+            min_tokens=p.min_tokens,
+            seed=p.seed,
+            streaming=True,  # the front door always streams from the engine, to stop on text
+            stop_words=door.word_ids(stops),
+            bad_words=door.word_ids(req.bad_words),
+        )
+        self.stream = TextStream(tok.table, stops=stops, eos_ids=[end_id], max_new_tokens=p.max_new_tokens)
+        self.prefix = "" if req.exclude_input else req.text
+        self.n_output = 0
+        self.cancelled = False
+
+    def feed(self, tokens: list[int]) -> str:
+        step = self.stream.push(tokens)
+        self.n_output = self.stream.n_generated
+        return step.text
+
+    @property
+    def stopped_early(self) -> bool:
+        """True once the text is complete although the engine may still be generating (stop string)."""
+        return self.stream.finish_reason is not None
+
+    def finish(self, engine_output_tokens: int) -> str:
+        if self.stream.finish_reason is not None:
+            return ""
+        if self.cancelled:
+            reason = FinishReason.CANCELLED
+        elif engine_output_tokens >= self.req.params.max_new_tokens:
+            reason = FinishReason.LENGTH
+        else:
+            reason = FinishReason.EOS  # the engine ended early: end id or a token-level stop word
+        return self.stream.finish(reason).text
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self.stream.finish_reason

@@ -1,0 +1,110 @@
+"""Every Triton tensor name and dtype this project uses, in one place.
+
+Engine tensors are a subset of TensorRT-LLM 1.2.1's ``tensorrt_llm`` model; text tensors a subset of
+its ``tensorrt_llm_bls``/``ensemble`` models, plus the few extras listed in ``FRONT_DOOR_EXTRAS``.
+Tests check every name against ``shared/reference/trtllm-1.2.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NP_DTYPES = {
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_FP32": np.float32,
+    "TYPE_BOOL": np.bool_,
+    "TYPE_STRING": np.object_,
+}
+CLIENT_DTYPES = {  # tritonclient's datatype strings
+    "TYPE_INT32": "INT32",
+    "TYPE_INT64": "INT64",
+    "TYPE_UINT64": "UINT64",
+    "TYPE_FP32": "FP32",
+    "TYPE_BOOL": "BOOL",
+    "TYPE_STRING": "BYTES",
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton config spelling, e.g. TYPE_INT32
+    dims: tuple[int, ...]
+    optional: bool = True
+
+    @property
+    def np_dtype(self):
+        return NP_DTYPES[self.data_type]
+
+    @property
+    def client_dtype(self) -> str:
+        return CLIENT_DTYPES[self.data_type]
+
+
+def _specs(*rows) -> dict[str, TensorSpec]:
+    return {r[0]: TensorSpec(*r) for r in rows}
+
+
+I32, FP32, U64, BOOL, STR = "TYPE_INT32", "TYPE_FP32", "TYPE_UINT64", "TYPE_BOOL", "TYPE_STRING"
+
+# --- the engine model (tensorrt_llm, and our reference/synthetic stand-ins) -----------------
+ENGINE_INPUTS = _specs(
+    ("input_ids", I32, (-1,), False),
+    ("input_lengths", I32, (1,), False),
+    ("request_output_len", I32, (1,), False),
+    ("end_id", I32, (1,)),
+    ("pad_id", I32, (1,)),
+    ("stop_words_list", I32, (2, -1)),
+    ("bad_words_list", I32, (2, -1)),
+    ("runtime_top_k", I32, (1,)),
+    ("runtime_top_p", FP32, (1,)),
+    ("temperature", FP32, (1,)),
+    ("repetition_penalty", FP32, (1,)),
+    ("min_tokens", I32, (1,)),
+    ("seed", U64, (1,)),
+    ("streaming", BOOL, (1,)),
+    ("stop", BOOL, (1,)),
+    ("exclude_input_in_output", BOOL, (1,)),
+)
+ENGINE_OUTPUTS = _specs(
+    ("output_ids", I32, (-1, -1)),
+    ("sequence_length", I32, (-1,)),
+    ("num_input_tokens", I32, (1,)),
+    ("num_output_tokens", I32, (1,)),
+)
+
+# --- the text front door (named like tensorrt_llm_bls so stock clients work unchanged) -------
+FRONT_DOOR_INPUTS = _specs(
+    ("text_input", STR, (1,), False),
+    ("max_tokens", I32, (1,), False),
+    ("stop_words", STR, (-1,)),
+    ("bad_words", STR, (-1,)),
+    ("end_id", I32, (1,)),
+    ("pad_id", I32, (1,)),
+    ("top_k", I32, (1,)),
+    ("top_p", FP32, (1,)),
+    ("temperature", FP32, (1,)),
+    ("repetition_penalty", FP32, (1,)),
+    ("min_tokens", I32, (1,)),
+    ("seed", U64, (1,)),
+    ("stream", BOOL, (1,)),
+    ("exclude_input_in_output", BOOL, (1,)),
+)
+FRONT_DOOR_OUTPUTS = _specs(
+    ("text_output", STR, (-1,)),
+    ("num_input_tokens", I32, (1,)),
+    ("num_output_tokens", I32, (1,)),
+    ("finish_reason", STR, (1,)),
+)
+# names the stock models do not have; everything else must exist in the 1.2.1 facts
+FRONT_DOOR_EXTRAS = frozenset({"finish_reason"})
+
+# the engine stand-ins report their live state as Prometheus gauges with these names
+METRIC_ACTIVE = "ziya_engine_active_requests"
+METRIC_QUEUED = "ziya_engine_queued_requests"
+METRIC_TOKENS = "ziya_engine_generated_tokens_total"
+METRIC_CANCELLED = "ziya_engine_cancelled_requests_total"

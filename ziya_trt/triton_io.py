@@ -1,0 +1,152 @@
+"""Conversions between Triton tensors (as numpy arrays) and the package's dataclasses.
+
+The Triton adapters hand in ``{name: np.ndarray}`` and get ``{name: np.ndarray}`` back; nothing here
+imports Triton, so all of it is tested without a server.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .engine.core import EngineOutput, EngineRequest
+from .errors import InvalidRequestError
+from .tensors import ENGINE_INPUTS, TensorSpec
+
+
+def _one(inputs: dict, spec: TensorSpec, default=None):
+    """The scalar of a ``[1]``/``[1,1]`` tensor, type-checked; ``default`` when absent."""
+    a = inputs.get(spec.name)
+    if a is None:
+        if not spec.optional:
+            raise InvalidRequestError(f"{spec.name}: required input is missing", spec.name)
+        return default
+    a = np.asarray(a)
+    if a.dtype != spec.np_dtype and not (spec.np_dtype is np.object_ and a.dtype.kind in "OSU"):
+        raise InvalidRequestError(
+            f"{spec.name}: expected {spec.client_dtype}, got {a.dtype}", spec.name
+        )
+    if a.size != 1:
+        raise InvalidRequestError(f"{spec.name}: expected one value, got shape {list(a.shape)}", spec.name)
+    v = a.reshape(-1)[0]
+    return v.item() if hasattr(v, "item") else v
+
+
+def _vector(inputs: dict, spec: TensorSpec) -> list[int] | None:
+    a = inputs.get(spec.name)
+    if a is None:
+        if not spec.optional:
+            raise InvalidRequestError(f"{spec.name}: required input is missing", spec.name)
+        return None
+    a = np.asarray(a)
+    if a.dtype != spec.np_dtype:
+        raise InvalidRequestError(f"{spec.name}: expected {spec.client_dtype}, got {a.dtype}", spec.name)
+    if a.ndim > 2 or (a.ndim == 2 and a.shape[0] != 1):
+        raise InvalidRequestError(f"{spec.name}: expected one sequence, got shape {list(a.shape)}", spec.name)
+    return a.reshape(-1).tolist()
+
+
+def decode_word_list(a) -> list[list[int]]:
+    """TensorRT-LLM's ``[2, n]`` (or ``[1, 2, n]``) word list: flat ids, then end offsets padded -1."""
+    if a is None:
+        return []
+    a = np.asarray(a)
+    if a.ndim == 3:
+        a = a[0]
+    if a.ndim != 2 or a.shape[0] != 2:
+        raise InvalidRequestError(f"word list: expected shape [2, n], got {list(a.shape)}", "stop_words_list")
+    ids, offsets = a[0].tolist(), [o for o in a[1].tolist() if o >= 0]
+    words, start = [], 0
+    for end in offsets:
+        if not start <= end <= len(ids):
+            raise InvalidRequestError("word list: offsets out of order", "stop_words_list")
+        words.append(ids[start:end])
+        start = end
+    return [w for w in words if w]
+
+
+def encode_word_list(words: list[list[int]]) -> np.ndarray:
+    flat = [t for w in words for t in w]
+    offsets = np.cumsum([len(w) for w in words]).tolist()
+    n = max(len(flat), len(offsets), 1)
+    out = np.full((1, 2, n), -1, dtype=np.int32)
+    out[0, 0, : len(flat)] = flat
+    out[0, 0, len(flat) :] = 0
+    out[0, 1, : len(offsets)] = offsets
+    return out
+
+
+def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[EngineRequest | None, bool]:
+    """(request, stop): ``stop`` true means "cancel the request with this id" (TensorRT-LLM's ``stop``)."""
+    S = ENGINE_INPUTS
+    if _one(inputs, S["stop"], False):
+        if not request_id:
+            raise InvalidRequestError("stop: a stop request needs the request id of the request to stop", "stop")
+        return None, True
+    ids = _vector(inputs, S["input_ids"])
+    n_in = _one(inputs, S["input_lengths"])
+    if n_in != len(ids):
+        raise InvalidRequestError(f"input_lengths: {n_in} does not match {len(ids)} input_ids", "input_lengths")
+    seed = _one(inputs, S["seed"])
+    req = EngineRequest(
+        input_ids=[int(t) for t in ids],
+        max_new_tokens=int(_one(inputs, S["request_output_len"])),
+        id=request_id,
+        end_id=_one(inputs, S["end_id"]),
+        pad_id=_one(inputs, S["pad_id"], 0),
+        top_k=int(_one(inputs, S["runtime_top_k"], 0)),
+        top_p=float(_one(inputs, S["runtime_top_p"], 0.0)),
+        temperature=float(_one(inputs, S["temperature"], 1.0)),
+        repetition_penalty=float(_one(inputs, S["repetition_penalty"], 1.0)),
+        min_tokens=int(_one(inputs, S["min_tokens"], 0)),
+        seed=int(seed) if seed is not None else None,
+        streaming=bool(_one(inputs, S["streaming"], False)),
+        exclude_input=bool(_one(inputs, S["exclude_input_in_output"], True)),
+        stop_words=decode_word_list(inputs.get("stop_words_list")),
+        bad_words=decode_word_list(inputs.get("bad_words_list")),
+    )
+    return req, False
+
+
+def engine_output_arrays(out: EngineOutput) -> dict[str, np.ndarray]:
+    return {
+        "output_ids": np.asarray([out.tokens], dtype=np.int32).reshape(1, 1, -1),
+        "sequence_length": np.asarray([[len(out.tokens)]], dtype=np.int32),
+        "num_input_tokens": np.asarray([[out.num_input_tokens]], dtype=np.int32),
+        "num_output_tokens": np.asarray([[out.num_output_tokens]], dtype=np.int32),
+    }
+
+
+def engine_inputs_from_request(req: EngineRequest) -> dict[str, np.ndarray]:
+    """What a client (the front door, or token mode) sends to the engine model, batch dim included."""
+    d = {
+        "input_ids": np.asarray([req.input_ids], dtype=np.int32),
+        "input_lengths": np.asarray([[len(req.input_ids)]], dtype=np.int32),
+        "request_output_len": np.asarray([[req.max_new_tokens]], dtype=np.int32),
+        "pad_id": np.asarray([[req.pad_id]], dtype=np.int32),
+        "runtime_top_k": np.asarray([[req.top_k]], dtype=np.int32),
+        "runtime_top_p": np.asarray([[req.top_p]], dtype=np.float32),
+        "temperature": np.asarray([[req.temperature]], dtype=np.float32),
+        "repetition_penalty": np.asarray([[req.repetition_penalty]], dtype=np.float32),
+        "min_tokens": np.asarray([[req.min_tokens]], dtype=np.int32),
+        "streaming": np.asarray([[req.streaming]], dtype=np.bool_),
+        "exclude_input_in_output": np.asarray([[req.exclude_input]], dtype=np.bool_),
+    }
+    if req.end_id is not None:
+        d["end_id"] = np.asarray([[req.end_id]], dtype=np.int32)
+    if req.seed is not None:
+        d["seed"] = np.asarray([[req.seed]], dtype=np.uint64)
+    if req.stop_words:
+        d["stop_words_list"] = encode_word_list(req.stop_words)
+    if req.bad_words:
+        d["bad_words_list"] = encode_word_list(req.bad_words)
+    return d
+
+
+def stop_request_inputs() -> dict[str, np.ndarray]:
+    """A TensorRT-LLM stop request (sent with the id of the request to cancel)."""
+    return {
+        "input_ids": np.zeros((1, 1), dtype=np.int32),
+        "input_lengths": np.ones((1, 1), dtype=np.int32),
+        "request_output_len": np.ones((1, 1), dtype=np.int32),
+        "stop": np.ones((1, 1), dtype=np.bool_),
+    }
