@@ -12,6 +12,7 @@ from .errors import ZiyaError
 SUBCOMMANDS = {
     "demo": "ziya_trt.demo",
     "prompt": "ziya_trt.cli_prompt",
+    "serve": "ziya_trt.cli_serve",
 }
 
 

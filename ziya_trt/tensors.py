@@ -53,7 +53,7 @@ I32, FP32, U64, BOOL, STR = "TYPE_INT32", "TYPE_FP32", "TYPE_UINT64", "TYPE_BOOL
 
 # --- the engine model (tensorrt_llm, and our reference/synthetic stand-ins) -----------------
 ENGINE_INPUTS = _specs(
-    ("input_ids", I32, (-1,), False),
+    ("input_ids", I32, (-1,)),  # optional in 1.2.1 (prompt tables); our engines require it
     ("input_lengths", I32, (1,), False),
     ("request_output_len", I32, (1,), False),
     ("end_id", I32, (1,)),

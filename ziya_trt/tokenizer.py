@@ -139,7 +139,8 @@ def load_tokenizer(path: str | Path, require_chat_tokens: bool = True) -> ZiyaTo
         hf, sp = _load_hf(p, cfg)
     except Exception as e:  # transformers raises many unrelated types here
         raise TokenizerError(str(p), [f"cannot be loaded by transformers: {type(e).__name__}: {e}"]) from e
-    tok = ZiyaTokenizer(hf, p, sp=sp, add_bos=bool(cfg.get("add_bos_token", True)))
+    # LLaMA/sentencepiece checkpoints add bos unless told otherwise; others (ChatML) only when told
+    tok = ZiyaTokenizer(hf, p, sp=sp, add_bos=bool(cfg.get("add_bos_token", sp is not None)))
     s = tok.special
     if tok.vocab_size < 3:
         problems.append(f"vocabulary has only {tok.vocab_size} tokens")

@@ -83,6 +83,8 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
             raise InvalidRequestError("stop: a stop request needs the request id of the request to stop", "stop")
         return None, True
     ids = _vector(inputs, S["input_ids"])
+    if ids is None:
+        raise InvalidRequestError("input_ids: required input is missing", "input_ids")
     n_in = _one(inputs, S["input_lengths"])
     if n_in != len(ids):
         raise InvalidRequestError(f"input_lengths: {n_in} does not match {len(ids)} input_ids", "input_lengths")

@@ -1,0 +1,90 @@
+"""Rendering of config.pbtxt from the typed ServeConfig (no server)."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.reference_facts import facts
+from ziya_trt.serve_config import ConfigError, ModelConfig, ServeConfig, render_repo, tensorrt_llm_config, to_pbtxt
+from ziya_trt.tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_EXTRAS, FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS
+
+
+def trt_cfg(**kw):
+    return ServeConfig(engine="tensorrt_llm", tokenizer_dir=Path("/models/ziya"), engine_dir=Path("/engines/ziya"), **kw)
+
+
+def by_name(rows):
+    return {r["name"]: r for r in rows}
+
+
+def test_tensorrt_llm_config_uses_only_1_2_1_names_and_types():
+    ref = facts()["triton_models"]["models"]["tensorrt_llm"]
+    m = tensorrt_llm_config(trt_cfg())
+    ins, outs = by_name(ref["inputs"]), by_name(ref["outputs"])
+    for spec in m.inputs:
+        assert spec.name in ins, spec.name
+        assert spec.data_type == ins[spec.name]["data_type"] and list(spec.dims) == ins[spec.name]["dims"]
+        assert spec.optional == ins[spec.name]["optional"], spec.name
+    for spec in m.outputs:
+        assert spec.name in outs and spec.data_type == outs[spec.name]["data_type"], spec.name
+    keys = {p["key"] for p in ref["parameters"]}
+    assert set(m.parameters) <= keys, set(m.parameters) - keys
+    assert m.backend in ref["backend_values"] and m.parameters["gpt_model_type"] in ref["batching_strategy_values"]
+
+
+def test_every_required_1_2_1_engine_input_is_declared():
+    ref = facts()["triton_models"]["models"]["tensorrt_llm"]
+    required = {i["name"] for i in ref["inputs"] if not i["optional"]}
+    assert required <= set(ENGINE_INPUTS)
+
+
+def test_front_door_names_match_tensorrt_llm_bls():
+    ref = facts()["triton_models"]["models"]["tensorrt_llm_bls"]
+    ins, outs = by_name(ref["inputs"]), by_name(ref["outputs"])
+    for spec in FRONT_DOOR_INPUTS.values():
+        assert spec.name in ins and spec.data_type == ins[spec.name]["data_type"], spec.name
+        assert spec.optional == ins[spec.name]["optional"], spec.name
+    for spec in FRONT_DOOR_OUTPUTS.values():
+        assert spec.name in outs or spec.name in FRONT_DOOR_EXTRAS, spec.name
+    assert FRONT_DOOR_EXTRAS.isdisjoint(outs)
+
+
+def test_rendered_pbtxt_has_no_placeholders_and_all_tensors(tmp_path):
+    text = to_pbtxt(tensorrt_llm_config(trt_cfg(max_batch_size=64, max_queue_size=128)))
+    assert "${" not in text and 'backend: "tensorrtllm"' in text
+    assert "max_batch_size: 64" in text and "max_queue_size: 128" in text and "decoupled: true" in text
+    for name in list(ENGINE_INPUTS) + list(ENGINE_OUTPUTS):
+        assert f'name: "{name}"' in text
+
+
+def test_rendering_refuses_missing_values():
+    m = ModelConfig("x", "python", 1, True, (), (), {"tokenizer_dir": ""})
+    with pytest.raises(ConfigError, match="tokenizer_dir"):
+        to_pbtxt(m)
+    with pytest.raises(ConfigError, match=r"\$\{"):
+        to_pbtxt(ModelConfig("x", "python", 1, True, (), (), {"a": "${engine_dir}"}))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(engine="reference", tokenizer_dir=Path("t")), "needs model_dir"),
+        (dict(engine="tensorrt_llm", tokenizer_dir=Path("t")), "needs engine_dir"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), max_input_len=4096, max_seq_len=4096), "max_input_len"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), front_door_names=("synthetic",)), "used twice"),
+    ],
+)
+def test_inconsistent_configs_are_refused(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        ServeConfig(**kw)
+
+
+def test_stock_names_repo(tmp_path):
+    cfg = ServeConfig(
+        engine="synthetic", tokenizer_dir=tmp_path, engine_model_name="tensorrt_llm",
+        front_door_names=("ensemble", "tensorrt_llm_bls"),
+    )
+    repo = render_repo(cfg, tmp_path / "repo")
+    assert sorted(p.name for p in repo.iterdir()) == ["ensemble", "tensorrt_llm", "tensorrt_llm_bls"]
+    assert (repo / "ensemble" / "1" / "model.py").read_text().startswith('"""Triton adapter for the text front door')
+    assert 'string_value: "tensorrt_llm"' in (repo / "ensemble" / "config.pbtxt").read_text()

@@ -1,0 +1,96 @@
+"""Small raw-tritonclient helpers for the server tests (the package's own client has its own tests)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import urllib.error
+import urllib.request
+
+import numpy as np
+import tritonclient.grpc as tg
+
+from ziya_trt.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
+
+
+def grpc_inputs(values: dict, specs=FRONT_DOOR_INPUTS):
+    out = []
+    for name, v in values.items():
+        spec = specs[name]
+        if spec.data_type == "TYPE_STRING":
+            arr = np.array([[x.encode() if isinstance(x, str) else x for x in (v if isinstance(v, list) else [v])]], dtype=np.object_)
+        elif isinstance(v, np.ndarray):
+            arr = v
+        else:
+            arr = np.array([[v]], dtype=spec.np_dtype)
+        i = tg.InferInput(name, list(arr.shape), spec.client_dtype)
+        i.set_data_from_numpy(arr)
+        out.append(i)
+    return out
+
+
+def grpc_stream(url: str, model: str, values: dict, specs=FRONT_DOOR_INPUTS, request_id: str = "", timeout=60):
+    """Send one request on a gRPC stream; return (list of result objects, error or None)."""
+    c = tg.InferenceServerClient(url)
+    q: queue.Queue = queue.Queue()
+    c.start_stream(callback=lambda result, error: q.put((result, error)))
+    try:
+        c.async_stream_infer(model, grpc_inputs(values, specs), request_id=request_id, enable_empty_final_response=True)
+        results = []
+        while True:
+            res, err = q.get(timeout=timeout)
+            if err is not None:
+                return results, err
+            results.append(res)
+            if res.get_response().parameters["triton_final_response"].bool_param:
+                return results, None
+    finally:
+        c.stop_stream()
+        c.close()
+
+
+def texts(results) -> str:
+    out = []
+    for r in results:
+        a = r.as_numpy("text_output")
+        if a is not None:
+            out.extend(x.decode() for x in a.reshape(-1))
+    return "".join(out)
+
+
+def engine_ids(results) -> list[int]:
+    out = []
+    for r in results:
+        a = r.as_numpy("output_ids")
+        if a is not None:
+            out.extend(a.reshape(-1).tolist())
+    return out
+
+
+def http_post(url: str, path: str, body: dict, timeout=60):
+    """(status, text) of a POST to the HTTP endpoint."""
+    req = urllib.request.Request(f"http://{url}{path}", data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def sse_events(text: str) -> list[dict]:
+    return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+
+
+def metric(metrics_text: str, name: str, model: str) -> float | None:
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def scrape(srv) -> str:
+    with urllib.request.urlopen(srv.metrics_url, timeout=5) as r:
+        return r.read().decode()
+
+
+ENGINE = ENGINE_INPUTS

@@ -1,0 +1,225 @@
+"""``ZiyaClient`` and ``AsyncZiyaClient``: one core, two thin I/O shells."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .. import errors as E
+from ._core import TEXT, ChatResult, Core, Request
+from ._transport import ASYNC, SYNC
+
+
+def parse_url(url: str, protocol: str | None) -> tuple[str, str]:
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        proto = {"grpc": "grpc", "http": "http"}.get(scheme)
+        if proto is None:
+            raise E.InvalidRequestError(f"url: unknown scheme {scheme!r}; use grpc:// or http://", "url")
+        if protocol and protocol != proto:
+            raise E.InvalidRequestError(f"url: scheme {scheme} disagrees with protocol={protocol}", "url")
+        return proto, rest.rstrip("/")
+    proto = protocol or "grpc"
+    if proto not in ("grpc", "http"):
+        raise E.InvalidRequestError(f"protocol: {proto!r}; use grpc or http", "protocol")
+    return proto, url.rstrip("/")
+
+
+class _Base:
+    def __init__(self, url: str = "grpc://127.0.0.1:8001", *, protocol: str | None = None, mode: str = TEXT,
+                 model: str | None = None, tokenizer=None, template: str = "ziya", max_input_len: int | None = None,
+                 reserve_tokens: int = 0, timeout_s: float = 120.0, connect_retries: int = 3, backoff_s: float = 0.25):
+        self.protocol, self.url = parse_url(url, protocol)
+        if isinstance(tokenizer, str):
+            from ..tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(tokenizer, require_chat_tokens=template == "ziya")
+        model = model or ("ziya" if mode == TEXT else "tensorrt_llm")
+        self.core = Core(mode, model, tokenizer, template, max_input_len, reserve_tokens)
+        self.timeout_s, self.connect_retries, self.backoff_s = timeout_s, connect_retries, backoff_s
+
+    def _delays(self):
+        return [self.backoff_s * (2**i) for i in range(self.connect_retries)]
+
+
+class ChatStream:
+    """Iterator of text deltas. Leaving it early (``with`` exit, ``break`` then ``close``) or calling
+    ``cancel()`` cancels the request on the server."""
+
+    def __init__(self, core: Core, req: Request, transport):
+        self.core, self.req, self._t = core, req, transport
+        self._finished = False
+        self.result: ChatResult | None = None
+
+    def __iter__(self):
+        try:
+            for d in self._t:
+                text = self.core.on_response(self.req, d)
+                if text:
+                    yield text
+                if self.core.done(self.req):
+                    self._t.cancel()
+                    break
+            tail = self.core.on_end(self.req)
+            self._finished = True
+            if tail:
+                yield tail
+        finally:
+            if not self._finished:
+                self.cancel()
+            else:
+                self.result = self.core.result(self.req)
+
+    def cancel(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._t.cancel()
+            self.core.on_end(self.req, cancelled=True)
+            self.result = self.core.result(self.req)
+
+    close = cancel
+
+    def until_done(self) -> ChatResult:
+        for _ in self:
+            pass
+        return self.result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cancel()
+
+
+class ZiyaClient(_Base):
+    """Blocking client. ``chat`` returns a ``ChatResult``; ``stream_chat`` a ``ChatStream``."""
+
+    def _open(self, req: Request):
+        for delay in [*self._delays(), None]:
+            try:
+                return SYNC[self.protocol](self.url, req, self.timeout_s)
+            except E.ConnectionError:
+                if delay is None:
+                    raise
+                time.sleep(delay)
+
+    def stream_chat(self, messages, history=None, **sampling) -> ChatStream:
+        req = self.core.prepare(messages, history, stream=True, **sampling)
+        return ChatStream(self.core, req, self._open(req))
+
+    def chat(self, messages, history=None, **sampling) -> ChatResult:
+        req = self.core.prepare(messages, history, stream=False, **sampling)
+        return ChatStream(self.core, req, self._open(req)).until_done()
+
+    def generate(self, prompt: str, stream: bool = False, **sampling):
+        """A raw prompt, no template or truncation."""
+        req = self.core.prepare(prompt, None, stream=stream, raw_prompt=True, **sampling)
+        s = ChatStream(self.core, req, self._open(req))
+        return s if stream else s.until_done()
+
+    def is_ready(self) -> bool:
+        if self.protocol == "grpc":
+            import tritonclient.grpc as tg
+
+            c = tg.InferenceServerClient(self.url)
+        else:
+            import tritonclient.http as th
+
+            c = th.InferenceServerClient(self.url)
+        try:
+            return bool(c.is_server_ready())
+        except Exception:
+            return False
+        finally:
+            c.close()
+
+    def close(self) -> None:
+        """Nothing is pooled: every stream owns and closes its connection."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AsyncChatStream:
+    """Async iterator of text deltas; ``async with`` exit or ``await cancel()`` cancels on the server."""
+
+    def __init__(self, core: Core, req: Request, transport):
+        self.core, self.req, self._t = core, req, transport
+        self._finished = False
+        self.result: ChatResult | None = None
+
+    async def __aiter__(self):
+        try:
+            async for d in self._t:
+                text = self.core.on_response(self.req, d)
+                if text:
+                    yield text
+                if self.core.done(self.req):
+                    await self._t.cancel()
+                    break
+            tail = self.core.on_end(self.req)
+            self._finished = True
+            if tail:
+                yield tail
+        finally:
+            if not self._finished:
+                await self.cancel()
+            else:
+                self.result = self.core.result(self.req)
+
+    async def cancel(self) -> None:
+        if not self._finished:
+            self._finished = True
+            await self._t.cancel()
+            self.core.on_end(self.req, cancelled=True)
+            self.result = self.core.result(self.req)
+
+    async def until_done(self) -> ChatResult:
+        async for _ in self:
+            pass
+        return self.result
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.cancel()
+
+
+class AsyncZiyaClient(_Base):
+    """The asyncio client; same calls as ``ZiyaClient``, awaited."""
+
+    async def _open(self, req: Request):
+        t = ASYNC[self.protocol](self.url, req, self.timeout_s)
+        return t
+
+    async def _run(self, req: Request) -> ChatResult:
+        for delay in [*self._delays(), None]:
+            try:
+                return await AsyncChatStream(self.core, req, await self._open(req)).until_done()
+            except E.ConnectionError:
+                if delay is None or req.t_first is not None:
+                    raise
+                await asyncio.sleep(delay)
+
+    def stream_chat(self, messages, history=None, **sampling) -> AsyncChatStream:
+        req = self.core.prepare(messages, history, stream=True, **sampling)
+        return AsyncChatStream(self.core, req, ASYNC[self.protocol](self.url, req, self.timeout_s))
+
+    async def chat(self, messages, history=None, **sampling) -> ChatResult:
+        return await self._run(self.core.prepare(messages, history, stream=False, **sampling))
+
+    async def generate(self, prompt: str, **sampling) -> ChatResult:
+        return await self._run(self.core.prepare(prompt, None, stream=False, raw_prompt=True, **sampling))
+
+    async def close(self) -> None:
+        """Nothing is pooled: every stream owns and closes its connection."""
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()

@@ -1,0 +1,229 @@
+"""Response streams over gRPC and HTTP, sync and async. Each yields ``{name: value}`` dicts and
+can be cancelled, which cancels the request on the server."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import queue
+import uuid
+
+from .. import errors as E
+from ._core import Request, as_array, map_error
+
+_END = object()
+
+
+def _grpc_inputs(req: Request):
+    import tritonclient.grpc as tg
+
+    out = []
+    for name, v in req.fields.items():
+        arr = as_array(name, v, req.specs)
+        i = tg.InferInput(name, list(arr.shape), req.specs[name].client_dtype)
+        i.set_data_from_numpy(arr)
+        out.append(i)
+    return out
+
+
+def _grpc_result(res) -> tuple[dict, bool]:
+    r = res.get_response()
+    d = {o.name: res.as_numpy(o.name) for o in r.outputs}
+    final = r.parameters["triton_final_response"].bool_param if "triton_final_response" in r.parameters else True
+    return d, final
+
+
+class GrpcStream:
+    """A request on its own gRPC bidirectional stream."""
+
+    def __init__(self, url: str, req: Request, timeout_s: float):
+        import tritonclient.grpc as tg
+
+        self.timeout_s = timeout_s
+        self._q: queue.Queue = queue.Queue()
+        self._client = tg.InferenceServerClient(url)
+        self._closed = False
+        try:
+            self._client.start_stream(callback=self._callback)
+            self._client.async_stream_infer(req.model, _grpc_inputs(req), request_id=uuid.uuid4().hex,
+                                            enable_empty_final_response=True)
+        except Exception as e:
+            self.close()
+            raise map_error(e) from e
+
+    def _callback(self, result, error):  # tritonclient passes these by keyword
+        self._q.put((result, error))
+
+    def __iter__(self):
+        while True:
+            try:
+                result, error = self._q.get(timeout=self.timeout_s)
+            except queue.Empty:
+                self.cancel()
+                raise E.TimeoutError(f"no response within {self.timeout_s:.1f}s") from None
+            if error is not None:
+                raise map_error(error) from error
+            d, final = _grpc_result(result)
+            yield d
+            if final:
+                return
+
+    def cancel(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._client.stop_stream(cancel_requests=True)
+            finally:
+                self._client.close()
+
+    close = cancel
+
+
+class HttpStream:
+    """Triton's generate (one response) or generate_stream (SSE) endpoint; closing cancels."""
+
+    def __init__(self, url: str, req: Request, timeout_s: float):
+        host, _, port = url.partition(":")
+        self._conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout_s)
+        self.stream = bool(req.fields.get("stream", req.fields.get("streaming", False)))
+        path = f"/v2/models/{req.model}/{'generate_stream' if self.stream else 'generate'}"
+        body = json.dumps(req.fields, ensure_ascii=False).encode("utf-8")
+        try:
+            self._conn.request("POST", path, body, {"Content-Type": "application/json"})
+            self._resp = self._conn.getresponse()
+        except OSError as e:
+            self._conn.close()
+            raise map_error(e) from e
+
+    def __iter__(self):
+        try:
+            if self._resp.status != 200 and not self.stream:
+                raise map_error(_error_text(self._resp.read()), self._resp.status)
+            if not self.stream:
+                yield json.loads(self._resp.read())
+                return
+            for raw in self._resp:
+                line = raw.decode("utf-8").strip()
+                if not line.startswith("data:"):
+                    continue
+                d = json.loads(line[5:])
+                if "error" in d:
+                    raise map_error(d["error"], self._resp.status)
+                yield d
+        except OSError as e:
+            raise map_error(e) from e
+        finally:
+            self.close()
+
+    def cancel(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._resp.close()
+        except Exception:
+            pass
+        self._conn.close()
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return json.loads(body).get("error", body.decode("utf-8", "replace"))
+    except ValueError:
+        return body.decode("utf-8", "replace")
+
+
+# --- async -------------------------------------------------------------------------------------
+
+
+class AsyncGrpcStream:
+    def __init__(self, url: str, req: Request, timeout_s: float):
+        self.url, self.req, self.timeout_s = url, req, timeout_s
+        self._it = None
+        self._client = None
+
+    async def __aiter__(self):
+        import tritonclient.grpc.aio as tga
+
+        self._client = tga.InferenceServerClient(self.url)
+        inputs = _grpc_inputs(self.req)
+
+        async def one():
+            yield {"model_name": self.req.model, "inputs": inputs, "request_id": uuid.uuid4().hex,
+                   "enable_empty_final_response": True}
+
+        try:
+            self._it = self._client.stream_infer(one())
+            agen = self._it.__aiter__()
+            while True:
+                try:
+                    result, error = await asyncio.wait_for(agen.__anext__(), self.timeout_s)
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise E.TimeoutError(f"no response within {self.timeout_s:.1f}s") from None
+                if error is not None:
+                    raise map_error(error) from error
+                d, final = _grpc_result(result)
+                yield d
+                if final:
+                    return
+        except E.ZiyaError:
+            raise
+        except Exception as e:
+            raise map_error(e) from e
+        finally:
+            await self.cancel()
+
+    async def cancel(self) -> None:
+        if self._it is not None:
+            self._it.cancel()
+            self._it = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class AsyncHttpStream:
+    def __init__(self, url: str, req: Request, timeout_s: float):
+        self.url, self.req, self.timeout_s = url, req, timeout_s
+        self._session = None
+        self.stream = bool(req.fields.get("stream", req.fields.get("streaming", False)))
+
+    async def __aiter__(self):
+        import aiohttp
+
+        path = f"/v2/models/{self.req.model}/{'generate_stream' if self.stream else 'generate'}"
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s))
+        try:
+            async with self._session.post(f"http://{self.url}{path}", json=self.req.fields) as resp:
+                if not self.stream:
+                    body = await resp.read()
+                    if resp.status != 200:
+                        raise map_error(_error_text(body), resp.status)
+                    yield json.loads(body)
+                    return
+                async for raw in resp.content:
+                    line = raw.decode("utf-8").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    d = json.loads(line[5:])
+                    if "error" in d:
+                        raise map_error(d["error"], resp.status)
+                    yield d
+        except E.ZiyaError:
+            raise
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            raise map_error(e) from e
+        finally:
+            await self.cancel()
+
+    async def cancel(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+SYNC = {"grpc": GrpcStream, "http": HttpStream}
+ASYNC = {"grpc": AsyncGrpcStream, "http": AsyncHttpStream}
