@@ -53,3 +53,27 @@ def syn_server(tmp_path_factory, tiny_ckpt):
     )
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_server(tmp_path_factory, tiny_ckpt):
+    """Synthetic engine at 20 tok/s with 2 slots and a queue of 1: for overload, cancel and chat tests."""
+    srv = _start(
+        tmp_path_factory, "slow-server", engine="synthetic", tokenizer_dir=tiny_ckpt,
+        max_batch_size=2, max_queue_size=1, max_input_len=256, max_seq_len=2048,
+        synthetic_tokens_per_s=20.0, synthetic_first_token_s=0.01,
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def stock_server(tmp_path_factory, tiny_ckpt):
+    """A repository that uses only tensorrtllm_backend's names: ensemble, tensorrt_llm_bls, tensorrt_llm."""
+    srv = _start(
+        tmp_path_factory, "stock-server", engine="synthetic", tokenizer_dir=tiny_ckpt,
+        engine_model_name="tensorrt_llm", front_door_names=("ensemble", "tensorrt_llm_bls"),
+        max_batch_size=16, max_queue_size=16, max_input_len=256, max_seq_len=1024, synthetic_tokens_per_s=500.0,
+    )
+    yield srv
+    srv.stop()

@@ -94,3 +94,18 @@ def scrape(srv) -> str:
 
 
 ENGINE = ENGINE_INPUTS
+METRIC_ACTIVE_NAME = "ziya_engine_active_requests"
+
+
+def wait_metric(srv, name: str, model: str, pred, timeout_s: float = 5.0) -> tuple[float | None, float]:
+    """Poll /metrics until ``pred(value)``; return (value, seconds waited)."""
+    import time
+
+    t0 = time.monotonic()
+    v = None
+    while time.monotonic() - t0 < timeout_s:
+        v = metric(scrape(srv), name, model)
+        if v is not None and pred(v):
+            break
+        time.sleep(0.02)
+    return v, time.monotonic() - t0

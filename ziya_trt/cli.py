@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "demo": "ziya_trt.demo",
     "prompt": "ziya_trt.cli_prompt",
     "serve": "ziya_trt.cli_serve",
+    "chat": "ziya_trt.cli_chat",
 }
 
 

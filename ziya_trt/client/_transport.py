@@ -50,32 +50,43 @@ class GrpcStream:
                                             enable_empty_final_response=True)
         except Exception as e:
             self.close()
-            raise map_error(e) from e
+            try:  # the real cause (e.g. connection refused) is reported through the callback
+                _, cause = self._q.get(timeout=1.0)
+            except queue.Empty:
+                cause = None
+            raise map_error(cause or e) from (cause or e)
 
     def _callback(self, result, error):  # tritonclient passes these by keyword
         self._q.put((result, error))
 
     def __iter__(self):
-        while True:
-            try:
-                result, error = self._q.get(timeout=self.timeout_s)
-            except queue.Empty:
-                self.cancel()
-                raise E.TimeoutError(f"no response within {self.timeout_s:.1f}s") from None
-            if error is not None:
-                raise map_error(error) from error
-            d, final = _grpc_result(result)
-            yield d
-            if final:
-                return
+        finished = False
+        try:
+            while True:
+                try:
+                    result, error = self._q.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise E.TimeoutError(f"no response within {self.timeout_s:.2f}s") from None
+                if error is not None:
+                    raise map_error(error) from error
+                d, final = _grpc_result(result)
+                yield d
+                if final:
+                    finished = True
+                    return
+        finally:
+            self._shut(cancel=not finished)
 
-    def cancel(self) -> None:
+    def _shut(self, cancel: bool) -> None:
         if not self._closed:
             self._closed = True
             try:
-                self._client.stop_stream(cancel_requests=True)
+                self._client.stop_stream(cancel_requests=cancel)
             finally:
                 self._client.close()
+
+    def cancel(self) -> None:
+        self._shut(cancel=True)
 
     close = cancel
 

@@ -23,7 +23,9 @@ def build_engine(params: dict[str, str], name: str) -> EngineLoop:
 
         tok = load_tokenizer(params["tokenizer_dir"], require_chat_tokens=False)
         limits = EngineLimits(limits.max_slots, limits.max_queue, limits.max_input_len, limits.max_seq_len, tok.vocab_size)
-        skip = frozenset(i for i in (tok.special.bos, tok.special.eos, tok.special.pad) if i is not None)
+        # replay the prompt's content, not its control or turn-marker tokens
+        s = tok.special
+        skip = frozenset(i for i in (s.bos, s.eos, s.pad, s.human, s.bot) if i is not None)
         return SyntheticEngine(
             limits,
             tokens_per_s=float(params["tokens_per_s"]),
