@@ -8,8 +8,12 @@ import sys
 
 from .errors import ZiyaError
 
-# name -> module with ``add_parser(subparsers)`` that sets ``func`` on its parser
+# name -> module with ``add_parser(subparsers)`` (or ``add_parsers`` for several) setting ``func``
 SUBCOMMANDS = {
+    "fetch": "engine_build.cli",
+    "validate": "engine_build.cli",
+    "plan": "engine_build.cli",
+    "build": "engine_build.cli",
     "demo": "ziya_trt.demo",
     "prompt": "ziya_trt.cli_prompt",
     "serve": "ziya_trt.cli_serve",
@@ -23,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve Ziya2-13B-Chat with TensorRT-LLM and Triton, talk to it, and measure it.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in SUBCOMMANDS.values():
-        importlib.import_module(module).add_parser(sub)
+    for module in dict.fromkeys(SUBCOMMANDS.values()):
+        m = importlib.import_module(module)
+        (m.add_parsers if hasattr(m, "add_parsers") else m.add_parser)(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .serve_config import EngineKind, ServeConfig, render_repo
+from .serve_config import ConfigError, EngineKind, ServeConfig, render_repo
 from .server import Ports, TritonServer, external_triton
 
 
@@ -46,6 +46,8 @@ def add_parser(sub) -> None:
 
 def config_from_args(a) -> ServeConfig:
     stock = a.stock_names
+    if a.engine == EngineKind.TENSORRT_LLM.value:
+        return config_from_manifest(a)
     return ServeConfig(
         engine=a.engine,
         tokenizer_dir=a.tokenizer_dir or a.model_dir or a.engine_dir,
@@ -62,6 +64,30 @@ def config_from_args(a) -> ServeConfig:
         synthetic_tokens_per_s=a.synthetic_tokens_per_s,
         synthetic_first_token_s=a.synthetic_first_token_s,
         drain_timeout_s=max(1.0, a.exit_timeout - 5.0),
+    )
+
+
+def config_from_manifest(a) -> ServeConfig:
+    """The tensorrt_llm model's limits, world size and tokenizer come from the build manifest."""
+    from engine_build.build import read_manifest
+
+    if not a.engine_dir:
+        raise ConfigError("--engine tensorrt_llm needs --engine-dir (a directory built by `ziya-trt build`)")
+    m = read_manifest(a.engine_dir)
+    plan = m["plan"]
+    return ServeConfig(
+        engine=EngineKind.TENSORRT_LLM,
+        tokenizer_dir=a.tokenizer_dir or Path(m["tokenizer_dir"]),
+        engine_dir=a.engine_dir.resolve(),
+        front_door_names=("ensemble", "tensorrt_llm_bls") if a.stock_names else ("ziya",),
+        engine_model_name="tensorrt_llm",
+        template=a.template,
+        max_batch_size=plan["max_batch_size"],
+        max_queue_size=a.max_queue_size,
+        max_input_len=plan["max_input_len"],
+        max_seq_len=plan["max_seq_len"],
+        kv_cache_free_gpu_mem_fraction=plan["kv_cache_free_gpu_mem_fraction"],
+        world_size=m["world_size"],
     )
 
 

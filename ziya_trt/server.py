@@ -140,6 +140,19 @@ class TritonServer:
             *self.extra_args,
         ]
 
+    def mpi_command(self, world_size: int) -> list[str]:
+        """Multi-GPU: one tritonserver per rank under mpirun, as tensorrtllm_backend's launcher does;
+        only rank 0 opens the HTTP/gRPC/metrics ports. (Generated here; run only on a GPU machine.)"""
+        base = self.command()
+        out = ["mpirun", "--allow-run-as-root"]
+        for rank in range(world_size):
+            args = [a for a in base if rank == 0 or not a.startswith(("--http-", "--grpc-", "--metrics-"))]
+            if rank:
+                args += ["--allow-http=false", "--allow-grpc=false", "--allow-metrics=false"]
+            args += ["--disable-auto-complete-config", f"--backend-config=python,shm-region-prefix-name=prefix{rank}_"]
+            out += ["-n", "1", *args, ":"]
+        return out[:-1]
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         libdir = sysconfig.get_config_var("LIBDIR") or ""

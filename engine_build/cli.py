@@ -1,0 +1,148 @@
+"""``ziya-trt fetch | validate | plan | build``: the engine-building subcommands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .fetch import DEFAULT_MODEL
+
+
+def _plan_options(p) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help="ModelScope id or local checkpoint directory")
+    p.add_argument("--revision", help="ModelScope revision (branch, tag or commit)")
+    p.add_argument("--gpu", default="h100-80gb", help="a100-40gb, a100-80gb, l40s, h100-80gb, h200, b200")
+    p.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--pp", type=int, default=1)
+    p.add_argument("--isl", type=int, default=2048, help="input tokens per request")
+    p.add_argument("--osl", type=int, default=512, help="output tokens per request")
+    p.add_argument("--min-batch", type=int, default=8, help="fewest concurrent full-length requests to hold")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("fetch", help="download a checkpoint from ModelScope (resumable) and validate it")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--revision")
+    p.add_argument("--cache-dir")
+    p.add_argument("--offline", action="store_true", help="use only the local ModelScope cache")
+    p.set_defaults(func=run_fetch)
+
+    p = sub.add_parser("validate", help="check a checkpoint's config, shards, shapes, dtype and tokenizer")
+    p.add_argument("model_dir", type=Path)
+    p.set_defaults(func=run_validate)
+
+    p = sub.add_parser("plan", help="plan engine limits for a GPU from the model's shape and a workload")
+    _plan_options(p)
+    p.add_argument("--out", type=Path, default=Path("plan.json"))
+    p.set_defaults(func=run_plan)
+
+    p = sub.add_parser("build", help="build a bf16 or fp8 TensorRT-LLM 1.2.1 engine from a plan")
+    _plan_options(p)
+    p.add_argument("--plan", type=Path, help="a plan.json from `ziya-trt plan` (overrides the plan flags)")
+    p.add_argument("--engine-dir", type=Path, default=Path("engines/ziya2-13b"))
+    p.add_argument("--work-dir", type=Path, help="converted checkpoint and logs (default: ENGINE_DIR.work)")
+    p.add_argument("--calib-dataset", type=Path, help="calibration directory with a 'text' column (fp8)")
+    p.add_argument("--trtllm-source", help="TensorRT-LLM source tree (for examples/*.py)")
+    p.add_argument("--dry-run", action="store_true", help="write the plan, commands and manifest only")
+    p.add_argument("--skip-validate", action="store_true")
+    p.set_defaults(func=run_build)
+
+
+def _source(args) -> tuple[Path, dict]:
+    from .fetch import fetch_checkpoint
+
+    d = fetch_checkpoint(args.model, getattr(args, "revision", None))
+    return d, {"model": args.model, "revision": getattr(args, "revision", None), "local_dir": str(d)}
+
+
+def run_fetch(args) -> int:
+    from .fetch import fetch_checkpoint
+    from .validate import validate_checkpoint
+
+    d = fetch_checkpoint(args.model, args.revision, args.cache_dir, offline=args.offline)
+    print(d)
+    validate_checkpoint(d)
+    print("checkpoint is valid")
+    return 0
+
+
+def run_validate(args) -> int:
+    from .validate import validate_checkpoint
+
+    rep = validate_checkpoint(args.model_dir)
+    s = rep.spec
+    print(f"ok: {s.architecture}, {s.params / 1e9:.2f} B parameters, {rep.tensors} tensors in "
+          f"{len(rep.weight_files)} file(s), {sorted(rep.dtypes)}, tokenizer {rep.tokenizer_vocab} tokens "
+          f"(model vocab {s.vocab_size})")
+    return 0
+
+
+def _make_plan(args, model_dir: Path):
+    from .plan import Workload, make_plan
+
+    return make_plan(model_dir, args.gpu, args.dtype, args.tp, args.pp, Workload(args.isl, args.osl, args.min_batch))
+
+
+def print_plan(plan, con: Console | None = None) -> None:
+    con = con or Console()
+    gb = lambda b: f"{b / 1e9:.2f} GB"  # noqa: E731
+    t = Table("", "value", title=f"build plan: {plan.gpu}, {plan.dtype}, tp{plan.tp} pp{plan.pp}")
+    rows = [
+        ("parameters", f"{plan.model['params'] / 1e9:.2f} B"),
+        ("weights per GPU", gb(plan.weight_bytes_per_gpu)),
+        ("KV bytes per token per GPU", f"{plan.kv_bytes_per_token_per_gpu:,}"),
+        ("activations per GPU", gb(plan.activation_bytes_per_gpu)),
+        ("runtime reserve", gb(plan.runtime_reserve_bytes)),
+        ("KV cache per GPU", f"{gb(plan.kv_cache_bytes_per_gpu)} = {plan.kv_cache_tokens:,} tokens"),
+        ("max_batch_size", str(plan.max_batch_size)),
+        ("max_num_tokens", str(plan.max_num_tokens)),
+        ("max_input_len / max_seq_len", f"{plan.max_input_len} / {plan.max_seq_len}"),
+        ("vocab", f"{plan.vocab_size} (padded {plan.padded_vocab_size}; padding needed: {plan.vocab_padding_needed})"),
+        ("norm_quant_fusion / reduce_fusion", f"{plan.norm_quant_fusion} / {plan.reduce_fusion}"),
+        ("fits", "yes" if plan.fits else "[red]NO[/]"),
+    ]
+    for r in rows:
+        t.add_row(*r)
+    con.print(t)
+    for p in plan.problems:
+        con.print(f"[red]problem:[/] {p}")
+    for s in plan.suggestions:
+        con.print(f"[yellow]suggestion:[/] {s}")
+
+
+def run_plan(args) -> int:
+    model_dir = Path(args.model) if Path(args.model).is_dir() else None
+    if model_dir is None:
+        model_dir, _ = _source(args)
+    plan = _make_plan(args, model_dir)
+    print_plan(plan)
+    plan.save(args.out)
+    print(f"saved {args.out}")
+    return 0 if plan.fits else 1
+
+
+def run_build(args) -> int:
+    from .build import run_build as build
+    from .commands import CALIB_DEFAULT
+    from .plan import BuildPlan
+    from .validate import validate_checkpoint
+
+    if args.plan:
+        plan = BuildPlan.load(args.plan)
+        model_dir, source = Path(plan.model_dir), {"model": plan.model_dir, "revision": None}
+    else:
+        model_dir, source = _source(args)
+        plan = _make_plan(args, model_dir)
+    print_plan(plan)
+    if not args.skip_validate:
+        validate_checkpoint(model_dir)
+    work = args.work_dir or args.engine_dir.with_name(args.engine_dir.name + ".work")
+    manifest = build(plan, args.engine_dir, work, source, tokenizer_dir=str(model_dir),
+                     trtllm_source=args.trtllm_source, calib=args.calib_dataset or CALIB_DEFAULT, dry_run=args.dry_run)
+    print(f"manifest: {manifest}")
+    print(json.dumps({"commands": json.loads(manifest.read_text())["commands"]}, indent=2))
+    return 0

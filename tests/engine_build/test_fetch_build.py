@@ -1,0 +1,88 @@
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from engine_build.build import BuildError, MANIFEST, read_manifest, run_build, trtllm_version
+from engine_build.fetch import FetchError, fetch_checkpoint
+from engine_build.plan import make_plan
+from ziya_trt.cli import main
+
+
+def test_local_directory_is_used_as_is(tiny_ckpt):
+    assert fetch_checkpoint(str(tiny_ckpt)) == tiny_ckpt
+
+
+def test_modelscope_local_cache(tiny_ckpt, tmp_path):
+    """modelscope's snapshot_download, offline, against a cache laid out as it lays it out."""
+    root = tmp_path / "models" / "Fengshenbang--Ziya2-13B-Chat"
+    snap = root / "snapshots" / "rev1"
+    snap.parent.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(tiny_ckpt, snap)
+    (root / "refs").mkdir()
+    (root / "refs" / "master").write_text("rev1")
+    got = fetch_checkpoint("Fengshenbang/Ziya2-13B-Chat", cache_dir=tmp_path, offline=True)
+    assert got == snap and (got / "config.json").exists()
+
+
+def test_offline_miss_is_a_clear_error_not_a_hang(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(FetchError, match="local ModelScope cache") as ei:
+        fetch_checkpoint("Fengshenbang/Ziya2-13B-Chat", revision="v1", cache_dir=tmp_path, offline=True)
+    assert time.monotonic() - t0 < 10 and "Pass a local checkpoint directory" in str(ei.value)
+
+
+def test_dry_run_writes_manifest(tiny_ckpt, tmp_path):
+    plan = make_plan(tiny_ckpt, "h200", "fp8", 2)
+    m = run_build(plan, tmp_path / "engine", tmp_path / "work", {"model": "fixture"}, dry_run=True,
+                  progress=lambda s: None)
+    data = json.loads(m.read_text())
+    assert data["built"] is False and data["plan"]["tp"] == 2 and data["world_size"] == 2
+    assert data["commands"][0][1].endswith("quantize.py") and data["commands"][1][0] == "trtllm-build"
+    assert set(data["source_files"]) >= {"config.json", "tokenizer.model", "model.safetensors"}
+    assert len(data["source_files"]["config.json"]) == 64
+    assert read_manifest(tmp_path / "engine")["dtype"] == "fp8"
+
+
+@pytest.mark.skipif(trtllm_version() is not None, reason="TensorRT-LLM is installed here")
+def test_build_without_tensorrt_llm_says_so(tiny_ckpt, tmp_path):
+    with pytest.raises(BuildError, match="TensorRT-LLM 1.2.1 is not installed") as ei:
+        run_build(make_plan(tiny_ckpt, "h100", "bf16"), tmp_path / "e", tmp_path / "w", {}, progress=lambda s: None)
+    assert ei.value.step == "preflight"
+
+
+def test_plan_that_does_not_fit_is_not_built(tiny_ckpt, tmp_path):
+    plan = make_plan(tiny_ckpt, "a100-80gb", "fp8")
+    with pytest.raises(BuildError, match="does not fit"):
+        run_build(plan, tmp_path / "e", tmp_path / "w", {}, dry_run=True)
+
+
+def test_serve_renders_tensorrt_llm_config_from_the_manifest(tiny_ckpt, tmp_path, capsys):
+    assert main(["plan", "--model", str(tiny_ckpt), "--gpu", "h200", "--dtype", "fp8", "--tp", "2",
+                 "--isl", "1024", "--osl", "256", "--out", str(tmp_path / "plan.json")]) == 0
+    assert main(["build", "--plan", str(tmp_path / "plan.json"), "--engine-dir", str(tmp_path / "eng"),
+                 "--dry-run"]) == 0
+    assert (tmp_path / "eng" / MANIFEST).exists()
+    assert main(["serve", "--engine", "tensorrt_llm", "--engine-dir", str(tmp_path / "eng"),
+                 "--repo-dir", str(tmp_path / "repo"), "--render-only"]) == 0
+    text = (tmp_path / "repo" / "tensorrt_llm" / "config.pbtxt").read_text()
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert f"max_batch_size: {plan['max_batch_size']}" in text
+    assert str((tmp_path / "eng").resolve()) in text and 'backend: "tensorrtllm"' in text
+    door = (tmp_path / "repo" / "ziya" / "config.pbtxt").read_text()
+    assert str(tiny_ckpt) in door and '"1024"' in door and '"1280"' in door
+
+
+def test_mpi_launch_command_for_two_ranks(tmp_path):
+    from ziya_trt.server import Ports, TritonInstall, TritonServer
+
+    srv = TritonServer(tmp_path, Ports(1, 2, 3), install=TritonInstall(Path("/opt/tritonserver/bin/tritonserver"),
+                                                                       Path("/opt/tritonserver/backends")))
+    cmd = srv.mpi_command(2)
+    assert cmd[:2] == ["mpirun", "--allow-run-as-root"] and cmd.count("-n") == 2 and ":" in cmd
+    rank1 = cmd[cmd.index(":") + 1:]
+    assert "--allow-http=false" in rank1 and not any(a.startswith("--http-port") for a in rank1)
+    assert "--backend-config=python,shm-region-prefix-name=prefix1_" in rank1
