@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "prompt": "ziya_trt.cli_prompt",
     "serve": "ziya_trt.cli_serve",
     "chat": "ziya_trt.cli_chat",
+    "bench": "perf.cli",
 }
 
 

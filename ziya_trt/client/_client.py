@@ -209,6 +209,11 @@ class AsyncZiyaClient(_Base):
         req = self.core.prepare(messages, history, stream=True, **sampling)
         return AsyncChatStream(self.core, req, ASYNC[self.protocol](self.url, req, self.timeout_s))
 
+    def stream_chat_raw(self, prompt: str, **sampling) -> AsyncChatStream:
+        """Stream a raw prompt (no template, no truncation)."""
+        req = self.core.prepare(prompt, None, stream=True, raw_prompt=True, **sampling)
+        return AsyncChatStream(self.core, req, ASYNC[self.protocol](self.url, req, self.timeout_s))
+
     async def chat(self, messages, history=None, **sampling) -> ChatResult:
         return await self._run(self.core.prepare(messages, history, stream=False, **sampling))
 

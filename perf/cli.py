@@ -1,0 +1,144 @@
+"""``ziya-trt bench``: run a benchmark sweep (optionally against a server it starts itself), and
+``ziya-trt bench compare A.json B.json``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x]
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split(",") if x]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="latency/throughput benchmark of a Triton LLM endpoint (or `bench compare`)")
+    p.add_argument("--url", help="grpc://host:port or http://host:port of a running server")
+    p.add_argument("--serve", choices=["synthetic", "reference", "demo"], help="start this server for the run")
+    p.add_argument("--model", default=None, help="text front door model (default: ziya)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the server's, if local)")
+    p.add_argument("--template", help="ziya or chat_template (default: the server's)")
+    p.add_argument("--dataset", default="synthetic", help="synthetic, chat (bundled zh/en set), or a JSONL file")
+    p.add_argument("--isl", type=int, default=128, help="synthetic: exact input tokens")
+    p.add_argument("--osl", type=int, default=64, help="synthetic: exact output tokens (min_tokens = max_tokens)")
+    p.add_argument("--num-requests", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--concurrency", default="1,4,16", help="closed loop sweep, e.g. 1,2,4,8")
+    p.add_argument("--rate", help="open loop sweep in requests/s, e.g. 2,4,8 (overrides --concurrency)")
+    p.add_argument("--max-concurrency", type=int, help="open loop: cap on requests in flight")
+    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape; 1 = Poisson")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-duration-s", type=float, default=600.0, help="hard bound per sweep point")
+    p.add_argument("--timeout-s", type=float, default=120.0, help="per-response timeout")
+    p.add_argument("--no-ignore-eos", action="store_true", help="let requests end at eos (no min_tokens)")
+    p.add_argument("--slo-ttft-ms", type=float)
+    p.add_argument("--slo-tpot-ms", type=float)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/bench-<time>)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--synthetic-rate", type=float, default=50.0, help="--serve synthetic: tokens/s per stream")
+    p.add_argument("--synthetic-ttft", type=float, default=0.02, help="--serve synthetic: first-token delay (s)")
+    p.set_defaults(func=run)
+    sub2 = p.add_subparsers(dest="bench_cmd", metavar="compare")
+    c = sub2.add_parser("compare", help="compare two results.json and flag regressions")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.add_argument("--threshold", type=float, default=0.05, help="relative change that counts as a regression")
+    c.set_defaults(func=run_compare)
+
+
+def run_compare(args) -> int:
+    from .report import compare, print_compare
+
+    rows = compare(json.loads(args.a.read_text()), json.loads(args.b.read_text()), args.threshold)
+    print_compare(rows)
+    n = sum(r["regression"] for r in rows)
+    print(f"{n} regression(s) beyond {args.threshold:.0%}" if n else "no regressions")
+    return 1 if n else 0
+
+
+def _start_server(args):
+    from ziya_trt.paths import cache_dir, fixture_checkpoint
+    from ziya_trt.serve_config import ServeConfig, render_repo
+    from ziya_trt.server import TritonServer
+
+    if args.serve == "demo":
+        from ziya_trt.demo_model import demo_checkpoint
+
+        ckpt = demo_checkpoint()
+        cfg = ServeConfig(engine="reference", tokenizer_dir=ckpt, model_dir=ckpt, template="chat_template",
+                          dtype="bfloat16", max_batch_size=8, max_queue_size=256, max_input_len=1024, max_seq_len=2048)
+    else:
+        ckpt = fixture_checkpoint()
+        kw = dict(synthetic_tokens_per_s=args.synthetic_rate, synthetic_first_token_s=args.synthetic_ttft,
+                  max_batch_size=512, max_queue_size=1024, max_input_len=4096, max_seq_len=8192) \
+            if args.serve == "synthetic" else dict(model_dir=ckpt, max_batch_size=16, max_queue_size=256,
+                                                  max_input_len=1024, max_seq_len=2048)
+        cfg = ServeConfig(engine=args.serve, tokenizer_dir=ckpt, **kw)
+    d = cache_dir("bench-server", args.serve)
+    print(f"starting tritonserver ({args.serve}) ...", flush=True)
+    srv = TritonServer(render_repo(cfg, d / "repo"), log_file=d / "tritonserver.log").start()
+    return srv, cfg
+
+
+def run(args) -> int:
+    from ziya_trt.cli_chat import server_defaults
+    from ziya_trt.tokenizer import load_tokenizer
+
+    from . import workload
+    from .bench import BenchConfig, run_bench
+    from .load import LoadConfig
+    from .metrics import Slo
+
+    if not args.url and not args.serve:
+        print("error: give --url of a running server, or --serve synthetic|reference|demo")
+        return 2
+    srv = None
+    known_ttft = known_itl = None
+    try:
+        if args.serve:
+            srv, scfg = _start_server(args)
+            url = f"grpc://{srv.grpc_url}"
+            if args.serve == "synthetic":
+                known_ttft, known_itl = args.synthetic_ttft, 1.0 / args.synthetic_rate
+        else:
+            url = args.url
+        model = args.model or "ziya"
+        srv_params = server_defaults(url, model)
+        template = args.template or srv_params.get("template", "ziya")
+        tok_dir = args.tokenizer or srv_params.get("tokenizer_dir")
+        tok = load_tokenizer(tok_dir, require_chat_tokens=False) if tok_dir and Path(tok_dir).is_dir() else None
+        n_items = args.num_requests + args.warmup
+        if args.dataset == "synthetic":
+            if tok is None:
+                print("error: the synthetic dataset needs --tokenizer (exact token lengths)")
+                return 2
+            items = workload.synthetic(tok, min(n_items, 64), args.isl, args.osl, args.seed)
+        elif args.dataset == "chat":
+            items = workload.chat_set(n_items, args.seed)
+        else:
+            items = workload.from_jsonl(args.dataset, n_items)
+        common = dict(num_requests=args.num_requests, warmup=args.warmup, seed=args.seed,
+                      max_duration_s=args.max_duration_s, ignore_eos=not args.no_ignore_eos)
+        if args.rate:
+            points = [LoadConfig(concurrency=args.max_concurrency, rate=r, burstiness=args.burstiness, **common)
+                      for r in _floats(args.rate)]
+        else:
+            points = [LoadConfig(concurrency=c, **common) for c in _ints(args.concurrency)]
+        cfg = BenchConfig(url=url, model=model, template=template, points=points,
+                          slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms), known_ttft_s=known_ttft,
+                          known_itl_s=known_itl, timeout_s=args.timeout_s)
+        out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+        extra = {"dataset": args.dataset, "isl": args.isl, "osl": args.osl, "serve": args.serve,
+                 "tokenizer": str(tok_dir) if tok_dir else None,
+                 "osl_forced": not args.no_ignore_eos,
+                 "token_counts": "tokenizer" if tok is not None else "server-reported"}
+        run_bench(cfg, items, tok, out, extra, plots=not args.no_plots)
+        return 0
+    finally:
+        if srv is not None:
+            srv.stop()

@@ -1,0 +1,82 @@
+"""What to send: exact-length synthetic prompts, the bundled bilingual chat set, or a JSONL file."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ziya_trt.errors import InvalidRequestError
+
+CHAT_SET = Path(__file__).parent / "data" / "chat_zh_en.jsonl"
+
+
+@dataclass(frozen=True)
+class Item:
+    prompt: str  # raw prompt text (already formatted) or a user message, see ``raw``
+    max_tokens: int
+    input_tokens: int | None = None  # known exactly for synthetic prompts
+    raw: bool = True  # send as-is (no chat template)
+
+
+def _pool(seed: int) -> str:
+    from ziya_trt.testing import corpus_lines
+
+    lines = [ln for ln in corpus_lines(400, seed) if "<" not in ln]
+    return " ".join(lines)
+
+
+def exact_prompt(tok, isl: int, rng: random.Random, pool: str) -> str:
+    """A prompt that the tokenizer (bos included) encodes to exactly ``isl`` tokens."""
+    start = rng.randrange(0, max(1, len(pool) // 2))
+    text = pool[start:] + " " + pool
+    lo, hi = 1, min(len(text), isl * 8)
+    while lo < hi:  # longest prefix with at most isl tokens
+        mid = (lo + hi + 1) // 2
+        if tok.count(text[:mid]) <= isl:
+            lo = mid
+        else:
+            hi = mid - 1
+    prompt = text[:lo]
+    for filler in " a", "a", " ":
+        while tok.count(prompt) < isl and tok.count(prompt + filler) <= isl:
+            prompt += filler
+    n = tok.count(prompt)
+    if n != isl:
+        raise InvalidRequestError(f"isl: could not build a prompt of exactly {isl} tokens (got {n})", "isl")
+    return prompt
+
+
+def synthetic(tok, n: int, isl: int, osl: int, seed: int = 0) -> list[Item]:
+    rng = random.Random(seed)
+    pool = _pool(seed)
+    return [Item(exact_prompt(tok, isl, rng, pool), osl, isl) for _ in range(n)]
+
+
+def chat_set(n: int, seed: int = 0, path: Path = CHAT_SET, default_max_tokens: int = 256) -> list[Item]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rng = random.Random(seed)
+    picks = [rows[rng.randrange(len(rows))] for _ in range(n)]
+    return [Item(r["prompt"], int(r.get("max_tokens", default_max_tokens)), None, raw=False) for r in picks]
+
+
+def from_jsonl(path: str | Path, n: int | None = None, default_max_tokens: int = 256) -> list[Item]:
+    """Lines of ``{"prompt": "...", "max_tokens": N}`` (a user message) or ``{"text": "..."}`` (raw)."""
+    items = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InvalidRequestError(f"{path}:{i}: not JSON ({e})", "dataset") from None
+        if "prompt" in d:
+            items.append(Item(d["prompt"], int(d.get("max_tokens", default_max_tokens)), raw=False))
+        elif "text" in d:
+            items.append(Item(d["text"], int(d.get("max_tokens", default_max_tokens)), raw=True))
+        else:
+            raise InvalidRequestError(f"{path}:{i}: needs 'prompt' or 'text'", "dataset")
+    if not items:
+        raise InvalidRequestError(f"{path}: no prompts", "dataset")
+    return items if n is None else [items[i % len(items)] for i in range(n)]
