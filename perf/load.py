@@ -42,7 +42,8 @@ async def one_request(client, item: Item, index: int, cfg: LoadConfig, t0: float
                       warmup: bool = False) -> RequestRecord:
     rec = RequestRecord(index=index, t_send=time.perf_counter() - t0, warmup=warmup,
                         input_tokens=item.input_tokens or 0)
-    kw = dict(max_new_tokens=item.max_tokens, do_sample=not cfg.greedy, seed=cfg.seed + index)
+    # warm-up requests have negative indices; every request gets its own non-negative seed
+    kw = dict(max_new_tokens=item.max_tokens, do_sample=not cfg.greedy, seed=cfg.seed * 1_000_003 + index + 1_000)
     if cfg.ignore_eos:
         kw["min_tokens"] = item.max_tokens
     parts: list[str] = []

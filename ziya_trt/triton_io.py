@@ -109,13 +109,17 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
     return req, False
 
 
-def engine_output_arrays(out: EngineOutput) -> dict[str, np.ndarray]:
-    return {
-        "output_ids": np.asarray([out.tokens], dtype=np.int32).reshape(1, 1, -1),
-        "sequence_length": np.asarray([[len(out.tokens)]], dtype=np.int32),
-        "num_input_tokens": np.asarray([[out.num_input_tokens]], dtype=np.int32),
-        "num_output_tokens": np.asarray([[out.num_output_tokens]], dtype=np.int32),
-    }
+_OUTPUTS = {
+    "output_ids": lambda o: np.asarray(o.tokens, dtype=np.int32).reshape(1, 1, -1),
+    "sequence_length": lambda o: np.asarray([[len(o.tokens)]], dtype=np.int32),
+    "num_input_tokens": lambda o: np.asarray([[o.num_input_tokens]], dtype=np.int32),
+    "num_output_tokens": lambda o: np.asarray([[o.num_output_tokens]], dtype=np.int32),
+}
+
+
+def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None) -> dict[str, np.ndarray]:
+    """The engine's outputs for one response; only ``wanted`` ones when the caller asked for some."""
+    return {k: f(out) for k, f in _OUTPUTS.items() if wanted is None or k in wanted}
 
 
 def engine_inputs_from_request(req: EngineRequest) -> dict[str, np.ndarray]:

@@ -264,19 +264,27 @@ class EngineLoop:
 
     def append_token(self, live: Live, token: int) -> None:
         """Record one generated token; stream it and finish the request when it is done."""
+        self.append_tokens(live, (token,))
+
+    def append_tokens(self, live: Live, tokens) -> None:
+        """Record tokens generated since the last call and stream them as one response, so an engine
+        that falls behind sends fewer, larger responses instead of a backlog."""
         if live.req.id not in self._active:
             return
         req = live.req
         reason = None
-        if req.end_id is not None and token == req.end_id and len(live.generated) >= req.min_tokens:
-            reason = FinishReason.EOS
-        else:
+        for token in tokens:
+            if req.end_id is not None and token == req.end_id and len(live.generated) >= req.min_tokens:
+                reason = FinishReason.EOS
+                break
             live.generated.append(token)
             self.counters["generated_tokens"] += 1
             if any(_ends_with(live.generated, w) for w in req.stop_words):
                 reason = FinishReason.STOP
-            elif len(live.generated) >= req.max_new_tokens:
+                break
+            if len(live.generated) >= req.max_new_tokens:
                 reason = FinishReason.LENGTH
+                break
         if reason is not None:
             with self._cv:
                 self._release(live)

@@ -47,16 +47,23 @@ class SyntheticEngine(EngineLoop):
 
     def _step(self, active: list[Live]) -> None:
         now = time.monotonic()
+        due: dict[str, list[float]] = {}
         while self._due and self._due[0][0] <= now:
             t, _, rid = heapq.heappop(self._due)
+            due.setdefault(rid, []).append(t)
+        for rid, times in due.items():
             live = self._active.get(rid)
             plan = self._plans.get(rid)
             if live is None or plan is None:
                 continue
-            self.append_token(live, plan[len(live.generated)])
+            # tokens whose time has come, all of them if the loop fell behind: one response
+            t = times[-1]
+            n = 1 + int((now - t) / self.period)
+            start = len(live.generated)
+            self.append_tokens(live, plan[start : start + n])
             if rid in self._active:
                 # schedule from the due time, not from now, so the rate does not drift
-                self._push(t + self.period, rid)
+                self._push(t + n * self.period, rid)
         if self._due:
             with self._cv:
                 if not self._waiting and not self._cancel_ids:

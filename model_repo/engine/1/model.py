@@ -42,7 +42,8 @@ class TritonPythonModel:
                     self.engine.cancel(r.request_id())
                     sender.send(flags=FINAL)
                     continue
-                self.engine.submit(req, self._sink(sender, req))
+                wanted = set(r.requested_output_names()) or None
+                self.engine.submit(req, self._sink(sender, req, wanted))
             except ZiyaError as e:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(e.to_wire())), flags=FINAL)
             except Exception as e:  # never a traceback to the client
@@ -50,7 +51,7 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(err.to_wire())), flags=FINAL)
         return None
 
-    def _sink(self, sender, req):
+    def _sink(self, sender, req, wanted=None):
         state = {"closed": False}
 
         def sink(out):
@@ -64,7 +65,7 @@ class TritonPythonModel:
             if out.error is not None:
                 resp = pb_utils.InferenceResponse(error=pb_utils.TritonError(out.error.to_wire()))
             else:
-                tensors = [pb_utils.Tensor(k, v) for k, v in engine_output_arrays(out).items()]
+                tensors = [pb_utils.Tensor(k, v) for k, v in engine_output_arrays(out, wanted).items()]
                 resp = pb_utils.InferenceResponse(output_tensors=tensors)
             if out.final:
                 state["closed"] = True
