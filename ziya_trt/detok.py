@@ -172,6 +172,9 @@ class IncrementalDetokenizer:
                 continue
             s = texts[t]
             if s is None:
+                # a control token ends a byte run in sentencepiece (byte-level BPE just drops it)
+                if self._pending and self._lossy is None:
+                    out.append(self._drain(final=True))
                 continue
             if self._pending:
                 out.append(self._drain(final=True))

@@ -68,7 +68,8 @@ def test_text_round_trips_and_no_piece_has_a_broken_character(tok, text, sizes):
 def test_leading_space_rule_matches_sentencepiece(tok):
     sp, B = tok.sp, lambda b: tok.sp.piece_to_id("<0x%02X>" % b)
     space = sp.piece_to_id("\u2581")
-    for ids in ([space], [space, space], [B(0x20), space], [1, space, 3], [B(0xE4), space], [0, space]):
+    for ids in ([space], [space, space], [B(0x20), space], [1, space, 3], [B(0xE4), space], [0, space],
+                [B(0xC2), 1, B(0x80)]):  # a control token in the middle of a byte run ends the run
         assert "".join(stream(tok.table, ids, [1])) == sp.decode(ids), ids
 
 
