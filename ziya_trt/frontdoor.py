@@ -18,6 +18,7 @@ from .tokenizer import ZiyaTokenizer, load_tokenizer
 from .triton_io import _one
 
 BYTES_PER_TOKEN_LIMIT = 16  # a prompt over max_input_len * this many bytes is refused before tokenizing
+_WIRE_NAMES = {"max_new_tokens": "max_tokens", "stop": "stop_words"}
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,20 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
     )
     for k in ("temperature", "top_p", "repetition_penalty"):
         kw[k] = float(kw[k])
+    bad = _words(inputs, "bad_words", 4096)
+    if any(not w for w in bad):
+        raise InvalidRequestError("bad_words: bad words must be non-empty text", "bad_words")
+    try:
+        params = SamplingParams(**kw)
+    except InvalidRequestError as e:  # name the field as the client sent it
+        wire = _WIRE_NAMES.get(e.field, e.field)
+        raise InvalidRequestError(e.message.replace(f"{e.field}:", f"{wire}:", 1), wire) from None
     return TextRequest(
         text=text,
-        params=SamplingParams(**kw),
+        params=params,
         stream=bool(_one(inputs, S["stream"], False)),
         exclude_input=bool(_one(inputs, S["exclude_input_in_output"], True)),
-        bad_words=_words(inputs, "bad_words", 4096),
+        bad_words=bad,
         end_id=_one(inputs, S["end_id"]),
         pad_id=_one(inputs, S["pad_id"]),
     )
@@ -138,6 +147,9 @@ class TextSession:
                 f"at most {lim.max_seq_len - n} fit",
                 "max_tokens",
             )
+        for name, v in (("end_id", req.end_id), ("pad_id", req.pad_id)):
+            if v is not None and not 0 <= v < tok.vocab_size:
+                raise InvalidRequestError(f"{name}: {v} is outside the vocabulary of {tok.vocab_size}", name)
         end_id = req.end_id if req.end_id is not None else tok.eos_id
         stops = tuple(door.template_stops) + p.stop
         self.id = uuid.uuid4().hex

@@ -149,6 +149,7 @@ def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
         "max_seq_len": str(cfg.max_seq_len),
         "template": cfg.template,
         "max_inflight": str(cfg.max_batch_size + cfg.max_queue_size),
+        "drain_timeout_s": str(cfg.drain_timeout_s),
     }
     doors = [
         ModelConfig(name, "python", cfg.max_batch_size, True, tuple(FRONT_DOOR_INPUTS.values()),

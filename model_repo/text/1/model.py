@@ -7,13 +7,14 @@ the engine with a TensorRT-LLM ``stop`` request, because Triton does not cancel 
 
 import json
 import threading
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ziya_trt.errors import ServerError, ServerOverloadedError, ZiyaError, from_wire
 from ziya_trt.frontdoor import FrontDoor
-from ziya_trt.tensors import FRONT_DOOR_INPUTS
+from ziya_trt.tensors import FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.triton_io import engine_inputs_from_request, stop_request_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -42,7 +43,12 @@ class TritonPythonModel:
         self.door = FrontDoor.from_params(params)
         self.engine_name = params["engine_model_name"]
         self.max_inflight = int(params["max_inflight"])
+        self.drain_s = float(params.get("drain_timeout_s", "20"))
         self._inflight = threading.BoundedSemaphore(self.max_inflight)
+        self._count = 0
+        self._count_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._start_metrics()
 
     def execute(self, requests):
         for r in requests:
@@ -56,8 +62,31 @@ class TritonPythonModel:
                 t = pb_utils.get_input_tensor_by_name(r, name)
                 if t is not None:
                     inputs[name] = t.as_numpy()
+            with self._count_lock:
+                self._count += 1
             threading.Thread(target=self._serve, args=(inputs, sender), daemon=True).start()
         return None
+
+    def _start_metrics(self):
+        """One thread owns the gauge (metric objects are not safe to touch from several threads)."""
+        fam = pb_utils.MetricFamily(METRIC_FRONT_DOOR_INFLIGHT, "text requests in flight", pb_utils.MetricFamily.GAUGE)
+        gauge = fam.Metric(labels={"model": self.name})
+        self._metric_family = fam
+
+        def loop():
+            while not self._stop.wait(0.02):
+                gauge.set(float(self._count))
+
+        self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
+        self._metrics_thread.start()
+
+    def finalize(self):
+        """Shutdown: let in-flight requests finish (the engine drains too), up to the drain timeout."""
+        deadline = time.monotonic() + self.drain_s
+        while self._count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self._metrics_thread.join(timeout=1)
 
     def _serve(self, inputs, sender):
         try:
@@ -67,6 +96,8 @@ class TritonPythonModel:
         except Exception as e:  # never a traceback to the client
             sender.send(_error(ServerError(f"{self.name}: request failed ({type(e).__name__})")), flags=FINAL)
         finally:
+            with self._count_lock:
+                self._count -= 1
             self._inflight.release()
 
     def _run(self, inputs, sender):
