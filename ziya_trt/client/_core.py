@@ -225,6 +225,8 @@ def map_error(exc: BaseException | str, status: int | str | None = None) -> E.Zi
 
 def as_array(name: str, value, specs: dict) -> np.ndarray:
     spec = specs[name]
+    if isinstance(value, np.ndarray):
+        return value.astype(spec.np_dtype, copy=False)
     if spec.data_type == "TYPE_STRING":
         vals = value if isinstance(value, (list, tuple)) else [value]
         return np.array([[v.encode("utf-8") if isinstance(v, str) else v for v in vals]], dtype=np.object_)
