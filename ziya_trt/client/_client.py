@@ -107,15 +107,24 @@ class ZiyaClient(_Base):
         req = self.core.prepare(messages, history, stream=True, **sampling)
         return ChatStream(self.core, req, self._open(req))
 
+    def _run(self, req: Request) -> ChatResult:
+        """Retry with backoff while the server cannot be reached and nothing has been received (gRPC
+        reports a refused connection only once the stream is open)."""
+        for delay in [*self._delays(), None]:
+            try:
+                return ChatStream(self.core, req, self._open(req)).until_done()
+            except E.ConnectionError:
+                if delay is None or req.t_first is not None:
+                    raise
+                time.sleep(delay)
+
     def chat(self, messages, history=None, **sampling) -> ChatResult:
-        req = self.core.prepare(messages, history, stream=False, **sampling)
-        return ChatStream(self.core, req, self._open(req)).until_done()
+        return self._run(self.core.prepare(messages, history, stream=False, **sampling))
 
     def generate(self, prompt: str, stream: bool = False, **sampling):
         """A raw prompt, no template or truncation."""
         req = self.core.prepare(prompt, None, stream=stream, raw_prompt=True, **sampling)
-        s = ChatStream(self.core, req, self._open(req))
-        return s if stream else s.until_done()
+        return ChatStream(self.core, req, self._open(req)) if stream else self._run(req)
 
     def is_ready(self) -> bool:
         if self.protocol == "grpc":
