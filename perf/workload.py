@@ -27,9 +27,17 @@ def _pool(seed: int) -> str:
     return " ".join(lines)
 
 
-def exact_prompt(tok, isl: int, rng: random.Random, pool: str) -> str:
-    """A prompt that the tokenizer (bos included) encodes to exactly ``isl`` tokens."""
-    start = rng.randrange(0, max(1, len(pool) // 2))
+def exact_prompt(tok, isl: int, rng: random.Random, pool: str, tries: int = 50) -> str:
+    """A prompt that the tokenizer (bos included) encodes to exactly ``isl`` tokens. A start point
+    whose first character takes several pieces cannot give tiny lengths, so other starts are tried."""
+    for _ in range(tries):
+        prompt = _prompt_from(tok, isl, rng.randrange(0, max(1, len(pool) // 2)), pool)
+        if prompt is not None:
+            return prompt
+    raise InvalidRequestError(f"isl: could not build a prompt of exactly {isl} tokens", "isl")
+
+
+def _prompt_from(tok, isl: int, start: int, pool: str) -> str | None:
     text = pool[start:] + " " + pool
     lo, hi = 1, min(len(text), isl * 8)
     while lo < hi:  # longest prefix with at most isl tokens
@@ -42,10 +50,7 @@ def exact_prompt(tok, isl: int, rng: random.Random, pool: str) -> str:
     for filler in " a", "a", " ":
         while tok.count(prompt) < isl and tok.count(prompt + filler) <= isl:
             prompt += filler
-    n = tok.count(prompt)
-    if n != isl:
-        raise InvalidRequestError(f"isl: could not build a prompt of exactly {isl} tokens (got {n})", "isl")
-    return prompt
+    return prompt if prompt and tok.count(prompt) == isl else None
 
 
 def synthetic(tok, n: int, isl: int, osl: int, seed: int = 0) -> list[Item]:
