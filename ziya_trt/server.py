@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ZiyaError
+from .http_guard import DEFAULT_MAX_BODY, HttpGuard
 from .paths import cache_dir
 
 
@@ -94,6 +95,7 @@ class TritonServer:
         log_file: str | Path | None = None,
         exit_timeout_s: int = 30,
         extra_args: tuple[str, ...] = (),
+        http_body_limit: int | None = DEFAULT_MAX_BODY,
     ):
         self.repo = Path(repo)
         self.ports = ports or Ports.free()
@@ -103,6 +105,10 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
+        # with a body limit, tritonserver's HTTP moves to an internal loopback port behind the guard
+        self.http_body_limit = http_body_limit
+        self._triton_http_port = free_port() if http_body_limit else self.ports.http
+        self._guard: HttpGuard | None = None
 
     @property
     def client_host(self) -> str:
@@ -126,10 +132,10 @@ class TritonServer:
             str(inst.binary),
             f"--model-repository={self.repo}",
             f"--backend-directory={inst.backend_dir}",
-            f"--http-address={self.host}",
+            f"--http-address={'127.0.0.1' if self.http_body_limit else self.host}",
             f"--grpc-address={self.host}",
             f"--metrics-address={self.host}",
-            f"--http-port={self.ports.http}",
+            f"--http-port={self._triton_http_port}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",
             "--model-control-mode=none",  # clients cannot load or unload models
@@ -174,6 +180,8 @@ class TritonServer:
         )
         log.close()
         try:
+            if self.http_body_limit:
+                self._guard = HttpGuard(self.host, self.ports.http, self._triton_http_port, self.http_body_limit).start()
             self.wait_ready(ready_timeout_s)
         except BaseException:
             self.stop()
@@ -209,6 +217,9 @@ class TritonServer:
         """SIGTERM, wait for the exit timeout (plus margin), then kill the whole process group."""
         if self.proc is None:
             return None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         timeout_s = self.exit_timeout_s + 10 if timeout_s is None else timeout_s
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -61,7 +61,8 @@ def test_sigterm_under_load_drains_then_restart_reconnects(tmp_path, tiny_ckpt):
     errors = [o for o in outcomes.values() if o[0] == "error"]
     assert all(o[1] == 40 and o[2] == "length" for o in completed), completed
     assert all(o[1] in ("ServerShuttingDownError", "ConnectionError", "ServerError") and o[2] for o in errors)
-    assert took < srv.exit_timeout_s + 5 and rc is not None
+    # drained and exited cleanly inside the exit timeout (not cut off by it)
+    assert took < srv.exit_timeout_s and rc == 0, (took, rc)
     assert not stubs_of(srv.repo), "a python backend stub outlived the server"
     print(f"\nSIGTERM with 12 streams in flight: {len(completed)} completed, {len(errors)} clear errors, "
           f"server exited in {took:.1f}s (exit code {rc})")

@@ -109,7 +109,8 @@ class HttpStream:
 
     def __iter__(self):
         try:
-            if self._resp.status != 200 and not self.stream:
+            sse = "text/event-stream" in (self._resp.getheader("Content-Type") or "")
+            if self._resp.status != 200 and (not self.stream or not sse):
                 raise map_error(_error_text(self._resp.read()), self._resp.status)
             if not self.stream:
                 yield json.loads(self._resp.read())
@@ -209,10 +210,10 @@ class AsyncHttpStream:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s))
         try:
             async with self._session.post(f"http://{self.url}{path}", json=self.req.fields) as resp:
+                if resp.status != 200 and "text/event-stream" not in resp.headers.get("Content-Type", ""):
+                    raise map_error(_error_text(await resp.read()), resp.status)
                 if not self.stream:
                     body = await resp.read()
-                    if resp.status != 200:
-                        raise map_error(_error_text(body), resp.status)
                     yield json.loads(body)
                     return
                 async for raw in resp.content:
