@@ -35,6 +35,8 @@ def add_serve_options(p) -> None:
     p.add_argument("--repo-dir", type=Path, default=Path("runs/model_repo"), help="where to render the repository")
     p.add_argument("--log-file", type=Path, help="server log (default: beside the repository)")
     p.add_argument("--exit-timeout", type=int, default=30, help="seconds tritonserver waits for in-flight requests")
+    p.add_argument("--http-body-limit", type=int, default=1024 * 1024,
+                   help="largest HTTP request body in bytes, enforced in front of tritonserver (0: no guard)")
 
 
 def add_parser(sub) -> None:
@@ -95,7 +97,8 @@ def server_from_args(a, cfg: ServeConfig) -> TritonServer:
     repo = render_repo(cfg, a.repo_dir)
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
-    return TritonServer(repo, ports, host=a.host, install=install, log_file=a.log_file, exit_timeout_s=a.exit_timeout)
+    return TritonServer(repo, ports, host=a.host, install=install, log_file=a.log_file, exit_timeout_s=a.exit_timeout,
+                        http_body_limit=a.http_body_limit or None)
 
 
 def run(a) -> int:
