@@ -42,40 +42,57 @@ class _Base:
         return [self.backoff_s * (2**i) for i in range(self.connect_retries)]
 
 
-class ChatStream:
-    """Iterator of text deltas. Leaving it early (``with`` exit, ``break`` then ``close``) or calling
-    ``cancel()`` cancels the request on the server."""
+class _StreamState:
+    """What a sync and an async stream share: the request's state and how it ends."""
 
     def __init__(self, core: Core, req: Request, transport):
         self.core, self.req, self._t = core, req, transport
         self._finished = False
         self.result: ChatResult | None = None
 
+    def _step(self, d) -> tuple[str, bool]:
+        """One response in: (new text, whether to stop the request now, e.g. on a stop string)."""
+        return self.core.on_response(self.req, d), self.core.done(self.req)
+
+    def _end(self) -> str:
+        """The responses ended normally: the text still held back."""
+        tail = self.core.on_end(self.req)
+        self._finished = True
+        self.result = self.core.result(self.req)
+        return tail
+
+    def _abort(self) -> bool:
+        """Mark the stream cancelled; False if it had already ended."""
+        if self._finished:
+            return False
+        self._finished = True
+        self.core.on_end(self.req, cancelled=True)
+        self.result = self.core.result(self.req)
+        return True
+
+
+class ChatStream(_StreamState):
+    """Iterator of text deltas. Leaving it early (``with`` exit, ``break`` then ``close``) or calling
+    ``cancel()`` cancels the request on the server."""
+
     def __iter__(self):
         try:
             for d in self._t:
-                text = self.core.on_response(self.req, d)
+                text, stop = self._step(d)
                 if text:
                     yield text
-                if self.core.done(self.req):
+                if stop:
                     self._t.cancel()
                     break
-            tail = self.core.on_end(self.req)
-            self._finished = True
+            tail = self._end()
             if tail:
                 yield tail
         finally:
-            if not self._finished:
-                self.cancel()
-            else:
-                self.result = self.core.result(self.req)
+            self.cancel()  # a no-op once ended
 
     def cancel(self) -> None:
-        if not self._finished:
-            self._finished = True
+        if self._abort():
             self._t.cancel()
-            self.core.on_end(self.req, cancelled=True)
-            self.result = self.core.result(self.req)
 
     close = cancel
 
@@ -152,39 +169,27 @@ class ZiyaClient(_Base):
         self.close()
 
 
-class AsyncChatStream:
+class AsyncChatStream(_StreamState):
     """Async iterator of text deltas; ``async with`` exit or ``await cancel()`` cancels on the server."""
-
-    def __init__(self, core: Core, req: Request, transport):
-        self.core, self.req, self._t = core, req, transport
-        self._finished = False
-        self.result: ChatResult | None = None
 
     async def __aiter__(self):
         try:
             async for d in self._t:
-                text = self.core.on_response(self.req, d)
+                text, stop = self._step(d)
                 if text:
                     yield text
-                if self.core.done(self.req):
+                if stop:
                     await self._t.cancel()
                     break
-            tail = self.core.on_end(self.req)
-            self._finished = True
+            tail = self._end()
             if tail:
                 yield tail
         finally:
-            if not self._finished:
-                await self.cancel()
-            else:
-                self.result = self.core.result(self.req)
+            await self.cancel()  # a no-op once ended
 
     async def cancel(self) -> None:
-        if not self._finished:
-            self._finished = True
+        if self._abort():
             await self._t.cancel()
-            self.core.on_end(self.req, cancelled=True)
-            self.result = self.core.result(self.req)
 
     async def until_done(self) -> ChatResult:
         async for _ in self:
