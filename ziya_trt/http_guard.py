@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, ServerError
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}
@@ -86,15 +86,26 @@ class HttpGuard:
             body += chunk
             if len(body) > self.max_body:
                 return self._too_big(len(body))
+        import aiohttp
+
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with self._session.request(request.method, self.upstream + request.path_qs, data=bytes(body),
-                                         headers=headers) as up:
-            resp = web.StreamResponse(status=up.status, reason=up.reason)
-            for k, v in up.headers.items():
-                if k.lower() not in HOP_BY_HOP:
-                    resp.headers[k] = v
-            await resp.prepare(request)
-            async for chunk in up.content.iter_any():
-                await resp.write(chunk)  # raises once the client has gone: the upstream is then closed
-            await resp.write_eof()
-            return resp
+        resp = None
+        try:
+            async with self._session.request(request.method, self.upstream + request.path_qs, data=bytes(body),
+                                             headers=headers) as up:
+                resp = web.StreamResponse(status=up.status, reason=up.reason)
+                for k, v in up.headers.items():
+                    if k.lower() not in HOP_BY_HOP:
+                        resp.headers[k] = v
+                await resp.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)  # raises once the client has gone: the upstream is then closed
+                await resp.write_eof()
+                return resp
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            return resp  # the client went away; leaving the block closed the upstream request
+        except aiohttp.ClientError:
+            if resp is not None:  # tritonserver went away mid-response
+                return resp
+            err = ServerError("tritonserver is not reachable (starting or stopping); retry later")
+            return web.json_response({"error": err.to_wire()}, status=503)
