@@ -60,7 +60,10 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
                                  tokenizer=tokenizer if cfg.template == "chat_template" else None)
         task = progress.add_task(label(load), total=load.num_requests) if progress else None
         done = lambda r: progress.advance(task) if progress else None  # noqa: E731
-        return await run_load(client, items, load, count, on_done=done)
+        try:
+            return await run_load(client, items, load, count, on_done=done)
+        finally:
+            await client.close()
 
     t0 = time.time()
     records = asyncio.run(go())

@@ -204,16 +204,22 @@ class AsyncChatStream(_StreamState):
 
 
 class AsyncZiyaClient(_Base):
-    """The asyncio client; same calls as ``ZiyaClient``, awaited."""
+    """The asyncio client; same calls as ``ZiyaClient``, awaited. Over gRPC all requests share one
+    channel (created in the running event loop); ``async with`` or ``await close()`` closes it."""
 
-    async def _open(self, req: Request):
-        t = ASYNC[self.protocol](self.url, req, self.timeout_s)
-        return t
+    _channel = None
+
+    def _stream(self, req: Request):
+        if self.protocol == "grpc" and self._channel is None:
+            import tritonclient.grpc.aio as tga
+
+            self._channel = tga.InferenceServerClient(self.url)
+        return ASYNC[self.protocol](self.url, req, self.timeout_s, shared=self._channel)
 
     async def _run(self, req: Request) -> ChatResult:
         for delay in [*self._delays(), None]:
             try:
-                return await AsyncChatStream(self.core, req, await self._open(req)).until_done()
+                return await AsyncChatStream(self.core, req, self._stream(req)).until_done()
             except E.ConnectionError:
                 if delay is None or req.t_first is not None:
                     raise
@@ -221,12 +227,12 @@ class AsyncZiyaClient(_Base):
 
     def stream_chat(self, messages, history=None, **sampling) -> AsyncChatStream:
         req = self.core.prepare(messages, history, stream=True, **sampling)
-        return AsyncChatStream(self.core, req, ASYNC[self.protocol](self.url, req, self.timeout_s))
+        return AsyncChatStream(self.core, req, self._stream(req))
 
     def stream_chat_raw(self, prompt: str, **sampling) -> AsyncChatStream:
         """Stream a raw prompt (no template, no truncation)."""
         req = self.core.prepare(prompt, None, stream=True, raw_prompt=True, **sampling)
-        return AsyncChatStream(self.core, req, ASYNC[self.protocol](self.url, req, self.timeout_s))
+        return AsyncChatStream(self.core, req, self._stream(req))
 
     async def chat(self, messages, history=None, **sampling) -> ChatResult:
         return await self._run(self.core.prepare(messages, history, stream=False, **sampling))
@@ -235,7 +241,9 @@ class AsyncZiyaClient(_Base):
         return await self._run(self.core.prepare(prompt, None, stream=False, raw_prompt=True, **sampling))
 
     async def close(self) -> None:
-        """Nothing is pooled: every stream owns and closes its connection."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
 
     async def __aenter__(self):
         return self

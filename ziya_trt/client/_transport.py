@@ -150,15 +150,19 @@ def _error_text(body: bytes) -> str:
 
 
 class AsyncGrpcStream:
-    def __init__(self, url: str, req: Request, timeout_s: float):
+    """One request as a bidirectional stream; on the client's shared channel when it has one."""
+
+    def __init__(self, url: str, req: Request, timeout_s: float, shared=None):
         self.url, self.req, self.timeout_s = url, req, timeout_s
         self._it = None
-        self._client = None
+        self._client = shared
+        self._owns_client = shared is None
 
     async def __aiter__(self):
         import tritonclient.grpc.aio as tga
 
-        self._client = tga.InferenceServerClient(self.url)
+        if self._client is None:
+            self._client = tga.InferenceServerClient(self.url)
         inputs = _grpc_inputs(self.req)
 
         async def one():
@@ -192,13 +196,13 @@ class AsyncGrpcStream:
         if self._it is not None:
             self._it.cancel()
             self._it = None
-        if self._client is not None:
+        if self._client is not None and self._owns_client:
             await self._client.close()
-            self._client = None
+        self._client = None
 
 
 class AsyncHttpStream:
-    def __init__(self, url: str, req: Request, timeout_s: float):
+    def __init__(self, url: str, req: Request, timeout_s: float, shared=None):
         self.url, self.req, self.timeout_s = url, req, timeout_s
         self._session = None
         self.stream = bool(req.fields.get("stream", req.fields.get("streaming", False)))

@@ -48,6 +48,10 @@ class TritonPythonModel:
         self._count = 0
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
+        # the stub's pb_utils objects are not safe to use from many request threads at once (heap corruption
+        # seen under mass cancellation); every call from a request thread holds this lock, except the blocking
+        # wait for the engine's next response
+        self._pb = threading.Lock()
         self._start_metrics()
 
     def execute(self, requests):
@@ -55,13 +59,14 @@ class TritonPythonModel:
             sender = r.get_response_sender()
             if not self._inflight.acquire(blocking=False):
                 err = ServerOverloadedError(f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later")
-                sender.send(_error(err), flags=FINAL)
+                self._send(sender, _error(err), final=True)
                 continue
             inputs = {}
-            for name in FRONT_DOOR_INPUTS:
-                t = pb_utils.get_input_tensor_by_name(r, name)
-                if t is not None:
-                    inputs[name] = t.as_numpy()
+            with self._pb:
+                for name in FRONT_DOOR_INPUTS:
+                    t = pb_utils.get_input_tensor_by_name(r, name)
+                    if t is not None:
+                        inputs[name] = t.as_numpy()
             with self._count_lock:
                 self._count += 1
             threading.Thread(target=self._serve, args=(inputs, sender), daemon=True).start()
@@ -75,7 +80,8 @@ class TritonPythonModel:
 
         def loop():
             while not self._stop.wait(0.02):
-                gauge.set(float(self._count))
+                with self._pb:
+                    gauge.set(float(self._count))
 
         self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
         self._metrics_thread.start()
@@ -88,55 +94,73 @@ class TritonPythonModel:
         self._stop.set()
         self._metrics_thread.join(timeout=1)
 
+    def _send(self, sender, response=None, final=False):
+        with self._pb:
+            if response is None:
+                sender.send(flags=FINAL)
+            else:
+                sender.send(response, flags=FINAL if final else 0)
+
+    def _cancelled(self, sender) -> bool:
+        with self._pb:
+            return sender.is_cancelled()
+
     def _serve(self, inputs, sender):
         try:
             self._run(inputs, sender)
         except ZiyaError as e:
-            sender.send(_error(e), flags=FINAL)
+            self._send(sender, _error(e), final=True)
         except Exception as e:  # never a traceback to the client
-            sender.send(_error(ServerError(f"{self.name}: request failed ({type(e).__name__})")), flags=FINAL)
+            self._send(sender, _error(ServerError(f"{self.name}: request failed ({type(e).__name__})")), final=True)
         finally:
             with self._count_lock:
                 self._count -= 1
             self._inflight.release()
 
+    def _engine_call(self, arrays, request_id):
+        with self._pb:
+            call = pb_utils.InferenceRequest(
+                model_name=self.engine_name,
+                requested_output_names=ENGINE_OUT,
+                inputs=[pb_utils.Tensor(k, v) for k, v in arrays.items()],
+                request_id=request_id,
+            )
+            return iter(call.exec(decoupled=True))
+
+    def _responses(self, it):
+        """The engine's responses as (token ids, error message); the wait itself is outside the lock."""
+        for resp in it:
+            with self._pb:
+                if resp.has_error():
+                    yield None, resp.error().message()
+                    return
+                ids = pb_utils.get_output_tensor_by_name(resp, "output_ids")
+                tokens = ids.as_numpy().reshape(-1).tolist() if ids is not None else []
+            yield tokens, None
+
     def _run(self, inputs, sender):
         s = self.door.open(inputs)
-        call = pb_utils.InferenceRequest(
-            model_name=self.engine_name,
-            requested_output_names=ENGINE_OUT,
-            inputs=[pb_utils.Tensor(k, v) for k, v in engine_inputs_from_request(s.engine_request).items()],
-            request_id=s.id,
-        )
+        it = self._engine_call(engine_inputs_from_request(s.engine_request), s.id)
         pending, engine_tokens, stop_sent = [s.prefix] if s.prefix else [], 0, False
-        for resp in call.exec(decoupled=True):
-            if resp.has_error():
-                err = from_wire(resp.error().message()) or ServerError(f"{self.engine_name}: {resp.error().message()}")
-                raise err
-            ids = pb_utils.get_output_tensor_by_name(resp, "output_ids")
-            if ids is not None:
-                tokens = ids.as_numpy().reshape(-1).tolist()
-                engine_tokens += len(tokens)
-                if not s.stopped_early:
-                    pending.append(s.feed(tokens))
-            if not stop_sent and (s.stopped_early or sender.is_cancelled()):
+        for tokens, error in self._responses(it):
+            if error is not None:
+                raise from_wire(error) or ServerError(f"{self.engine_name}: {error}")
+            engine_tokens += len(tokens)
+            if tokens and not s.stopped_early:
+                pending.append(s.feed(tokens))
+            if not stop_sent and (s.stopped_early or self._cancelled(sender)):
                 s.cancelled = not s.stopped_early
-                self._stop_engine(s.id)
+                for _ in self._responses(self._engine_call(stop_request_inputs(), s.id)):
+                    pass
                 stop_sent = True
             if s.req.stream and not stop_sent and pending and any(pending):
-                sender.send(_text_response("".join(pending)))
+                with self._pb:
+                    response = _text_response("".join(pending))
+                self._send(sender, response)
                 pending = []
-        if sender.is_cancelled():
+        if self._cancelled(sender):
             s.cancelled = True
         pending.append(s.finish(engine_tokens))
-        sender.send(_text_response("".join(pending), s, s.finish_reason), flags=FINAL)
-
-    def _stop_engine(self, request_id):
-        stop = pb_utils.InferenceRequest(
-            model_name=self.engine_name,
-            requested_output_names=ENGINE_OUT,
-            inputs=[pb_utils.Tensor(k, v) for k, v in stop_request_inputs().items()],
-            request_id=request_id,
-        )
-        for _ in stop.exec(decoupled=True):
-            pass
+        with self._pb:
+            response = _text_response("".join(pending), s, s.finish_reason)
+        self._send(sender, response, final=True)
