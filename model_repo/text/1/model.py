@@ -18,6 +18,7 @@ from ziya_trt.tensors import FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.triton_io import engine_inputs_from_request, stop_request_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_CHECK_S = 0.05
 ENGINE_OUT = ["output_ids"]  # the front door counts tokens itself: fewer tensors per token
 
 
@@ -48,9 +49,8 @@ class TritonPythonModel:
         self._count = 0
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
-        # the stub's pb_utils objects are not safe to use from many request threads at once (heap corruption
-        # seen under mass cancellation); every call from a request thread holds this lock, except the blocking
-        # wait for the engine's next response
+        # many request threads cancelling at once corrupted the stub's heap: cancellation checks, final
+        # sends and BLS request set-up hold this lock; the streaming sends and response reads do not
         self._pb = threading.Lock()
         self._start_metrics()
 
@@ -95,11 +95,14 @@ class TritonPythonModel:
         self._metrics_thread.join(timeout=1)
 
     def _send(self, sender, response=None, final=False):
+        if not final:  # the streaming hot path: one request's sender, no cancellation involved
+            sender.send(response)
+            return
         with self._pb:
             if response is None:
                 sender.send(flags=FINAL)
             else:
-                sender.send(response, flags=FINAL if final else 0)
+                sender.send(response, flags=FINAL)
 
     def _cancelled(self, sender) -> bool:
         with self._pb:
@@ -130,33 +133,34 @@ class TritonPythonModel:
     def _responses(self, it):
         """The engine's responses as (token ids, error message); the wait itself is outside the lock."""
         for resp in it:
-            with self._pb:
-                if resp.has_error():
-                    yield None, resp.error().message()
-                    return
-                ids = pb_utils.get_output_tensor_by_name(resp, "output_ids")
-                tokens = ids.as_numpy().reshape(-1).tolist() if ids is not None else []
-            yield tokens, None
+            if resp.has_error():
+                yield None, resp.error().message()
+                return
+            ids = pb_utils.get_output_tensor_by_name(resp, "output_ids")
+            yield (ids.as_numpy().reshape(-1).tolist() if ids is not None else []), None
 
     def _run(self, inputs, sender):
         s = self.door.open(inputs)
         it = self._engine_call(engine_inputs_from_request(s.engine_request), s.id)
         pending, engine_tokens, stop_sent = [s.prefix] if s.prefix else [], 0, False
+        next_check = 0.0  # is_cancelled() is an IPC round trip under the lock: ask at most every 50 ms
         for tokens, error in self._responses(it):
             if error is not None:
                 raise from_wire(error) or ServerError(f"{self.engine_name}: {error}")
             engine_tokens += len(tokens)
             if tokens and not s.stopped_early:
                 pending.append(s.feed(tokens))
-            if not stop_sent and (s.stopped_early or self._cancelled(sender)):
+            now = time.monotonic()
+            check = now >= next_check
+            if check:
+                next_check = now + CANCEL_CHECK_S
+            if not stop_sent and (s.stopped_early or (check and self._cancelled(sender))):
                 s.cancelled = not s.stopped_early
                 for _ in self._responses(self._engine_call(stop_request_inputs(), s.id)):
                     pass
                 stop_sent = True
             if s.req.stream and not stop_sent and pending and any(pending):
-                with self._pb:
-                    response = _text_response("".join(pending))
-                self._send(sender, response)
+                self._send(sender, _text_response("".join(pending)))
                 pending = []
         if self._cancelled(sender):
             s.cancelled = True
