@@ -131,7 +131,7 @@ class TritonPythonModel:
             return iter(call.exec(decoupled=True))
 
     def _responses(self, it):
-        """The engine's responses as (token ids, error message); the wait itself is outside the lock."""
+        """The engine's responses as (token ids, error message)."""
         for resp in it:
             if resp.has_error():
                 yield None, resp.error().message()
