@@ -27,11 +27,36 @@ def _grpc_inputs(req: Request):
     return out
 
 
-def _grpc_result(res) -> tuple[dict, bool]:
-    r = res.get_response()
-    d = {o.name: res.as_numpy(o.name) for o in r.outputs}
+def _grpc_event(result, error) -> tuple[dict, bool]:
+    """One stream callback's (result, error): (outputs, whether it was the final response); errors raise."""
+    if error is not None:
+        raise map_error(error) from error
+    r = result.get_response()
+    d = {o.name: result.as_numpy(o.name) for o in r.outputs}
     final = r.parameters["triton_final_response"].bool_param if "triton_final_response" in r.parameters else True
     return d, final
+
+
+def _http_target(req: Request) -> tuple[str, bool]:
+    """(path, streaming): Triton's generate endpoint, or generate_stream (SSE) for streaming requests."""
+    stream = bool(req.fields.get("stream", req.fields.get("streaming", False)))
+    return f"/v2/models/{req.model}/{'generate_stream' if stream else 'generate'}", stream
+
+
+def _http_failed(status: int, content_type: str | None) -> bool:
+    """An error status without an SSE body (an SSE body carries its error in-band)."""
+    return status != 200 and "text/event-stream" not in (content_type or "")
+
+
+def _sse_event(raw: bytes, status: int) -> dict | None:
+    """One line of a generate_stream response: the event's fields, None for a non-data line; errors raise."""
+    line = raw.decode("utf-8").strip()
+    if not line.startswith("data:"):
+        return None
+    d = json.loads(line[5:])
+    if "error" in d:
+        raise map_error(d["error"], status)
+    return d
 
 
 class GrpcStream:
@@ -67,9 +92,7 @@ class GrpcStream:
                     result, error = self._q.get(timeout=self.timeout_s)
                 except queue.Empty:
                     raise E.TimeoutError(f"no response within {self.timeout_s:.2f}s") from None
-                if error is not None:
-                    raise map_error(error) from error
-                d, final = _grpc_result(result)
+                d, final = _grpc_event(result, error)
                 yield d
                 if final:
                     finished = True
@@ -97,8 +120,7 @@ class HttpStream:
     def __init__(self, url: str, req: Request, timeout_s: float):
         host, _, port = url.partition(":")
         self._conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout_s)
-        self.stream = bool(req.fields.get("stream", req.fields.get("streaming", False)))
-        path = f"/v2/models/{req.model}/{'generate_stream' if self.stream else 'generate'}"
+        path, self.stream = _http_target(req)
         body = json.dumps(req.fields, ensure_ascii=False).encode("utf-8")
         try:
             self._conn.request("POST", path, body, {"Content-Type": "application/json"})
@@ -109,20 +131,15 @@ class HttpStream:
 
     def __iter__(self):
         try:
-            sse = "text/event-stream" in (self._resp.getheader("Content-Type") or "")
-            if self._resp.status != 200 and (not self.stream or not sse):
+            if _http_failed(self._resp.status, self._resp.getheader("Content-Type")):
                 raise map_error(_error_text(self._resp.read()), self._resp.status)
             if not self.stream:
                 yield json.loads(self._resp.read())
                 return
             for raw in self._resp:
-                line = raw.decode("utf-8").strip()
-                if not line.startswith("data:"):
-                    continue
-                d = json.loads(line[5:])
-                if "error" in d:
-                    raise map_error(d["error"], self._resp.status)
-                yield d
+                d = _sse_event(raw, self._resp.status)
+                if d is not None:
+                    yield d
         except OSError as e:
             raise map_error(e) from e
         finally:
@@ -178,10 +195,8 @@ class AsyncGrpcStream:
                 except StopAsyncIteration:
                     return
                 except asyncio.TimeoutError:
-                    raise E.TimeoutError(f"no response within {self.timeout_s:.1f}s") from None
-                if error is not None:
-                    raise map_error(error) from error
-                d, final = _grpc_result(result)
+                    raise E.TimeoutError(f"no response within {self.timeout_s:.2f}s") from None
+                d, final = _grpc_event(result, error)
                 yield d
                 if final:
                     return
@@ -205,29 +220,23 @@ class AsyncHttpStream:
     def __init__(self, url: str, req: Request, timeout_s: float, shared=None):
         self.url, self.req, self.timeout_s = url, req, timeout_s
         self._session = None
-        self.stream = bool(req.fields.get("stream", req.fields.get("streaming", False)))
 
     async def __aiter__(self):
         import aiohttp
 
-        path = f"/v2/models/{self.req.model}/{'generate_stream' if self.stream else 'generate'}"
+        path, stream = _http_target(self.req)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s))
         try:
             async with self._session.post(f"http://{self.url}{path}", json=self.req.fields) as resp:
-                if resp.status != 200 and "text/event-stream" not in resp.headers.get("Content-Type", ""):
+                if _http_failed(resp.status, resp.headers.get("Content-Type")):
                     raise map_error(_error_text(await resp.read()), resp.status)
-                if not self.stream:
-                    body = await resp.read()
-                    yield json.loads(body)
+                if not stream:
+                    yield json.loads(await resp.read())
                     return
                 async for raw in resp.content:
-                    line = raw.decode("utf-8").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    d = json.loads(line[5:])
-                    if "error" in d:
-                        raise map_error(d["error"], resp.status)
-                    yield d
+                    d = _sse_event(raw, resp.status)
+                    if d is not None:
+                        yield d
         except E.ZiyaError:
             raise
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
