@@ -72,7 +72,7 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
         "label": label(load),
         "load": asdict(load),
         "started_at": t0,
-        "summary": report.summary_dict(summary),
+        "summary": summary.to_dict(),
         "overhead": overhead(summary, cfg.known_ttft_s, cfg.known_itl_s),
         "records": [r.to_dict() for r in sorted(records, key=lambda r: r.index)],
     }

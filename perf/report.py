@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import sys
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
@@ -170,7 +169,3 @@ def print_compare(rows: list[dict], con: Console | None = None) -> None:
         t.add_row(r["point"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['change'] * 100:+.1f}%",
                   "[red]REGRESSION[/]" if r["regression"] else "")
     con.print(t)
-
-
-def summary_dict(summary) -> dict:
-    return asdict(summary)

@@ -15,7 +15,7 @@ from .prompt import get_template
 from .sampling import SamplingParams
 from .tensors import FRONT_DOOR_INPUTS as S
 from .tokenizer import ZiyaTokenizer, load_tokenizer
-from .triton_io import _one
+from .triton_io import scalar
 
 BYTES_PER_TOKEN_LIMIT = 16  # a prompt over max_input_len * this many bytes is refused before tokenizing
 _WIRE_NAMES = {"max_new_tokens": "max_tokens", "stop": "stop_words"}
@@ -55,21 +55,21 @@ def _words(inputs: dict, name: str, max_bytes: int) -> tuple[str, ...]:
 
 def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
     """Validate every field of a front-door request; errors name the field and the limit."""
-    text = _text(_one(inputs, S["text_input"]), "text_input", max_prompt_bytes)
+    text = _text(scalar(inputs, S["text_input"]), "text_input", max_prompt_bytes)
     if not text.strip():
         raise InvalidRequestError("text_input: empty prompt", "text_input")
-    max_tokens = _one(inputs, S["max_tokens"])
+    max_tokens = scalar(inputs, S["max_tokens"])
     defaults = SamplingParams()
-    top_k = _one(inputs, S["top_k"], defaults.top_k)
+    top_k = scalar(inputs, S["top_k"], defaults.top_k)
     stops = _words(inputs, "stop_words", 4096)
     kw = dict(
         max_new_tokens=max_tokens,
-        temperature=_one(inputs, S["temperature"], defaults.temperature),
-        top_p=_one(inputs, S["top_p"], defaults.top_p),
+        temperature=scalar(inputs, S["temperature"], defaults.temperature),
+        top_p=scalar(inputs, S["top_p"], defaults.top_p),
         top_k=top_k,
-        repetition_penalty=_one(inputs, S["repetition_penalty"], defaults.repetition_penalty),
-        min_tokens=_one(inputs, S["min_tokens"], 0),
-        seed=_one(inputs, S["seed"]),
+        repetition_penalty=scalar(inputs, S["repetition_penalty"], defaults.repetition_penalty),
+        min_tokens=scalar(inputs, S["min_tokens"], 0),
+        seed=scalar(inputs, S["seed"]),
         stop=stops,
     )
     for k in ("temperature", "top_p", "repetition_penalty"):
@@ -85,11 +85,11 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
     return TextRequest(
         text=text,
         params=params,
-        stream=bool(_one(inputs, S["stream"], False)),
-        exclude_input=bool(_one(inputs, S["exclude_input_in_output"], True)),
+        stream=bool(scalar(inputs, S["stream"], False)),
+        exclude_input=bool(scalar(inputs, S["exclude_input_in_output"], True)),
         bad_words=bad,
-        end_id=_one(inputs, S["end_id"]),
-        pad_id=_one(inputs, S["pad_id"]),
+        end_id=scalar(inputs, S["end_id"]),
+        pad_id=scalar(inputs, S["pad_id"]),
     )
 
 

@@ -13,33 +13,35 @@ from .errors import InvalidRequestError
 from .tensors import ENGINE_INPUTS, TensorSpec
 
 
-def _one(inputs: dict, spec: TensorSpec, default=None):
-    """The scalar of a ``[1]``/``[1,1]`` tensor, type-checked; ``default`` when absent."""
-    a = inputs.get(spec.name)
-    if a is None:
-        if not spec.optional:
-            raise InvalidRequestError(f"{spec.name}: required input is missing", spec.name)
-        return default
-    a = np.asarray(a)
-    if a.dtype != spec.np_dtype and not (spec.np_dtype is np.object_ and a.dtype.kind in "OSU"):
-        raise InvalidRequestError(
-            f"{spec.name}: expected {spec.client_dtype}, got {a.dtype}", spec.name
-        )
-    if a.size != 1:
-        raise InvalidRequestError(f"{spec.name}: expected one value, got shape {list(a.shape)}", spec.name)
-    v = a.reshape(-1)[0]
-    return v.item() if hasattr(v, "item") else v
-
-
-def _vector(inputs: dict, spec: TensorSpec) -> list[int] | None:
+def _array(inputs: dict, spec: TensorSpec) -> np.ndarray | None:
+    """The input as an array of the declared dtype; None when an optional input is absent."""
     a = inputs.get(spec.name)
     if a is None:
         if not spec.optional:
             raise InvalidRequestError(f"{spec.name}: required input is missing", spec.name)
         return None
     a = np.asarray(a)
-    if a.dtype != spec.np_dtype:
+    if a.dtype != spec.np_dtype and not (spec.np_dtype is np.object_ and a.dtype.kind in "OSU"):
         raise InvalidRequestError(f"{spec.name}: expected {spec.client_dtype}, got {a.dtype}", spec.name)
+    return a
+
+
+def scalar(inputs: dict, spec: TensorSpec, default=None):
+    """The value of a ``[1]``/``[1,1]`` tensor, type-checked; ``default`` when absent."""
+    a = _array(inputs, spec)
+    if a is None:
+        return default
+    if a.size != 1:
+        raise InvalidRequestError(f"{spec.name}: expected one value, got shape {list(a.shape)}", spec.name)
+    v = a.reshape(-1)[0]
+    return v.item() if hasattr(v, "item") else v
+
+
+def vector(inputs: dict, spec: TensorSpec) -> list[int] | None:
+    """The ids of a ``[n]``/``[1,n]`` tensor, type-checked; None when absent."""
+    a = _array(inputs, spec)
+    if a is None:
+        return None
     if a.ndim > 2 or (a.ndim == 2 and a.shape[0] != 1):
         raise InvalidRequestError(f"{spec.name}: expected one sequence, got shape {list(a.shape)}", spec.name)
     return a.reshape(-1).tolist()
@@ -78,31 +80,31 @@ def encode_word_list(words: list[list[int]]) -> np.ndarray:
 def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[EngineRequest | None, bool]:
     """(request, stop): ``stop`` true means "cancel the request with this id" (TensorRT-LLM's ``stop``)."""
     S = ENGINE_INPUTS
-    if _one(inputs, S["stop"], False):
+    if scalar(inputs, S["stop"], False):
         if not request_id:
             raise InvalidRequestError("stop: a stop request needs the request id of the request to stop", "stop")
         return None, True
-    ids = _vector(inputs, S["input_ids"])
+    ids = vector(inputs, S["input_ids"])
     if ids is None:
         raise InvalidRequestError("input_ids: required input is missing", "input_ids")
-    n_in = _one(inputs, S["input_lengths"])
+    n_in = scalar(inputs, S["input_lengths"])
     if n_in != len(ids):
         raise InvalidRequestError(f"input_lengths: {n_in} does not match {len(ids)} input_ids", "input_lengths")
-    seed = _one(inputs, S["seed"])
+    seed = scalar(inputs, S["seed"])
     req = EngineRequest(
         input_ids=[int(t) for t in ids],
-        max_new_tokens=int(_one(inputs, S["request_output_len"])),
+        max_new_tokens=int(scalar(inputs, S["request_output_len"])),
         id=request_id,
-        end_id=_one(inputs, S["end_id"]),
-        pad_id=_one(inputs, S["pad_id"], 0),
-        top_k=int(_one(inputs, S["runtime_top_k"], 0)),
-        top_p=float(_one(inputs, S["runtime_top_p"], 0.0)),
-        temperature=float(_one(inputs, S["temperature"], 1.0)),
-        repetition_penalty=float(_one(inputs, S["repetition_penalty"], 1.0)),
-        min_tokens=int(_one(inputs, S["min_tokens"], 0)),
+        end_id=scalar(inputs, S["end_id"]),
+        pad_id=scalar(inputs, S["pad_id"], 0),
+        top_k=int(scalar(inputs, S["runtime_top_k"], 0)),
+        top_p=float(scalar(inputs, S["runtime_top_p"], 0.0)),
+        temperature=float(scalar(inputs, S["temperature"], 1.0)),
+        repetition_penalty=float(scalar(inputs, S["repetition_penalty"], 1.0)),
+        min_tokens=int(scalar(inputs, S["min_tokens"], 0)),
         seed=int(seed) if seed is not None else None,
-        streaming=bool(_one(inputs, S["streaming"], False)),
-        exclude_input=bool(_one(inputs, S["exclude_input_in_output"], True)),
+        streaming=bool(scalar(inputs, S["streaming"], False)),
+        exclude_input=bool(scalar(inputs, S["exclude_input_in_output"], True)),
         stop_words=decode_word_list(inputs.get("stop_words_list")),
         bad_words=decode_word_list(inputs.get("bad_words_list")),
     )
