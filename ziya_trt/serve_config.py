@@ -46,6 +46,10 @@ class ServeConfig:
     batch_scheduler_policy: str = "guaranteed_no_evict"
     world_size: int = 1
     drain_timeout_s: float = 20.0
+    # the Python models (engine stand-ins, front door): how often each request's cancellation is polled
+    # (an IPC round trip per request in Triton's Python backend), and the engine's response sender threads
+    cancel_check_ms: int = 50
+    send_threads: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", EngineKind(self.engine))
@@ -60,6 +64,8 @@ class ServeConfig:
             problems.append(f"need 1 <= max_input_len ({self.max_input_len}) < max_seq_len ({self.max_seq_len})")
         if self.max_batch_size < 1 or self.max_queue_size < 0:
             problems.append("max_batch_size must be >= 1 and max_queue_size >= 0")
+        if self.cancel_check_ms < 1 or self.send_threads < 1:
+            problems.append("cancel_check_ms and send_threads must be >= 1")
         if self.engine_name in self.front_door_names:
             problems.append(f"model name {self.engine_name!r} is used twice")
         if problems:
@@ -125,6 +131,8 @@ def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
         "max_seq_len": str(cfg.max_seq_len),
         "max_queue_size": str(cfg.max_queue_size),
         "drain_timeout_s": str(cfg.drain_timeout_s),
+        "cancellation_check_period_ms": str(cfg.cancel_check_ms),
+        "send_threads": str(cfg.send_threads),
     }
     if cfg.engine is EngineKind.TENSORRT_LLM:
         engine = tensorrt_llm_config(cfg)
@@ -150,6 +158,7 @@ def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
         "template": cfg.template,
         "max_inflight": str(cfg.max_batch_size + cfg.max_queue_size),
         "drain_timeout_s": str(cfg.drain_timeout_s),
+        "cancellation_check_period_ms": str(cfg.cancel_check_ms),
     }
     doors = [
         ModelConfig(name, "python", cfg.max_batch_size, True, tuple(FRONT_DOOR_INPUTS.values()),

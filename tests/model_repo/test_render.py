@@ -72,6 +72,8 @@ def test_rendering_refuses_missing_values():
         (dict(engine="tensorrt_llm", tokenizer_dir=Path("t")), "needs engine_dir"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), max_input_len=4096, max_seq_len=4096), "max_input_len"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), front_door_names=("synthetic",)), "used twice"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), send_threads=0), "send_threads"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), cancel_check_ms=0), "cancel_check_ms"),
     ],
 )
 def test_inconsistent_configs_are_refused(kw, match):
@@ -88,3 +90,15 @@ def test_stock_names_repo(tmp_path):
     assert sorted(p.name for p in repo.iterdir()) == ["ensemble", "tensorrt_llm", "tensorrt_llm_bls"]
     assert (repo / "ensemble" / "1" / "model.py").read_text().startswith('"""Triton adapter for the text front door')
     assert 'string_value: "tensorrt_llm"' in (repo / "ensemble" / "config.pbtxt").read_text()
+
+
+def test_python_models_get_the_cancellation_period_and_sender_threads():
+    from ziya_trt.serve_config import model_configs
+
+    cfg = ServeConfig(engine="synthetic", tokenizer_dir=Path("t"), cancel_check_ms=30, send_threads=6)
+    engine, door = model_configs(cfg)
+    assert engine.parameters["cancellation_check_period_ms"] == "30" and engine.parameters["send_threads"] == "6"
+    assert engine.instance_count == 1  # one engine: its slots are shared by every request
+    assert door.parameters["cancellation_check_period_ms"] == "30"
+    # the real backend keeps its own (C++) polling period
+    assert tensorrt_llm_config(trt_cfg(cancel_check_ms=30)).parameters["cancellation_check_period_ms"] == "10"

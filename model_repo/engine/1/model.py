@@ -1,8 +1,10 @@
 """Triton adapter for the engine stand-ins (reference, synthetic): tensors in, ziya_trt out.
 
 Same inputs and outputs as TensorRT-LLM's ``tensorrt_llm`` model. ``execute`` hands each request to
-the engine's in-flight batching loop and returns at once (decoupled); the loop streams responses.
-A request with ``stop=true`` cancels the in-flight request with the same id, as in TensorRT-LLM.
+the engine's in-flight batching loop and returns at once (decoupled). The loop's outputs go out
+through an ``Outbox`` (sender threads, so the loop never waits on a send, and a watcher that polls
+cancellation, like TensorRT-LLM's ``cancellation_check_period_ms``). A request with ``stop=true``
+cancels the in-flight request with the same id, as in TensorRT-LLM.
 """
 
 import json
@@ -10,7 +12,9 @@ import threading
 
 import triton_python_backend_utils as pb_utils
 
+from ziya_trt.engine.core import EngineOutput
 from ziya_trt.engine.factory import build_engine
+from ziya_trt.engine.outbox import Outbox
 from ziya_trt.errors import ServerError, ZiyaError
 from ziya_trt.tensors import ENGINE_INPUTS, METRIC_ACTIVE, METRIC_CANCELLED, METRIC_QUEUED, METRIC_TOKENS
 from ziya_trt.triton_io import engine_output_arrays, engine_request_from_inputs
@@ -25,6 +29,14 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
         self.drain_s = float(params.get("drain_timeout_s", "20"))
         self.engine = build_engine(params, self.name)
+        self.outbox = Outbox(
+            self._send_output,
+            lambda handle: handle[0].is_cancelled(),
+            self.engine.cancel,
+            threads=int(params["send_threads"]),
+            check_period_s=float(params["cancellation_check_period_ms"]) / 1000.0,
+            name=self.name,
+        )
         self._metrics_stop = threading.Event()
         self._start_metrics()
 
@@ -43,7 +55,13 @@ class TritonPythonModel:
                     sender.send(flags=FINAL)
                     continue
                 wanted = set(r.requested_output_names()) or None
-                self.engine.submit(req, self._sink(sender, req, wanted))
+                stream = self.outbox.open(req.id, (sender, wanted))
+                try:
+                    stream.id = self.engine.submit(req, lambda out, st=stream: self.outbox.put(st, out))
+                except Exception as e:
+                    err = e if isinstance(e, ZiyaError) else ServerError(
+                        f"{self.name}: could not start the request ({type(e).__name__})")
+                    self.outbox.put(stream, EngineOutput([], final=True, error=err))
             except ZiyaError as e:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(e.to_wire())), flags=FINAL)
             except Exception as e:  # never a traceback to the client
@@ -51,27 +69,15 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(err.to_wire())), flags=FINAL)
         return None
 
-    def _sink(self, sender, req, wanted=None):
-        state = {"closed": False}
-
-        def sink(out):
-            if state["closed"]:
-                return
-            if sender.is_cancelled():  # the client went away: free the slot
-                state["closed"] = True
-                self.engine.cancel(req.id)
-                sender.send(flags=FINAL)
-                return
-            if out.error is not None:
-                resp = pb_utils.InferenceResponse(error=pb_utils.TritonError(out.error.to_wire()))
-            else:
-                tensors = [pb_utils.Tensor(k, v) for k, v in engine_output_arrays(out, wanted).items()]
-                resp = pb_utils.InferenceResponse(output_tensors=tensors)
-            if out.final:
-                state["closed"] = True
-            sender.send(resp, flags=FINAL if out.final else 0)
-
-        return sink
+    @staticmethod
+    def _send_output(handle, out):
+        sender, wanted = handle
+        if out.error is not None:
+            resp = pb_utils.InferenceResponse(error=pb_utils.TritonError(out.error.to_wire()))
+        else:
+            tensors = [pb_utils.Tensor(k, v) for k, v in engine_output_arrays(out, wanted).items()]
+            resp = pb_utils.InferenceResponse(output_tensors=tensors)
+        sender.send(resp, flags=FINAL if out.final else 0)
 
     def _start_metrics(self):
         """One thread owns the metric objects (they are not safe to touch from several threads)."""
@@ -95,5 +101,6 @@ class TritonPythonModel:
 
     def finalize(self):
         self.engine.shutdown(self.drain_s)
+        self.outbox.close()
         self._metrics_stop.set()
         self._metrics_thread.join(timeout=1)
