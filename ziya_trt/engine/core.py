@@ -225,7 +225,8 @@ class EngineLoop:
                 active = list(self._active.values())
             for live in admit:
                 self._guard(live, self._admit)
-            active = [a for a in active if a.req.id in self._active]
+            if admit:  # an admission that failed has left already
+                active = [a for a in active if a.req.id in self._active]
             if active:
                 try:
                     self._step(active)

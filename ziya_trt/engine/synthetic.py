@@ -27,8 +27,12 @@ class SyntheticEngine(EngineLoop):
         first_token_s: float = 0.02,
         skip_ids: frozenset[int] = frozenset({0, 1, 2}),
         name: str = "synthetic",
+        tick_s: float = 0.001,
     ):
         self.period = 1.0 / tokens_per_s
+        # the loop wakes at most once per tick and emits every token due by then, as a real engine emits
+        # a step's tokens together; due times, not wake times, set the schedule, so the rate is exact
+        self.tick_s = tick_s
         self.first_token_s = first_token_s
         self.skip_ids = skip_ids
         self._due: list[tuple[float, int, str]] = []  # (time, seq, request id)
@@ -67,7 +71,7 @@ class SyntheticEngine(EngineLoop):
         if self._due:
             with self._cv:
                 if not self._waiting and not self._cancel_ids:
-                    self._cv.wait(max(0.0, self._due[0][0] - time.monotonic()))
+                    self._cv.wait(max(self.tick_s - (time.monotonic() - now), self._due[0][0] - time.monotonic()))
 
     def _on_release(self, live: Live) -> None:
         self._plans.pop(live.req.id, None)
