@@ -38,7 +38,7 @@ def arrival_gaps(n: int, rate: float, burstiness: float, seed: int) -> list[floa
     return [rng.gammavariate(burstiness, 1.0 / (rate * burstiness)) for _ in range(n)]
 
 
-async def one_request(client, item: Item, index: int, cfg: LoadConfig, t0: float, count_tokens: Callable | None,
+async def one_request(client, item: Item, index: int, cfg: LoadConfig, t0: float,
                       warmup: bool = False) -> RequestRecord:
     rec = RequestRecord(index=index, t_send=time.perf_counter() - t0, warmup=warmup,
                         input_tokens=item.input_tokens or 0)
@@ -69,10 +69,9 @@ async def one_request(client, item: Item, index: int, cfg: LoadConfig, t0: float
         rec.error, rec.error_type = "cancelled at the run's time bound", "Cancelled"
         if stream is not None:
             await stream.cancel()
-    text = "".join(parts)
-    rec.text = text
+    rec.text = "".join(parts)
     if rec.error is None:
-        rec.output_tokens = count_tokens(text) if count_tokens else (rec.server_output_tokens or 0)
+        rec.output_tokens = rec.server_output_tokens or 0  # replaced by the tokenizer's count after the run
         if rec.t_first is None:
             rec.error, rec.error_type = "no output", "Empty"
     return rec
@@ -84,14 +83,14 @@ async def run_load(client, items: list[Item], cfg: LoadConfig, count_tokens: Cal
     records: list[RequestRecord] = []
     n_warm = min(cfg.warmup, len(items))
     if n_warm:
-        warm = await asyncio.gather(*[one_request(client, items[i], -1 - i, cfg, t0, count_tokens, True)
+        warm = await asyncio.gather(*[one_request(client, items[i], -1 - i, cfg, t0, True)
                                       for i in range(n_warm)])
         records.extend(warm)
     measured = [items[i % len(items)] for i in range(cfg.num_requests)]
     deadline = time.perf_counter() + cfg.max_duration_s
 
     async def tracked(item, idx):
-        r = await one_request(client, item, idx, cfg, t0, count_tokens)
+        r = await one_request(client, item, idx, cfg, t0)
         records.append(r)
         if on_done:
             on_done(r)
@@ -127,6 +126,10 @@ async def run_load(client, items: list[Item], cfg: LoadConfig, count_tokens: Cal
                 await tracked(item, idx)
 
         await _bounded([asyncio.create_task(worker()) for _ in range(cfg.concurrency or 1)], deadline)
+    if count_tokens:  # after the run, so tokenising never competes with the load for the CPU
+        for r in records:
+            if r.error is None:
+                r.output_tokens = count_tokens(r.text)
     return records
 
 
