@@ -3,6 +3,15 @@
 Each request runs on its own thread (a plain ``execute`` would serve requests one after another).
 It keeps the request's detokeniser state, so streamed text is exact. Cancellation is passed on to
 the engine with a TensorRT-LLM ``stop`` request, because Triton does not cancel the inner BLS call.
+
+Two hazards of Triton's Python backend (tritonserver 2.51; the same code is in 25.12) shape this file:
+- keeping the BLS ``InferenceRequest`` alive while its responses stream corrupted the stub's heap when
+  ~100 streams were cancelled at once, so ``_engine_call`` returns only the response iterator;
+- ``exec(decoupled=True)`` takes the stub's response-iterator map mutex while holding the GIL, and a
+  thread woken in ``ResponseIterator::Next`` takes the GIL back while holding its iterator's mutex; with
+  the stub's response thread between them, that is a lock-order cycle. Without ``_pb`` around ``exec``
+  the stub deadlocked in 2 of 11 runs of the 2,000-request test. The lock makes ``exec`` calls rare
+  (one at a time) and caps request starts; see the README's serving-overhead section.
 """
 
 import json
@@ -18,7 +27,6 @@ from ziya_trt.tensors import FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.triton_io import engine_inputs_from_request, stop_request_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-CANCEL_CHECK_S = 0.05
 ENGINE_OUT = ["output_ids"]  # the front door counts tokens itself: fewer tensors per token
 
 
@@ -49,9 +57,10 @@ class TritonPythonModel:
         self._count = 0
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
-        # many request threads cancelling at once corrupted the stub's heap: cancellation checks, final
-        # sends and BLS request set-up hold this lock; the streaming sends and response reads do not
+        # BLS request set-up (see the module docstring), cancellation checks and final sends hold this
+        # lock; the streaming sends and response reads do not
         self._pb = threading.Lock()
+        self.cancel_check_s = float(params["cancellation_check_period_ms"]) / 1000.0
         self._start_metrics()
 
     def execute(self, requests):
@@ -143,7 +152,7 @@ class TritonPythonModel:
         s = self.door.open(inputs)
         it = self._engine_call(engine_inputs_from_request(s.engine_request), s.id)
         pending, engine_tokens, stop_sent = [s.prefix] if s.prefix else [], 0, False
-        next_check = 0.0  # is_cancelled() is an IPC round trip under the lock: ask at most every 50 ms
+        next_check = 0.0  # is_cancelled() is an IPC round trip under the lock: ask once per check period
         for tokens, error in self._responses(it):
             if error is not None:
                 raise from_wire(error) or ServerError(f"{self.engine_name}: {error}")
@@ -153,7 +162,7 @@ class TritonPythonModel:
             now = time.monotonic()
             check = now >= next_check
             if check:
-                next_check = now + CANCEL_CHECK_S
+                next_check = now + self.cancel_check_s
             if not stop_sent and (s.stopped_early or (check and self._cancelled(sender))):
                 s.cancelled = not s.stopped_early
                 for _ in self._responses(self._engine_call(stop_request_inputs(), s.id)):
