@@ -68,14 +68,13 @@ class TritonPythonModel:
             sender = r.get_response_sender()
             if not self._inflight.acquire(blocking=False):
                 err = ServerOverloadedError(f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later")
-                self._send(sender, _error(err), final=True)
+                sender.send(_error(err), flags=FINAL)  # at once, not behind the lock
                 continue
-            inputs = {}
-            with self._pb:
-                for name in FRONT_DOOR_INPUTS:
-                    t = pb_utils.get_input_tensor_by_name(r, name)
-                    if t is not None:
-                        inputs[name] = t.as_numpy()
+            inputs = {}  # read here, on the stub's main thread, without the lock: execute must never wait on it
+            for name in FRONT_DOOR_INPUTS:
+                t = pb_utils.get_input_tensor_by_name(r, name)
+                if t is not None:
+                    inputs[name] = t.as_numpy()
             with self._count_lock:
                 self._count += 1
             threading.Thread(target=self._serve, args=(inputs, sender), daemon=True).start()
