@@ -116,6 +116,16 @@ class TritonPythonModel:
         with self._pb:
             return sender.is_cancelled()
 
+    def _cancelled_now(self, sender) -> bool:
+        """The periodic check while streaming: skipped (False) while another thread holds the lock, which
+        can be for as long as an engine takes to start a queued request; streaming never waits on it."""
+        if not self._pb.acquire(blocking=False):
+            return False
+        try:
+            return sender.is_cancelled()
+        finally:
+            self._pb.release()
+
     def _serve(self, inputs, sender):
         try:
             self._run(inputs, sender)
@@ -162,7 +172,7 @@ class TritonPythonModel:
             check = now >= next_check
             if check:
                 next_check = now + self.cancel_check_s
-            if not stop_sent and (s.stopped_early or (check and self._cancelled(sender))):
+            if not stop_sent and (s.stopped_early or (check and self._cancelled_now(sender))):
                 s.cancelled = not s.stopped_early
                 for _ in self._responses(self._engine_call(stop_request_inputs(), s.id)):
                     pass
