@@ -27,6 +27,7 @@ from ziya_trt.tensors import FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.triton_io import engine_inputs_from_request, stop_request_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+MAX_SKIPPED = 4  # cancellation checks skipped in a row (lock busy) before one waits for the lock
 ENGINE_OUT = ["output_ids"]  # the front door counts tokens itself: fewer tensors per token
 
 
@@ -116,11 +117,12 @@ class TritonPythonModel:
         with self._pb:
             return sender.is_cancelled()
 
-    def _cancelled_now(self, sender) -> bool:
-        """The periodic check while streaming: skipped (False) while another thread holds the lock, which
-        can be for as long as an engine takes to start a queued request; streaming never waits on it."""
-        if not self._pb.acquire(blocking=False):
-            return False
+    def _cancelled_now(self, sender, skipped: int) -> bool | None:
+        """The periodic check while streaming: None (skipped) while another thread holds the lock, which
+        can be for as long as an engine takes to start a queued request, so streaming does not wait on it;
+        after MAX_SKIPPED skips in a row it waits, so a cancellation is still seen."""
+        if not self._pb.acquire(blocking=skipped >= MAX_SKIPPED):
+            return None
         try:
             return sender.is_cancelled()
         finally:
@@ -161,7 +163,7 @@ class TritonPythonModel:
         s = self.door.open(inputs)
         it = self._engine_call(engine_inputs_from_request(s.engine_request), s.id)
         pending, engine_tokens, stop_sent = [s.prefix] if s.prefix else [], 0, False
-        next_check = 0.0  # is_cancelled() is an IPC round trip under the lock: ask once per check period
+        next_check, skipped = 0.0, 0  # is_cancelled() is an IPC round trip under the lock: once per period
         for tokens, error in self._responses(it):
             if error is not None:
                 raise from_wire(error) or ServerError(f"{self.engine_name}: {error}")
@@ -172,7 +174,11 @@ class TritonPythonModel:
             check = now >= next_check
             if check:
                 next_check = now + self.cancel_check_s
-            if not stop_sent and (s.stopped_early or (check and self._cancelled_now(sender))):
+            cancelled = None
+            if check and not stop_sent and not s.stopped_early:
+                cancelled = self._cancelled_now(sender, skipped)
+                skipped = skipped + 1 if cancelled is None else 0
+            if not stop_sent and (s.stopped_early or cancelled):
                 s.cancelled = not s.stopped_early
                 for _ in self._responses(self._engine_call(stop_request_inputs(), s.id)):
                     pass
