@@ -10,8 +10,10 @@ Two hazards of Triton's Python backend (tritonserver 2.51; the same code is in 2
 - ``exec(decoupled=True)`` takes the stub's response-iterator map mutex while holding the GIL, and a
   thread woken in ``ResponseIterator::Next`` takes the GIL back while holding its iterator's mutex; with
   the stub's response thread between them, that is a lock-order cycle. Without ``_pb`` around ``exec``
-  the stub deadlocked in 2 of 11 runs of the 2,000-request test. The lock makes ``exec`` calls rare
-  (one at a time) and caps request starts; see the README's serving-overhead section.
+  the stub deadlocked in 2 of 11 runs of the 2,000-request test, and with it around ``exec`` alone
+  the full suite hung once. So final sends and the closing cancellation check hold it too, and the
+  periodic check skips a round while it is busy. It makes ``exec`` calls rare (one at a time), which
+  does not rule the cycle out, and caps request starts; see the README's serving-overhead section.
 """
 
 import json
