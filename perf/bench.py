@@ -22,6 +22,7 @@ from .workload import Item
 class BenchConfig:
     url: str
     model: str = "ziya"
+    mode: str = "text"  # or "token": the client tokenises and calls the engine model directly
     template: str = "ziya"
     points: list[LoadConfig] = field(default_factory=list)
     slo: Slo = Slo()
@@ -56,8 +57,9 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
     count = (lambda text: tokenizer.count(text, add_bos=False)) if tokenizer is not None else None
 
     async def go():
-        client = AsyncZiyaClient(cfg.url, model=cfg.model, template=cfg.template, timeout_s=cfg.timeout_s,
-                                 tokenizer=tokenizer if cfg.template == "chat_template" else None)
+        needs_tok = cfg.template == "chat_template" or cfg.mode == "token"
+        client = AsyncZiyaClient(cfg.url, model=cfg.model, mode=cfg.mode, template=cfg.template,
+                                 timeout_s=cfg.timeout_s, tokenizer=tokenizer if needs_tok else None)
         task = progress.add_task(label(load), total=load.num_requests) if progress else None
         done = lambda r: progress.advance(task) if progress else None  # noqa: E731
         try:

@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="latency/throughput benchmark of a Triton LLM endpoint (or `bench compare`)")
     p.add_argument("--url", help="grpc://host:port or http://host:port of a running server")
     p.add_argument("--serve", choices=["synthetic", "reference", "demo"], help="start this server for the run")
-    p.add_argument("--model", default=None, help="text front door model (default: ziya)")
+    p.add_argument("--model", default=None, help="model to call (default: ziya, or the engine with --mode token)")
+    p.add_argument("--mode", choices=["text", "token"], default="text",
+                   help="text: through the front door; token: straight to the engine, tokenised here")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the server's, if local)")
     p.add_argument("--template", help="ziya or chat_template (default: the server's)")
     p.add_argument("--dataset", default="synthetic", help="synthetic, chat (bundled zh/en set), or a JSONL file")
@@ -107,7 +109,7 @@ def run(args) -> int:
                 known_ttft, known_itl = args.synthetic_ttft, 1.0 / args.synthetic_rate
         else:
             url = args.url
-        model = args.model or "ziya"
+        model = args.model or ("ziya" if args.mode == "text" else scfg.engine_name if srv else "tensorrt_llm")
         srv_params = server_defaults(url, model)
         template = args.template or srv_params.get("template", "ziya")
         tok_dir = args.tokenizer or srv_params.get("tokenizer_dir")
@@ -129,11 +131,14 @@ def run(args) -> int:
                       for r in _floats(args.rate)]
         else:
             points = [LoadConfig(concurrency=c, **common) for c in _ints(args.concurrency)]
-        cfg = BenchConfig(url=url, model=model, template=template, points=points,
+        if args.mode == "token" and tok is None:
+            print("error: --mode token needs --tokenizer (the client tokenises)")
+            return 2
+        cfg = BenchConfig(url=url, model=model, mode=args.mode, template=template, points=points,
                           slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms), known_ttft_s=known_ttft,
                           known_itl_s=known_itl, timeout_s=args.timeout_s)
         out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
-        extra = {"dataset": args.dataset, "isl": args.isl, "osl": args.osl, "serve": args.serve,
+        extra = {"dataset": args.dataset, "isl": args.isl, "osl": args.osl, "serve": args.serve, "mode": args.mode,
                  "tokenizer": str(tok_dir) if tok_dir else None,
                  "osl_forced": not args.no_ignore_eos,
                  "token_counts": "tokenizer" if tok is not None else "server-reported"}

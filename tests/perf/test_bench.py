@@ -49,3 +49,18 @@ def test_bench_cli_writes_json_csv_png_and_compares(syn_server, tiny_ckpt, tmp_p
     capsys.readouterr()
     assert main(["bench", "compare", str(tmp_path / "a" / "results.json"), str(tmp_path / "worse.json")]) == 1
     assert "REGRESSION" in capsys.readouterr().out
+
+
+def test_token_mode_bench_calls_the_engine_directly_with_the_same_text(syn_server, tok, tiny_ckpt, tmp_path):
+    """--mode token skips the front door: the client tokenises, and the engine's echo decodes to the same texts."""
+    base = ["bench", "--url", f"grpc://{syn_server.grpc_url}", "--tokenizer", str(tiny_ckpt), "--isl", "16",
+            "--osl", "8", "--num-requests", "6", "--warmup", "0", "--concurrency", "2", "--no-plots"]
+    assert main(base + ["--mode", "token", "--model", "synthetic", "--out", str(tmp_path / "tok")]) == 0
+    assert main(base + ["--out", str(tmp_path / "txt")]) == 0
+    tok_doc = json.loads((tmp_path / "tok" / "results.json").read_text())
+    txt_doc = json.loads((tmp_path / "txt" / "results.json").read_text())
+    assert tok_doc["config"]["mode"] == "token" and txt_doc["config"]["mode"] == "text"
+    recs = {r["index"]: r for r in tok_doc["points"][0]["records"]}
+    assert tok_doc["points"][0]["summary"]["errors"] == 0 and len(recs) == 6
+    assert all(r["output_tokens"] == 8 for r in recs.values())
+    assert {i: r["text"] for i, r in recs.items()} == {r["index"]: r["text"] for r in txt_doc["points"][0]["records"]}
