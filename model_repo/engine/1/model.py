@@ -58,16 +58,18 @@ class TritonPythonModel:
                 stream = self.outbox.open(req.id, (sender, wanted))
                 try:
                     stream.id = self.engine.submit(req, lambda out, st=stream: self.outbox.put(st, out))
-                except Exception as e:
-                    err = e if isinstance(e, ZiyaError) else ServerError(
-                        f"{self.name}: could not start the request ({type(e).__name__})")
-                    self.outbox.put(stream, EngineOutput([], final=True, error=err))
-            except ZiyaError as e:
-                sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(e.to_wire())), flags=FINAL)
-            except Exception as e:  # never a traceback to the client
-                err = ServerError(f"{self.name}: could not start the request ({type(e).__name__})")
+                except Exception as e:  # once the stream is open, its sender belongs to the outbox
+                    self.outbox.put(stream, EngineOutput([], final=True, error=self._start_error(e)))
+            except Exception as e:
+                err = self._start_error(e)
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(err.to_wire())), flags=FINAL)
         return None
+
+    def _start_error(self, e: Exception) -> ZiyaError:
+        """A typed error as it is; anything else as a generic one (never a traceback to the client)."""
+        if isinstance(e, ZiyaError):
+            return e
+        return ServerError(f"{self.name}: could not start the request ({type(e).__name__})")
 
     @staticmethod
     def _send_output(handle, out):
