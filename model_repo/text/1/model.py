@@ -115,14 +115,10 @@ class TritonPythonModel:
             else:
                 sender.send(response, flags=FINAL)
 
-    def _cancelled(self, sender) -> bool:
-        with self._pb:
-            return sender.is_cancelled()
-
-    def _cancelled_now(self, sender, skipped: int) -> bool | None:
-        """The periodic check while streaming: None (skipped) while another thread holds the lock, which
-        can be for as long as an engine takes to start a queued request, so streaming does not wait on it;
-        after MAX_SKIPPED skips in a row it waits, so a cancellation is still seen."""
+    def _cancelled(self, sender, skipped: int = MAX_SKIPPED) -> bool | None:
+        """``is_cancelled()`` under the lock. While streaming (``skipped`` < MAX_SKIPPED) it returns None
+        instead of waiting when another thread holds the lock, which can be for as long as an engine takes
+        to start a queued request; after MAX_SKIPPED skips in a row it waits, so a cancellation is seen."""
         if not self._pb.acquire(blocking=skipped >= MAX_SKIPPED):
             return None
         try:
@@ -178,7 +174,7 @@ class TritonPythonModel:
                 next_check = now + self.cancel_check_s
             cancelled = None
             if check and not stop_sent and not s.stopped_early:
-                cancelled = self._cancelled_now(sender, skipped)
+                cancelled = self._cancelled(sender, skipped)
                 skipped = skipped + 1 if cancelled is None else 0
             if not stop_sent and (s.stopped_early or cancelled):
                 s.cancelled = not s.stopped_early
