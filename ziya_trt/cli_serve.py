@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from .serve_config import ConfigError, EngineKind, ServeConfig, render_repo
@@ -103,8 +104,8 @@ def server_from_args(a, cfg: ServeConfig) -> TritonServer:
 
 def run(a) -> int:
     cfg = config_from_args(a)
-    if a.render_only:
-        print(render_repo(cfg, a.repo_dir))
+    if a.render_only:  # for a tritonserver started by hand: the front door needs its gRPC address
+        print(render_repo(replace(cfg, grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
         return 0
     srv = server_from_args(a, cfg)
     print(f"starting tritonserver ({cfg.engine.value} engine) ... log: {srv.log_file}", flush=True)

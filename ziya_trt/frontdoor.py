@@ -198,3 +198,45 @@ class TextSession:
     @property
     def finish_reason(self) -> FinishReason | None:
         return self.stream.finish_reason
+
+
+class TextJob:
+    """One request's streaming side: engine token batches in, the text to send out.
+
+    ``push`` returns the text to stream now ("" for nothing) and whether the engine should be told to
+    stop, which it says once, when a stop string completes the text. After that, or after ``cancel``,
+    text is held for the final response (the engine may still send tokens; they are counted, not shown).
+    """
+
+    def __init__(self, session: TextSession):
+        self.session = session
+        self.pending: list[str] = [session.prefix] if session.prefix else []
+        self.engine_tokens = 0
+        self.stopping = False  # a stop was asked for (stop string or cancellation)
+        self.cancelled = False
+
+    def push(self, tokens: list[int]) -> tuple[str, bool]:
+        s = self.session
+        self.engine_tokens += len(tokens)
+        if tokens and not s.stopped_early:
+            self.pending.append(s.feed(tokens))
+        stop = s.stopped_early and not self.stopping
+        self.stopping = self.stopping or stop
+        if s.req.stream and not self.stopping and any(self.pending):
+            text, self.pending = "".join(self.pending), []
+            return text, stop
+        return "", stop
+
+    def cancel(self) -> bool:
+        """The client cancelled: True the first time a stop should go to the engine."""
+        self.cancelled = True
+        first, self.stopping = not self.stopping, True
+        return first
+
+    def finish(self) -> str:
+        """The final response's text, once the engine has finished (its last tokens pushed)."""
+        s = self.session
+        s.cancelled = self.cancelled and not s.stopped_early
+        self.pending.append(s.finish(self.engine_tokens))
+        text, self.pending = "".join(self.pending), []
+        return text

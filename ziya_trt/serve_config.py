@@ -50,6 +50,9 @@ class ServeConfig:
     # (an IPC round trip per request in Triton's Python backend), and the engine's response sender threads
     cancel_check_ms: int = 50
     send_threads: int = 4
+    # the server's own gRPC address, which the front door calls the engine through; None: ``ziya-trt serve``
+    # (``TritonServer``) tells it at start, through the environment
+    grpc_url: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", EngineKind(self.engine))
@@ -66,6 +69,8 @@ class ServeConfig:
             problems.append("max_batch_size must be >= 1 and max_queue_size >= 0")
         if self.cancel_check_ms < 1 or self.send_threads < 1:
             problems.append("cancel_check_ms and send_threads must be >= 1")
+        if self.grpc_url is not None and not _is_host_port(self.grpc_url):
+            problems.append(f"grpc_url {self.grpc_url!r} is not host:port")
         if self.engine_name in self.front_door_names:
             problems.append(f"model name {self.engine_name!r} is used twice")
         if problems:
@@ -74,6 +79,11 @@ class ServeConfig:
     @property
     def engine_name(self) -> str:
         return self.engine_model_name or self.engine.value
+
+
+def _is_host_port(url: str) -> bool:
+    host, _, port = url.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 # --- pbtxt --------------------------------------------------------------------------------------
@@ -159,7 +169,10 @@ def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
         "max_inflight": str(cfg.max_batch_size + cfg.max_queue_size),
         "drain_timeout_s": str(cfg.drain_timeout_s),
         "cancellation_check_period_ms": str(cfg.cancel_check_ms),
+        "send_threads": str(cfg.send_threads),
     }
+    if cfg.grpc_url:
+        door_params["engine_grpc_url"] = cfg.grpc_url
     doors = [
         ModelConfig(name, "python", cfg.max_batch_size, True, tuple(FRONT_DOOR_INPUTS.values()),
                     tuple(FRONT_DOOR_OUTPUTS.values()), door_params)

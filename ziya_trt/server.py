@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine_link import GRPC_URL_ENV
 from .errors import ZiyaError
 from .http_guard import DEFAULT_MAX_BODY, HttpGuard
 from .paths import cache_dir
@@ -168,6 +169,7 @@ class TritonServer:
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = ":".join([root, env.get("PYTHONPATH", "")]).strip(":")
+        env[GRPC_URL_ENV] = self.grpc_url  # the front door calls the engine through this server's gRPC endpoint
         return env
 
     def start(self, ready_timeout_s: float = 180.0) -> "TritonServer":

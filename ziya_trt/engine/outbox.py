@@ -28,7 +28,7 @@ from .core import EngineOutput
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[Any, EngineOutput], None]
+Send = Callable[[Any, EngineOutput], "bool | None"]  # True: this response ended the request
 IsCancelled = Callable[[Any], bool]
 
 
@@ -166,15 +166,21 @@ class Outbox:
             if st.closed:
                 return
             if out.final:
-                st.closed = True
-                with self._open_lock:
-                    self._open.pop(id(st), None)
+                self._end(st)
             try:
-                self._send(st.handle, out)
+                ended = self._send(st.handle, out)
                 self._count("responses")
             except Exception:  # the client is gone or the server is stopping: nothing to tell anyone
                 self._count("send_errors")
                 log.debug("send failed for request %s", st.id, exc_info=True)
+                return
+            if ended and not st.closed:  # the send callback ended the request early (e.g. with an error)
+                self._end(st)
+
+    def _end(self, st: Stream) -> None:
+        st.closed = True
+        with self._open_lock:
+            self._open.pop(id(st), None)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.check_period_s):
