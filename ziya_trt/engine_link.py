@@ -95,6 +95,7 @@ class EngineLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stub = None
+        self._tasks: set[asyncio.Task] = set()  # the link thread's own
         self._closed = False
         self.counters = {"calls": 0, "responses": 0, "stops": 0, "failed": 0}
 
@@ -167,17 +168,18 @@ class EngineLink:
         async with grpc.aio.insecure_channel(self.url, options=opts) as channel:
             self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             await self._done
-            with self._lock:
-                calls = list(self._calls.values())
-            for call in calls:
-                if call.grpc is not None:
-                    call.grpc.cancel()
-            await asyncio.sleep(0)  # let the cancelled calls report
+            tasks = list(self._tasks)
+            for t in tasks:
+                t.cancel()
+            if tasks:  # each reports its call's end before the channel goes
+                await asyncio.wait(tasks, timeout=2.0)
 
     def _open_call(self, call: _Call, req) -> None:
         call.grpc = self._stub.ModelStreamInfer()
         call.sent = asyncio.get_running_loop().create_future()
-        asyncio.ensure_future(self._run_call(call, req))
+        task = asyncio.ensure_future(self._run_call(call, req))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _write_stop(self, call: _Call, req) -> None:
         try:
@@ -196,7 +198,9 @@ class EngineLink:
                     break
             else:
                 error = "the stream ended before the final response"
-        except Exception as e:  # grpc.aio.AioRpcError: the server went away, is stopping, or cancelled
+        except asyncio.CancelledError:
+            error = "the link was closed (the model is being unloaded)"
+        except Exception as e:  # grpc.aio.AioRpcError: the server went away or is stopping
             details = getattr(e, "details", lambda: None)() or str(e)
             error = f"{type(e).__name__}: {details}"
         finally:

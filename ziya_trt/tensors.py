@@ -76,6 +76,9 @@ ENGINE_OUTPUTS = _specs(
     ("num_input_tokens", I32, (1,)),
     ("num_output_tokens", I32, (1,)),
 )
+# what the front door asks the engine for: tensorrtllm_backend's response filler throws unless a
+# request asks for both output_ids and sequence_length, so asking for output_ids alone fails there
+FRONT_DOOR_ENGINE_OUTPUTS = ("output_ids", "sequence_length")
 
 # --- the text front door (named like tensorrt_llm_bls so stock clients work unchanged) -------
 FRONT_DOOR_INPUTS = _specs(

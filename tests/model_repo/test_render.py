@@ -6,7 +6,14 @@ import pytest
 
 from tests.reference_facts import facts
 from ziya_trt.serve_config import ConfigError, ModelConfig, ServeConfig, render_repo, tensorrt_llm_config, to_pbtxt
-from ziya_trt.tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_EXTRAS, FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS
+from ziya_trt.tensors import (
+    ENGINE_INPUTS,
+    ENGINE_OUTPUTS,
+    FRONT_DOOR_ENGINE_OUTPUTS,
+    FRONT_DOOR_EXTRAS,
+    FRONT_DOOR_INPUTS,
+    FRONT_DOOR_OUTPUTS,
+)
 
 
 def trt_cfg(**kw):
@@ -74,6 +81,8 @@ def test_rendering_refuses_missing_values():
         (dict(engine="synthetic", tokenizer_dir=Path("t"), front_door_names=("synthetic",)), "used twice"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), send_threads=0), "send_threads"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), cancel_check_ms=0), "cancel_check_ms"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), grpc_url="localhost"), "grpc_url"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), grpc_url="127.0.0.1:http"), "grpc_url"),
     ],
 )
 def test_inconsistent_configs_are_refused(kw, match):
@@ -99,6 +108,28 @@ def test_python_models_get_the_cancellation_period_and_sender_threads():
     engine, door = model_configs(cfg)
     assert engine.parameters["cancellation_check_period_ms"] == "30" and engine.parameters["send_threads"] == "6"
     assert engine.instance_count == 1  # one engine: its slots are shared by every request
-    assert door.parameters["cancellation_check_period_ms"] == "30"
+    assert door.parameters["cancellation_check_period_ms"] == "30" and door.parameters["send_threads"] == "6"
     # the real backend keeps its own (C++) polling period
     assert tensorrt_llm_config(trt_cfg(cancel_check_ms=30)).parameters["cancellation_check_period_ms"] == "10"
+
+
+def test_front_door_gets_the_grpc_address_only_when_one_is_given():
+    from ziya_trt.serve_config import model_configs
+
+    _, door = model_configs(ServeConfig(engine="synthetic", tokenizer_dir=Path("t")))
+    assert "engine_grpc_url" not in door.parameters  # ziya-trt serve passes it through the environment
+    _, door = model_configs(ServeConfig(engine="synthetic", tokenizer_dir=Path("t"), grpc_url="10.0.0.5:9001"))
+    assert door.parameters["engine_grpc_url"] == "10.0.0.5:9001"
+
+
+def test_render_only_names_the_grpc_port_for_a_server_started_by_hand(tmp_path, tiny_ckpt):
+    from ziya_trt.cli import main
+
+    assert main(["serve", "--engine", "synthetic", "--tokenizer-dir", str(tiny_ckpt), "--grpc-port", "9101",
+                 "--render-only", "--repo-dir", str(tmp_path / "repo")]) == 0
+    assert 'string_value: "127.0.0.1:9101"' in (tmp_path / "repo" / "ziya" / "config.pbtxt").read_text()
+
+
+def test_front_door_asks_the_engine_for_tensorrt_llm_outputs_it_always_fills():
+    outs = by_name(facts()["triton_models"]["models"]["tensorrt_llm"]["outputs"])
+    assert set(FRONT_DOOR_ENGINE_OUTPUTS) == {"output_ids", "sequence_length"} and set(FRONT_DOOR_ENGINE_OUTPUTS) <= set(outs)

@@ -22,12 +22,10 @@ from ziya_trt.engine_link import GRPC_URL_ENV, EngineLink
 from ziya_trt.errors import ServerError, ServerOverloadedError, ZiyaError, from_wire
 from ziya_trt.frontdoor import FrontDoor, TextJob
 from ziya_trt.serve_config import ConfigError
-from ziya_trt.tensors import FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
+from ziya_trt.tensors import FRONT_DOOR_ENGINE_OUTPUTS, FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.triton_io import engine_inputs_from_request, stop_request_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-# TensorRT-LLM's backend refuses a request that does not ask for sequence_length
-ENGINE_OUT = ("output_ids", "sequence_length")
 
 
 def _error(e):
@@ -66,7 +64,7 @@ class TritonPythonModel:
                 f"{self.name}: the front door calls {self.engine_name} over this server's gRPC endpoint; set the "
                 f"engine_grpc_url parameter (ServeConfig.grpc_url) or {GRPC_URL_ENV} to its host:port"
             )
-        self.link = EngineLink(url, self.engine_name, ENGINE_OUT, name=self.name)
+        self.link = EngineLink(url, self.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name=self.name)
         self.outbox = Outbox(
             self._deliver,
             lambda r: r.sender.is_cancelled(),

@@ -193,6 +193,29 @@ def test_nothing_is_sent_after_a_final():
     assert [o.tokens for o in rec.of("a")] == [[1]]
 
 
+def test_a_send_that_ends_the_request_closes_its_stream():
+    """The front door ends a request early (an error) from inside a non-final send: nothing is sent or
+    polled for it after that."""
+    polls, sent = [], []
+
+    def send(h, o):
+        sent.append(o.tokens)
+        return o.tokens == [2]  # this one ended the request
+
+    box = Outbox(send, lambda h: polls.append(time.monotonic()) or False, lambda rid: None, threads=1,
+                 check_period_s=0.005)
+    st = box.open("a", "a")
+    box.put(st, out([1]))
+    assert wait_until(lambda: polls)
+    box.put(st, out([2]))
+    assert wait_until(lambda: box.open_streams() == 0)
+    t_end = time.monotonic()
+    box.put(st, out([3], final=True, n=3))
+    time.sleep(0.05)
+    box.close()
+    assert sent == [[1], [2]] and not [t for t in polls if t > t_end]
+
+
 def test_at_least_one_sender_thread():
     with pytest.raises(ValueError, match="threads"):
         Outbox(Recorder(), lambda h: False, lambda rid: None, threads=0)
