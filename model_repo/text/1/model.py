@@ -177,11 +177,14 @@ class TritonPythonModel:
         gauge = fam.Metric(labels={"model": self.name})
         self._metric_family = fam
 
-        def loop():
+        def loop():  # a set is an IPC round trip holding the stub's GIL: only on a change
+            last = None
             while not self._stop.wait(0.02):
                 with self._open_lock:
                     n = len(self._open)
-                gauge.set(float(n))
+                if n != last:
+                    gauge.set(float(n))
+                    last = n
 
         self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
         self._metrics_thread.start()
