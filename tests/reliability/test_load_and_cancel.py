@@ -94,7 +94,7 @@ def test_reference_engine_under_mixed_load(ref_server):
 
 def test_100_cancelled_streams_leave_nothing_behind(syn_server):
     """Two rounds of 100 streams cancelled at once; after each, nothing is left and a new request is served
-    (mass cancellation once corrupted the front door stub's heap, while BLS request objects outlived their calls)."""
+    (mass cancellation once corrupted the front door stub's heap, when it called the engine through BLS)."""
     c = ZiyaClient(f"grpc://{syn_server.grpc_url}", timeout_s=30)
     for rnd in range(2):
         before = metric(scrape(syn_server), METRIC_CANCELLED, "synthetic") or 0.0

@@ -1,15 +1,19 @@
-"""Sending engine outputs without holding up the engine loop, and watching for cancelled requests.
+"""Sending a Python model's responses without holding up the thread that produces them, and
+watching for cancelled requests.
 
 In Triton's Python backend every response send is a blocking round trip to the server process, and
-so is every ``is_cancelled()`` check. Done inline, they serialise the engine loop: at 256 streams of
+so is every ``is_cancelled()`` check. Done inline, they serialise the producer: at 256 streams of
 50 tokens/s that is 12,800 round trips a second on one thread, and new requests wait behind them.
+Both the engine stand-ins (outputs from the engine loop) and the text front door (outputs from the
+engine link) send through an outbox.
 
-The outbox takes the loop's outputs without blocking and sends them from a few sender threads, so
-round trips overlap. Each request belongs to one sender thread, so its responses stay in order; a
-request whose earlier outputs are still waiting to go out gets them merged into one response (the
-same coalescing an engine does when it falls behind). One watcher thread asks whether each open
-request was cancelled, at most once per period, and never after its final response: the server
-frees the response factory then, and asking about it afterwards is not safe.
+The outbox takes outputs without blocking and sends them from a few sender threads, so round trips
+overlap. Each request belongs to one sender thread, so its responses stay in order; a request whose
+earlier outputs are still waiting to go out gets them merged into one response (the same coalescing
+an engine does when it falls behind). One watcher thread asks whether each open request was
+cancelled, at most once per period, and never after its final response: the server frees the
+response factory then, and asking about it afterwards is not safe. ``send`` may return True to say
+that the response it sent ended the request early (an error); the request is then closed too.
 
 Nothing here imports Triton: ``send`` and ``is_cancelled`` are plain callables, so the logic is
 tested without a server.
