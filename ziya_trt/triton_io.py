@@ -13,6 +13,17 @@ from .errors import InvalidRequestError
 from .tensors import ENGINE_INPUTS, TensorSpec
 
 
+def read_inputs(get_tensor, request, names) -> dict[str, np.ndarray]:
+    """The request's tensors that are present, as arrays; ``get_tensor`` is the adapter's
+    ``pb_utils.get_input_tensor_by_name`` (this module does not import Triton)."""
+    out = {}
+    for name in names:
+        t = get_tensor(request, name)
+        if t is not None:
+            out[name] = t.as_numpy()
+    return out
+
+
 def _array(inputs: dict, spec: TensorSpec) -> np.ndarray | None:
     """The input as an array of the declared dtype; None when an optional input is absent."""
     a = inputs.get(spec.name)

@@ -79,3 +79,18 @@ def test_without_streaming_everything_comes_in_the_final_response(door):
     j, tokens = job(door, stream=False, echo=True), ids(door, ANSWER)
     assert [j.push([t])[0] for t in tokens] == [""] * len(tokens)
     assert j.finish() == "<human>:你好\n<bot>:" + ANSWER
+
+
+def test_read_inputs_keeps_only_the_tensors_a_request_has():
+    from ziya_trt.triton_io import read_inputs
+
+    class T:
+        def __init__(self, a):
+            self.a = a
+
+        def as_numpy(self):
+            return self.a
+
+    sent = {"text_input": T(np.array([b"hi"], dtype=np.object_)), "max_tokens": T(np.array([4], dtype=np.int32))}
+    got = read_inputs(lambda r, name: r.get(name), sent, ["text_input", "max_tokens", "top_p"])
+    assert list(got) == ["text_input", "max_tokens"] and got["max_tokens"].tolist() == [4]

@@ -18,7 +18,7 @@ from ziya_trt.engine.factory import build_engine
 from ziya_trt.engine.outbox import Outbox
 from ziya_trt.errors import ServerError, ZiyaError
 from ziya_trt.tensors import ENGINE_INPUTS, METRIC_ACTIVE, METRIC_CANCELLED, METRIC_QUEUED, METRIC_TOKENS
-from ziya_trt.triton_io import engine_output_arrays, engine_request_from_inputs
+from ziya_trt.triton_io import engine_output_arrays, engine_request_from_inputs, read_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -45,11 +45,7 @@ class TritonPythonModel:
         for r in requests:
             sender = r.get_response_sender()
             try:
-                inputs = {}
-                for name in ENGINE_INPUTS:
-                    t = pb_utils.get_input_tensor_by_name(r, name)
-                    if t is not None:
-                        inputs[name] = t.as_numpy()
+                inputs = read_inputs(pb_utils.get_input_tensor_by_name, r, ENGINE_INPUTS)
                 req, stop = engine_request_from_inputs(inputs, r.request_id())
                 if stop:
                     self.engine.cancel(r.request_id())

@@ -23,7 +23,7 @@ from ziya_trt.errors import ServerError, ServerOverloadedError, ZiyaError, from_
 from ziya_trt.frontdoor import FrontDoor, TextJob
 from ziya_trt.serve_config import ConfigError
 from ziya_trt.tensors import FRONT_DOOR_ENGINE_OUTPUTS, FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
-from ziya_trt.triton_io import engine_inputs_from_request, stop_request_inputs
+from ziya_trt.triton_io import engine_inputs_from_request, read_inputs, stop_request_inputs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -87,11 +87,7 @@ class TritonPythonModel:
                 sender.send(_error(err), flags=FINAL)
                 continue
             try:
-                inputs = {}
-                for name in FRONT_DOOR_INPUTS:
-                    t = pb_utils.get_input_tensor_by_name(r, name)
-                    if t is not None:
-                        inputs[name] = t.as_numpy()
+                inputs = read_inputs(pb_utils.get_input_tensor_by_name, r, FRONT_DOOR_INPUTS)
                 self._start(self.door.open(inputs), sender)
             except Exception as e:
                 self._inflight.release()
