@@ -9,7 +9,6 @@ cancels the in-flight request with the same id, as in TensorRT-LLM.
 
 import json
 import threading
-import time
 
 import triton_python_backend_utils as pb_utils
 
@@ -89,21 +88,18 @@ class TritonPythonModel:
         gauges = {k: f.Metric(labels={"model": self.name}) for k, f in fam.items()}
         self._metric_families = fam
 
-        # a set is an IPC round trip that holds the stub's GIL (over a millisecond when the server is busy):
-        # set a gauge only when it changed, and the token count at most every 250 ms
-        last, t_tokens = {}, 0.0
+        # each update is an IPC round trip; ``set`` holds the stub's GIL through it (over a millisecond when the
+        # server is busy) and ``increment`` does not, so a gauge moves by increments, and only when it changed
+        last = {k: 0.0 for k in gauges}
 
         def loop():
-            nonlocal t_tokens
             while not self._metrics_stop.wait(0.02):
-                stats, now = self.engine.stats(), time.monotonic()
+                stats = self.engine.stats()
                 for k, g in gauges.items():
                     v = float(stats[k])
-                    if last.get(k) == v or (k == "generated_tokens" and now - t_tokens < 0.25):
-                        continue
-                    g.set(v)
-                    last[k] = v
-                    t_tokens = now if k == "generated_tokens" else t_tokens
+                    if v != last[k]:
+                        g.increment(v - last[k])
+                        last[k] = v
 
         self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
         self._metrics_thread.start()

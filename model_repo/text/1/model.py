@@ -173,13 +173,13 @@ class TritonPythonModel:
         gauge = fam.Metric(labels={"model": self.name})
         self._metric_family = fam
 
-        def loop():  # a set is an IPC round trip holding the stub's GIL: only on a change
-            last = None
+        def loop():  # by increments, only on a change: ``set`` holds the stub's GIL through its IPC round trip
+            last = 0
             while not self._stop.wait(0.02):
                 with self._open_lock:
                     n = len(self._open)
                 if n != last:
-                    gauge.set(float(n))
+                    gauge.increment(float(n - last))
                     last = n
 
         self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
