@@ -12,8 +12,9 @@ overlap. Each request belongs to one sender thread, so its responses stay in ord
 earlier outputs are still waiting to go out gets them merged into one response (the same coalescing
 an engine does when it falls behind). One watcher thread asks whether each open request was
 cancelled, at most once per period, and never after its final response: the server frees the
-response factory then, and asking about it afterwards is not safe. ``send`` may return True to say
-that the response it sent ended the request early (an error); the request is then closed too.
+response factory then, and asking about it afterwards is not safe. ``send`` may return a ``Sent`` to
+say that it held the output back (nothing went out: the request keeps its first-response priority)
+or that the response it sent ended the request early (an error: the request is closed too).
 
 Nothing here imports Triton: ``send`` and ``is_cancelled`` are plain callables, so the logic is
 tested without a server.
@@ -26,13 +27,22 @@ import logging
 import threading
 import time
 from collections import deque
+from enum import Enum
 from typing import Any, Callable
 
 from .core import EngineOutput
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[Any, EngineOutput], "bool | None"]  # True: this response ended the request
+class Sent(Enum):
+    """What a ``send`` callback did with an output; returning None means RESPONDED."""
+
+    RESPONDED = "responded"
+    HELD = "held"  # no response went out yet (e.g. text held back until a character is whole)
+    ENDED = "ended"  # the response ended the request early
+
+
+Send = Callable[[Any, EngineOutput], "Sent | None"]
 IsCancelled = Callable[[Any], bool]
 
 
@@ -155,31 +165,35 @@ class Outbox:
                 if not shard.ready:
                     return
                 st = shard.ready.popleft()
-                outs, st.pending, st.queued, st.started = st.pending, [], False, True
+                outs, st.pending, st.queued = st.pending, [], False
                 shard.cv.notify_all()  # close() waits for the queues to empty
-            for out in coalesce(outs):
-                self._deliver(st, out)
+            sent = [self._deliver(st, out) for out in coalesce(outs)]
+            if not st.started and any(r is not Sent.HELD for r in sent):
+                with shard.cv:
+                    st.started = True
             self._count("outputs", len(outs))
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._count_lock:
             self.counters[key] += n
 
-    def _deliver(self, st: Stream, out: EngineOutput) -> None:
+    def _deliver(self, st: Stream, out: EngineOutput) -> Sent:
         with st.lock:
             if st.closed:
-                return
+                return Sent.ENDED
             if out.final:
                 self._end(st)
             try:
-                ended = self._send(st.handle, out)
-                self._count("responses")
+                sent = self._send(st.handle, out) or Sent.RESPONDED
             except Exception:  # the client is gone or the server is stopping: nothing to tell anyone
                 self._count("send_errors")
                 log.debug("send failed for request %s", st.id, exc_info=True)
-                return
-            if ended and not st.closed:  # the send callback ended the request early (e.g. with an error)
+                return Sent.RESPONDED
+            if sent is not Sent.HELD:
+                self._count("responses")
+            if sent is Sent.ENDED and not st.closed:  # the callback ended the request early (e.g. an error)
                 self._end(st)
+            return sent
 
     def _end(self, st: Stream) -> None:
         st.closed = True

@@ -17,7 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ziya_trt.engine.core import EngineOutput
-from ziya_trt.engine.outbox import Outbox
+from ziya_trt.engine.outbox import Outbox, Sent
 from ziya_trt.engine_link import GRPC_URL_ENV, EngineLink
 from ziya_trt.errors import ServerError, ServerOverloadedError, ZiyaError, from_wire
 from ziya_trt.frontdoor import FrontDoor, TextJob
@@ -124,7 +124,7 @@ class TritonPythonModel:
             self.link.stop(request_id, stop_request_inputs())
 
     def _deliver(self, req, out):
-        """Runs on an outbox sender thread, one request at a time. True when the request is over."""
+        """Runs on an outbox sender thread, one request at a time; says what went out."""
         if out.error is None:
             try:
                 return self._respond(req, out)
@@ -139,7 +139,7 @@ class TritonPythonModel:
             pass  # the client is gone: there is no one to tell
         finally:
             self._close(req)
-        return True
+        return Sent.ENDED
 
     def _respond(self, req, out):
         job = req.job
@@ -147,9 +147,10 @@ class TritonPythonModel:
         if stop:
             self.link.stop(job.session.id, stop_request_inputs())
         if not out.final:
-            if text:
-                req.sender.send(_text_response(text))
-            return False
+            if not text:
+                return Sent.HELD  # the first text still goes ahead of other streams' responses
+            req.sender.send(_text_response(text))
+            return Sent.RESPONDED
         if not job.cancelled and req.sender.is_cancelled():
             job.cancel()
         s = job.session
@@ -159,7 +160,7 @@ class TritonPythonModel:
             req.sender.send(response, flags=FINAL)
         finally:
             self._close(req)
-        return True
+        return Sent.RESPONDED
 
     def _close(self, req):
         with self._open_lock:

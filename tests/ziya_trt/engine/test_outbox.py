@@ -13,7 +13,7 @@ import pytest
 
 from ziya_trt.detok import FinishReason
 from ziya_trt.engine.core import EngineOutput
-from ziya_trt.engine.outbox import Outbox, coalesce
+from ziya_trt.engine.outbox import Outbox, Sent, coalesce
 from ziya_trt.errors import ServerError
 
 
@@ -132,6 +132,36 @@ def test_a_request_first_response_goes_ahead_of_streams_already_running():
     assert order == ["blocker", "new", "old0", "old1", "old2"]
 
 
+def test_a_request_keeps_its_priority_until_a_response_has_gone_out():
+    """The front door holds text back (half a character, a possible stop string): a stream whose first
+    delivery sent nothing still goes ahead of streams already running."""
+    rec = Recorder()
+
+    def send(h, o):
+        if h == "new" and o.tokens == [7]:
+            return Sent.HELD  # nothing went out
+        rec(h, o)
+
+    box = Outbox(send, lambda h: False, lambda rid: None, threads=1, check_period_s=1.0)
+    old = [box.open(f"old{i}", f"old{i}") for i in range(3)]
+    for st in old:
+        box.put(st, out([1], n=1))
+    new = box.open("new", "new")
+    box.put(new, out([7], n=1))
+    assert wait_until(lambda: len(rec.sent) == 3 and not new.pending)
+    rec.gate.clear()
+    blocker = box.open("blocker", "blocker")
+    box.put(blocker, out([9], n=1))
+    assert wait_until(lambda: not blocker.pending)
+    for st in old:
+        box.put(st, out([2], n=2))
+    box.put(new, out([8], n=2))
+    rec.gate.set()
+    box.close()
+    assert [h for h, _, _ in rec.sent[3:]] == ["blocker", "new", "old0", "old1", "old2"]
+    assert box.counters["responses"] == 8  # the held delivery is not a response
+
+
 def test_cancelled_requests_are_reported_once_and_never_polled_after_their_final():
     polls, cancelled = [], []
     lock = threading.Lock()
@@ -200,7 +230,7 @@ def test_a_send_that_ends_the_request_closes_its_stream():
 
     def send(h, o):
         sent.append(o.tokens)
-        return o.tokens == [2]  # this one ended the request
+        return Sent.ENDED if o.tokens == [2] else None  # this one ended the request
 
     box = Outbox(send, lambda h: polls.append(time.monotonic()) or False, lambda rid: None, threads=1,
                  check_period_s=0.005)
