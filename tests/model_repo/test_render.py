@@ -82,6 +82,7 @@ def test_rendering_refuses_missing_values():
         (dict(engine="synthetic", tokenizer_dir=Path("t"), send_threads=0), "send_threads"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), cancel_check_ms=0), "cancel_check_ms"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), grpc_url="localhost"), "grpc_url"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), front_door_instances=0), "front_door_instances"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), grpc_url="127.0.0.1:http"), "grpc_url"),
     ],
 )
@@ -133,3 +134,14 @@ def test_render_only_names_the_grpc_port_for_a_server_started_by_hand(tmp_path, 
 def test_front_door_asks_the_engine_for_tensorrt_llm_outputs_it_always_fills():
     outs = by_name(facts()["triton_models"]["models"]["tensorrt_llm"]["outputs"])
     assert set(FRONT_DOOR_ENGINE_OUTPUTS) == {"output_ids", "sequence_length"} and set(FRONT_DOOR_ENGINE_OUTPUTS) <= set(outs)
+
+
+def test_front_door_instances_share_the_admission_limit():
+    from ziya_trt.serve_config import model_configs
+
+    _, door = model_configs(ServeConfig(engine="synthetic", tokenizer_dir=Path("t"), max_batch_size=8,
+                                        max_queue_size=7, front_door_instances=2))
+    assert door.instance_count == 2 and door.parameters["max_inflight"] == "8"  # 15 over 2, rounded up
+    assert "count: 2" in to_pbtxt(door)
+    _, one = model_configs(ServeConfig(engine="synthetic", tokenizer_dir=Path("t"), front_door_instances=1))
+    assert one.instance_count == 1 and one.parameters["max_inflight"] == str(8 + 64)
