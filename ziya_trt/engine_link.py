@@ -113,9 +113,9 @@ class EngineLink:
                 raise LinkClosedError(f"{self.name}: the engine link is closed (the model is being unloaded)")
             if request_id in self._calls:
                 raise ValueError(f"{self.name}: request id {request_id!r} is already in flight")
+            loop = self._start_loop()
             call = self._calls[request_id] = _Call(request_id, on_event)
             self.counters["calls"] += 1
-            loop = self._start_loop()
         loop.call_soon_threadsafe(self._open_call, call, req)
 
     def stop(self, request_id: str, arrays: dict[str, np.ndarray]) -> bool:
@@ -123,7 +123,7 @@ class EngineLink:
         req = infer_request(self.model, request_id, arrays)
         with self._lock:
             call = self._calls.get(request_id)
-            if call is None or call.stopped:
+            if call is None or call.stopped or self._closed:
                 return False
             call.stopped = True
             self.counters["stops"] += 1
@@ -136,8 +136,10 @@ class EngineLink:
             return len(self._calls)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Cancel the calls still open (they get an error event) and stop the loop."""
+        """Cancel the calls still open (they get an error event) and stop the loop; idempotent."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             loop, thread = self._loop, self._thread
         if loop is not None:
@@ -150,27 +152,29 @@ class EngineLink:
             ready = threading.Event()
             self._thread = threading.Thread(target=self._run_loop, args=(ready,), name=f"{self.name}-link", daemon=True)
             self._thread.start()
-            ready.wait()
+            if not ready.wait(30) or self._stub is None:
+                raise LinkClosedError(f"{self.name}: the engine link's event loop did not start")
         return self._loop
 
     def _run_loop(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._done = loop.create_future()
-        self._loop = loop
-        ready.set()
         try:
-            loop.run_until_complete(self._serve())
+            loop.run_until_complete(self._serve(loop, ready))
         finally:
+            ready.set()  # never leave submit() waiting
             loop.close()
 
-    async def _serve(self) -> None:
+    async def _serve(self, loop, ready: threading.Event) -> None:
         import grpc
         from tritonclient.grpc import service_pb2_grpc
 
         opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         async with grpc.aio.insecure_channel(self.url, options=opts) as channel:
             self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            self._loop = loop
+            ready.set()  # from inside the running loop: every call scheduled after this finds the stub
             await self._done
             tasks = list(self._tasks)
             for t in tasks:

@@ -127,3 +127,21 @@ def test_close_ends_open_calls_and_refuses_new_ones(slow_server):
 def test_a_bad_address_is_refused_at_once():
     with pytest.raises(ValueError, match="host:port"):
         EngineLink("localhost", "synthetic")
+
+
+def test_calls_submitted_the_moment_the_link_starts_are_not_lost(syn_server):
+    """The first submit starts the link's loop; calls made right then must find it ready."""
+    for _ in range(5):
+        link = EngineLink(syn_server.grpc_url, "synthetic")
+        try:
+            evs = [Events() for _ in range(4)]
+            threads = [threading.Thread(target=link.submit, args=(uuid.uuid4().hex, arrays([25, 26], 2), ev))
+                       for ev in evs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert all(ev.done.wait(10) and not ev.errors for ev in evs)
+        finally:
+            link.close()
+            link.close()  # idempotent
