@@ -111,35 +111,15 @@ def test_outputs_that_pile_up_behind_a_slow_send_go_out_as_one_response():
     assert rec.of("a")[-1].final
 
 
-def test_a_request_first_response_goes_ahead_of_streams_already_running():
-    rec = Recorder()
-    box = Outbox(rec, lambda h: False, lambda rid: None, threads=1, check_period_s=1.0)
-    old = [box.open(f"old{i}", f"old{i}") for i in range(3)]
-    for st in old:
-        box.put(st, out([1], n=1))
-    assert wait_until(lambda: len(rec.sent) == 3)
-    rec.gate.clear()
-    blocker = box.open("blocker", "blocker")
-    box.put(blocker, out([9], n=1))
-    assert wait_until(lambda: not blocker.pending)
-    for st in old:
-        box.put(st, out([2], n=2))
-    new = box.open("new", "new")
-    box.put(new, out([7], n=1))
-    rec.gate.set()
-    box.close()
-    order = [h for h, _, _ in rec.sent[3:]]
-    assert order == ["blocker", "new", "old0", "old1", "old2"]
-
-
-def test_a_request_keeps_its_priority_until_a_response_has_gone_out():
-    """The front door holds text back (half a character, a possible stop string): a stream whose first
-    delivery sent nothing still goes ahead of streams already running."""
+@pytest.mark.parametrize("held_first", [False, True])
+def test_a_request_first_response_goes_ahead_of_streams_already_running(held_first):
+    """A new request's first response jumps the queue. With ``held_first`` its first delivery sends nothing
+    (the front door holds back half a character or a possible stop string), and it keeps the priority."""
     rec = Recorder()
 
     def send(h, o):
-        if h == "new" and o.tokens == [7]:
-            return Sent.HELD  # nothing went out
+        if held_first and h == "new" and o.tokens == [7]:
+            return Sent.HELD
         rec(h, o)
 
     box = Outbox(send, lambda h: False, lambda rid: None, threads=1, check_period_s=1.0)
@@ -147,8 +127,10 @@ def test_a_request_keeps_its_priority_until_a_response_has_gone_out():
     for st in old:
         box.put(st, out([1], n=1))
     new = box.open("new", "new")
-    box.put(new, out([7], n=1))
-    assert wait_until(lambda: len(rec.sent) == 3 and not new.pending)
+    if held_first:
+        box.put(new, out([7], n=1))
+        assert wait_until(lambda: not new.pending)
+    assert wait_until(lambda: len(rec.sent) == 3)
     rec.gate.clear()
     blocker = box.open("blocker", "blocker")
     box.put(blocker, out([9], n=1))
@@ -159,7 +141,7 @@ def test_a_request_keeps_its_priority_until_a_response_has_gone_out():
     rec.gate.set()
     box.close()
     assert [h for h, _, _ in rec.sent[3:]] == ["blocker", "new", "old0", "old1", "old2"]
-    assert box.counters["responses"] == 8  # the held delivery is not a response
+    assert box.counters["responses"] == 8  # a held delivery is not a response
 
 
 def test_cancelled_requests_are_reported_once_and_never_polled_after_their_final():
