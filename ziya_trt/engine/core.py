@@ -149,7 +149,8 @@ class EngineLoop:
                 req.id = f"auto-{next(self._ids)}"
             if req.id in self._active or any(w.req.id == req.id for w in self._waiting):
                 raise InvalidRequestError(f"request id {req.id!r} is already in flight", "request_id")
-            if not self._free_slots and len(self._waiting) >= self.limits.max_queue:
+            # waiting requests take the free slots at the next step: count them against slots + queue
+            if len(self._waiting) >= len(self._free_slots) + self.limits.max_queue:
                 self.counters["rejected"] += 1
                 raise ServerOverloadedError(
                     f"{self.name}: overloaded, {len(self._active)} running and {len(self._waiting)} waiting "
