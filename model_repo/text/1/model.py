@@ -1,8 +1,8 @@
 """Triton adapter for the text front door: text in, engine call, streamed text out.
 
 ``execute`` validates and tokenizes each request, then hands it to the ``EngineLink``, which calls the
-engine model over the server's own gRPC endpoint (one stream for all requests; see ``engine_link``
-for why not BLS). The engine's responses are turned into text and sent from an ``Outbox``: sender
+engine model over the server's own gRPC endpoint (a stream per call; see ``engine_link`` for why
+not BLS). The engine's responses are turned into text and sent from an ``Outbox``: sender
 threads keep each request's responses in order, merge what piles up, and send a first response ahead
 of the queue; its watcher polls cancellation, which is passed on to the engine as a TensorRT-LLM
 ``stop`` request. No per-request thread, and no lock held across a send.
