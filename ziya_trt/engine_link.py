@@ -68,7 +68,13 @@ def response_arrays(ir) -> dict[str, np.ndarray]:
     return out
 
 
+def is_host_port(url: str) -> bool:
+    host, _, port = url.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def is_final(ir) -> bool:
+    """Whether a gRPC ``ModelInferResponse`` is its request's last (no flag: a single response)."""
     p = ir.parameters.get("triton_final_response")
     return True if p is None else p.bool_param
 
@@ -91,8 +97,7 @@ class EngineLink:
     """Engine calls over the server's own gRPC endpoint; ``submit``/``stop``/``close`` are thread-safe."""
 
     def __init__(self, url: str, model: str, outputs=("output_ids",), name: str = "engine-link"):
-        host, _, port = url.rpartition(":")
-        if not host or not port.isdigit():
+        if not is_host_port(url):
             raise ValueError(f"engine link: {url!r} is not a host:port gRPC address")
         self.url, self.model, self.outputs, self.name = url, model, tuple(outputs), name
         self._lock = threading.Lock()

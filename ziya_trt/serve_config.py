@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from .engine_link import is_host_port
 from .errors import ZiyaError
 from .tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS, TensorSpec
 
@@ -72,7 +73,7 @@ class ServeConfig:
             problems.append("max_batch_size must be >= 1 and max_queue_size >= 0")
         if self.cancel_check_ms < 1 or self.send_threads < 1 or self.front_door_instances < 1:
             problems.append("cancel_check_ms, send_threads and front_door_instances must be >= 1")
-        if self.grpc_url is not None and not _is_host_port(self.grpc_url):
+        if self.grpc_url is not None and not is_host_port(self.grpc_url):
             problems.append(f"grpc_url {self.grpc_url!r} is not host:port")
         if self.engine_name in self.front_door_names:
             problems.append(f"model name {self.engine_name!r} is used twice")
@@ -82,11 +83,6 @@ class ServeConfig:
     @property
     def engine_name(self) -> str:
         return self.engine_model_name or self.engine.value
-
-
-def _is_host_port(url: str) -> bool:
-    host, _, port = url.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 # --- pbtxt --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import queue
 import uuid
 
 from .. import errors as E
+from ..engine_link import is_final
 from ._core import Request, as_array, map_error
 
 _END = object()
@@ -33,8 +34,7 @@ def _grpc_event(result, error) -> tuple[dict, bool]:
         raise map_error(error) from error
     r = result.get_response()
     d = {o.name: result.as_numpy(o.name) for o in r.outputs}
-    final = r.parameters["triton_final_response"].bool_param if "triton_final_response" in r.parameters else True
-    return d, final
+    return d, is_final(r)
 
 
 def _http_target(req: Request) -> tuple[str, bool]:
