@@ -8,7 +8,6 @@ cancels the in-flight request with the same id, as in TensorRT-LLM.
 """
 
 import json
-import threading
 
 import triton_python_backend_utils as pb_utils
 
@@ -16,6 +15,7 @@ from ziya_trt.engine.core import EngineOutput
 from ziya_trt.engine.factory import build_engine
 from ziya_trt.engine.outbox import Outbox
 from ziya_trt.errors import ServerError, ZiyaError
+from ziya_trt.gauges import GaugeMirror
 from ziya_trt.tensors import ENGINE_INPUTS, METRIC_ACTIVE, METRIC_CANCELLED, METRIC_QUEUED, METRIC_TOKENS
 from ziya_trt.triton_io import engine_output_arrays, engine_request_from_inputs, read_inputs
 
@@ -37,7 +37,6 @@ class TritonPythonModel:
             check_period_s=float(params["cancellation_check_period_ms"]) / 1000.0,
             name=self.name,
         )
-        self._metrics_stop = threading.Event()
         self._start_metrics()
 
     def execute(self, requests):
@@ -87,25 +86,9 @@ class TritonPythonModel:
         }
         gauges = {k: f.Metric(labels={"model": self.name}) for k, f in fam.items()}
         self._metric_families = fam
-
-        # each update is an IPC round trip; ``set`` holds the stub's GIL through it (over a millisecond when the
-        # server is busy) and ``increment`` does not, so a gauge moves by increments, and only when it changed
-        last = {k: 0.0 for k in gauges}
-
-        def loop():
-            while not self._metrics_stop.wait(0.02):
-                stats = self.engine.stats()
-                for k, g in gauges.items():
-                    v = float(stats[k])
-                    if v != last[k]:
-                        g.increment(v - last[k])
-                        last[k] = v
-
-        self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
-        self._metrics_thread.start()
+        self._metrics = GaugeMirror(self.engine.stats, gauges)
 
     def finalize(self):
         self.engine.shutdown(self.drain_s)
         self.outbox.close()
-        self._metrics_stop.set()
-        self._metrics_thread.join(timeout=1)
+        self._metrics.close()

@@ -21,6 +21,7 @@ from ziya_trt.engine.outbox import Outbox, Sent
 from ziya_trt.engine_link import GRPC_URL_ENV, EngineLink
 from ziya_trt.errors import ServerError, ServerOverloadedError, ZiyaError, from_wire
 from ziya_trt.frontdoor import FrontDoor, TextJob
+from ziya_trt.gauges import GaugeMirror
 from ziya_trt.serve_config import ConfigError
 from ziya_trt.tensors import FRONT_DOOR_ENGINE_OUTPUTS, FRONT_DOOR_INPUTS, METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.triton_io import engine_inputs_from_request, read_inputs, stop_request_inputs
@@ -76,7 +77,6 @@ class TritonPythonModel:
         self._inflight = threading.BoundedSemaphore(self.max_inflight)
         self._open = {}  # request id -> _Request
         self._open_lock = threading.Lock()
-        self._stop = threading.Event()
         self._start_metrics()
 
     def execute(self, requests):
@@ -132,13 +132,9 @@ class TritonPythonModel:
                 out = EngineOutput([], final=True, error=self._typed(e, "request failed"))
         self.link.stop(req.job.session.id, stop_request_inputs())  # a no-op once the engine call is over
         try:
-            if not req.final_sent:
-                req.final_sent = True
-                req.sender.send(_error(out.error), flags=FINAL)
+            self._send_final(req, _error(out.error))
         except Exception:
             pass  # the client is gone: there is no one to tell
-        finally:
-            self._close(req)
         return Sent.ENDED
 
     def _respond(self, req, out):
@@ -154,13 +150,17 @@ class TritonPythonModel:
         if not job.cancelled and req.sender.is_cancelled():
             job.cancel()
         s = job.session
-        response = _text_response(text + job.finish(), s, s.finish_reason)
-        req.final_sent = True
+        self._send_final(req, _text_response(text + job.finish(), s, s.finish_reason))
+        return Sent.RESPONDED
+
+    def _send_final(self, req, response):
+        """The request's one final response (never a second, even after a failed send); then it is closed."""
         try:
-            req.sender.send(response, flags=FINAL)
+            if not req.final_sent:
+                req.final_sent = True
+                req.sender.send(response, flags=FINAL)
         finally:
             self._close(req)
-        return Sent.RESPONDED
 
     def _close(self, req):
         with self._open_lock:
@@ -174,24 +174,13 @@ class TritonPythonModel:
         gauge = fam.Metric(labels={"model": self.name})
         self._metric_family = fam
 
-        def loop():  # by increments, only on a change: ``set`` holds the stub's GIL through its IPC round trip
-            last = 0
-            while not self._stop.wait(0.02):
-                with self._open_lock:
-                    n = len(self._open)
-                if n != last:
-                    gauge.increment(float(n - last))
-                    last = n
-
-        self._metrics_thread = threading.Thread(target=loop, name="metrics", daemon=True)
-        self._metrics_thread.start()
+        self._metrics = GaugeMirror(lambda: {"inflight": len(self._open)}, {"inflight": gauge})
 
     def finalize(self):
         """Shutdown: let in-flight requests finish (the engine drains too), up to the drain timeout."""
         deadline = time.monotonic() + self.drain_s
         while self._open and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._stop.set()
+        self._metrics.close()
         self.link.close()
         self.outbox.close(timeout_s=max(0.5, deadline - time.monotonic()))
-        self._metrics_thread.join(timeout=1)
