@@ -34,6 +34,7 @@ from .core import EngineOutput
 
 log = logging.getLogger(__name__)
 
+
 class Sent(Enum):
     """What a ``send`` callback did with an output; returning None means RESPONDED."""
 
