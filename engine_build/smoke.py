@@ -15,10 +15,11 @@ from pathlib import Path
 from perf import workload
 from perf.bench import BenchConfig, run_bench
 from perf.load import LoadConfig
-from ziya_trt import testing
-from ziya_trt.serve_config import ServeConfig, render_repo
-from ziya_trt.server import TritonServer, external_triton
-from ziya_trt.tokenizer import load_tokenizer
+from ziya_trt.fixtures import tiny
+from ziya_trt.serving.config import ServeConfig
+from ziya_trt.serving.launcher import TritonServer, external_triton
+from ziya_trt.serving.repo import render_repo
+from ziya_trt.text.tokenizer import load_tokenizer
 
 from .build import run_build, trtllm_version
 from .plan import Workload, make_plan
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     if trtllm_version() is None:
         print("TensorRT-LLM does not import here: the GPU smoke test needs a GPU machine with TensorRT-LLM 1.2.1")
         return 2
-    ckpt = testing.build_checkpoint(a.out / "fixture")
+    ckpt = tiny.build_checkpoint(a.out / "fixture")
     tok = load_tokenizer(ckpt)
     summary = {}
     for dtype in a.dtypes.split(","):

@@ -133,7 +133,7 @@ def validate_checkpoint(path: str | Path, require_chat_tokens: bool = True, rais
 
 def _check_tokenizer(d: Path, spec: ModelSpec | None, rep: Report, require_chat_tokens: bool) -> None:
     from ziya_trt.errors import TokenizerError
-    from ziya_trt.tokenizer import load_tokenizer
+    from ziya_trt.text.tokenizer import load_tokenizer
 
     try:
         tok = load_tokenizer(d, require_chat_tokens=require_chat_tokens)

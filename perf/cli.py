@@ -64,12 +64,14 @@ def run_compare(args) -> int:
 
 
 def _start_server(args):
-    from ziya_trt.paths import cache_dir, fixture_checkpoint
-    from ziya_trt.serve_config import ServeConfig, render_repo
-    from ziya_trt.server import TritonServer
+    from ziya_trt.cache import cache_dir
+    from ziya_trt.fixtures.tiny import fixture_checkpoint
+    from ziya_trt.serving.config import ServeConfig
+    from ziya_trt.serving.launcher import TritonServer
+    from ziya_trt.serving.repo import render_repo
 
     if args.serve == "demo":
-        from ziya_trt.demo_model import demo_checkpoint
+        from ziya_trt.fixtures.demo_model import demo_checkpoint
 
         ckpt = demo_checkpoint()
         cfg = ServeConfig(engine="reference", tokenizer_dir=ckpt, model_dir=ckpt, template="chat_template",
@@ -88,8 +90,8 @@ def _start_server(args):
 
 
 def run(args) -> int:
-    from ziya_trt.cli_chat import server_defaults
-    from ziya_trt.tokenizer import load_tokenizer
+    from ziya_trt.client import server_params
+    from ziya_trt.text.tokenizer import load_tokenizer
 
     from . import workload
     from .bench import BenchConfig, run_bench
@@ -110,7 +112,7 @@ def run(args) -> int:
         else:
             url = args.url
         model = args.model or ("ziya" if args.mode == "text" else scfg.engine_name if srv else "tensorrt_llm")
-        srv_params = server_defaults(url, model)
+        srv_params = server_params(url, model)
         template = args.template or srv_params.get("template", "ziya")
         tok_dir = args.tokenizer or srv_params.get("tokenizer_dir")
         tok = load_tokenizer(tok_dir, require_chat_tokens=False) if tok_dir and Path(tok_dir).is_dir() else None

@@ -20,10 +20,19 @@ class Item:
     raw: bool = True  # send as-is (no chat template)
 
 
-def _pool(seed: int) -> str:
-    from ziya_trt.testing import corpus_lines
+FILLER = Path(__file__).parent / "data" / "filler_zh_en.txt"
 
-    lines = [ln for ln in corpus_lines(400, seed) if "<" not in ln]
+
+def _pool(seed: int, n: int = 400, path: Path = FILLER) -> str:
+    """Filler text for exact-length prompts: lines of one to three bilingual sentences, with a number
+    now and then, drawn by the seed. (The tiny fixture tokenizer is trained on the same sentences, so
+    text replayed by the synthetic engine re-tokenizes to the same count on it.)"""
+    sentences = [s for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        line = " ".join(rng.choice(sentences) for _ in range(rng.randint(1, 3)))
+        lines.append(line + (f" {rng.randint(0, 10**6)}" if i % 11 == 0 else ""))
     return " ".join(lines)
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from ziya_trt import testing
+from ziya_trt.fixtures import tiny
 
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     """Tokenizer + tiny random bf16 LlamaForCausalLM in one directory (a checkpoint's layout)."""
-    return testing.build_checkpoint(tmp_path_factory.mktemp("tiny-ziya"))
+    return tiny.build_checkpoint(tmp_path_factory.mktemp("tiny-ziya"))
 
 
 @pytest.fixture(scope="session")
 def tok(tiny_ckpt):
-    from ziya_trt.tokenizer import load_tokenizer
+    from ziya_trt.text.tokenizer import load_tokenizer
 
     return load_tokenizer(tiny_ckpt)
 
@@ -24,8 +24,9 @@ def tok(tiny_ckpt):
 
 
 def _start(tmp_path_factory, name, **cfg_kw):
-    from ziya_trt.serve_config import ServeConfig, render_repo
-    from ziya_trt.server import TritonServer
+    from ziya_trt.serving.config import ServeConfig
+    from ziya_trt.serving.repo import render_repo
+    from ziya_trt.serving.launcher import TritonServer
 
     d = tmp_path_factory.mktemp(name)
     repo = render_repo(ServeConfig(**cfg_kw), d / "repo")

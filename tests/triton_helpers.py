@@ -10,19 +10,14 @@ import urllib.request
 import numpy as np
 import tritonclient.grpc as tg
 
-from ziya_trt.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
+from ziya_trt.wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
 
 
 def grpc_inputs(values: dict, specs=FRONT_DOOR_INPUTS):
     out = []
     for name, v in values.items():
         spec = specs[name]
-        if spec.data_type == "TYPE_STRING":
-            arr = np.array([[x.encode() if isinstance(x, str) else x for x in (v if isinstance(v, list) else [v])]], dtype=np.object_)
-        elif isinstance(v, np.ndarray):
-            arr = v
-        else:
-            arr = np.array([[v]], dtype=spec.np_dtype)
+        arr = v if isinstance(v, np.ndarray) else spec.array(v)  # an array as given, even of another dtype
         i = tg.InferInput(name, list(arr.shape), spec.client_dtype)
         i.set_data_from_numpy(arr)
         out.append(i)
@@ -94,7 +89,6 @@ def scrape(srv) -> str:
 
 
 ENGINE = ENGINE_INPUTS
-METRIC_ACTIVE_NAME = "ziya_engine_active_requests"
 
 
 def wait_metric(srv, name: str, model: str, pred, timeout_s: float = 5.0) -> tuple[float | None, float]:

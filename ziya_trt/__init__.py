@@ -1,24 +1,33 @@
-"""ziya-trt: serve Ziya2-13B-Chat with TensorRT-LLM and Triton, with a thin client and a perf suite."""
+"""ziya-trt: serve Ziya2-13B-Chat with TensorRT-LLM and Triton, with a thin client and a perf suite.
 
-from .detok import FinishReason, IncrementalDetokenizer, StopMatcher, TextStream, TokenTable
+The tree is the map: ``text`` (chat format, tokenizer, detokeniser, sampling: no I/O), ``engine``
+(engines behind the ``tensorrt_llm`` interface), ``wire`` (Triton tensors and messages), ``serving``
+(front door, engine link, launcher), ``client``, ``cli``, ``fixtures``; ``errors`` and ``finish`` are
+the vocabulary every layer shares.
+"""
+
 from .errors import (
-    ConnectionError,
+    APIConnectionError,
+    APITimeoutError,
     InvalidRequestError,
     PromptTooLongError,
     ServerError,
     ServerOverloadedError,
-    TimeoutError,
+    ServerShuttingDownError,
     TokenizerError,
     ZiyaError,
 )
-from .prompt import Conversation, Message, Role, build_prompt, get_template
-from .sampling import SamplingParams
-from .tokenizer import ZiyaTokenizer, load_tokenizer
+from .finish import FinishReason
+from .text.detok import IncrementalDetokenizer, StopMatcher, TextStream, TokenTable
+from .text.prompt import Conversation, Message, Role, build_prompt, get_template
+from .text.sampling import SamplingParams
+from .text.tokenizer import ZiyaTokenizer, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConnectionError",
+    "APIConnectionError",
+    "APITimeoutError",
     "Conversation",
     "FinishReason",
     "IncrementalDetokenizer",
@@ -29,9 +38,9 @@ __all__ = [
     "SamplingParams",
     "ServerError",
     "ServerOverloadedError",
+    "ServerShuttingDownError",
     "StopMatcher",
     "TextStream",
-    "TimeoutError",
     "TokenTable",
     "TokenizerError",
     "ZiyaError",
@@ -40,3 +49,11 @@ __all__ = [
     "get_template",
     "load_tokenizer",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("ConnectionError", "TimeoutError"):  # the names of 0.1, deprecated (they shadow built-ins)
+        from . import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

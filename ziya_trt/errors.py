@@ -3,11 +3,16 @@
 Triton's python backend drops the error codes a model sets, so the server puts a stable prefix
 ``[ziya:<code>]`` at the start of every error message it produces. Clients map the prefix back to
 the same exception class; nothing else about the message is parsed.
+
+The tree mirrors openai-python's: ``ZiyaError`` at the root; ``APIConnectionError`` (with
+``APITimeoutError`` under it) for a server that cannot be reached or does not answer, named so that
+they do not shadow Python's built-in ``ConnectionError`` and ``TimeoutError``.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from enum import Enum
 
 
@@ -15,7 +20,6 @@ class ErrorCode(str, Enum):
     INVALID_REQUEST = "invalid_request"
     PROMPT_TOO_LONG = "prompt_too_long"
     OVERLOADED = "overloaded"
-    CANCELLED = "cancelled"
     ENGINE = "engine"
     SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
@@ -77,10 +81,6 @@ class ServerOverloadedError(ZiyaError):
     code = ErrorCode.OVERLOADED
 
 
-class RequestCancelledError(ZiyaError):
-    code = ErrorCode.CANCELLED
-
-
 class ServerError(ZiyaError):
     """The server failed the request for a reason that is not the client's fault."""
 
@@ -91,19 +91,24 @@ class ServerShuttingDownError(ServerError):
     code = ErrorCode.SHUTTING_DOWN
 
 
-class ConnectionError(ZiyaError):  # noqa: A001 - deliberate, mirrors openai-python's naming
+class APIConnectionError(ZiyaError):
     """The server cannot be reached."""
 
 
-class TimeoutError(ConnectionError):  # noqa: A001
+class APITimeoutError(APIConnectionError):
     """The server did not answer in time."""
+
+
+def typed(e: BaseException, what: str) -> ZiyaError:
+    """A typed error as it is; anything else as a generic server error that names only the exception's
+    type (never a traceback or a path to a client)."""
+    return e if isinstance(e, ZiyaError) else ServerError(f"{what} ({type(e).__name__})")
 
 
 _BY_CODE: dict[ErrorCode, type[ZiyaError]] = {
     ErrorCode.INVALID_REQUEST: InvalidRequestError,
     ErrorCode.PROMPT_TOO_LONG: InvalidRequestError,
     ErrorCode.OVERLOADED: ServerOverloadedError,
-    ErrorCode.CANCELLED: RequestCancelledError,
     ErrorCode.ENGINE: ServerError,
     ErrorCode.SHUTTING_DOWN: ServerShuttingDownError,
     ErrorCode.INTERNAL: ServerError,
@@ -126,3 +131,16 @@ def from_wire(message: str) -> ZiyaError | None:
     if isinstance(err, InvalidRequestError):
         err.field = None
     return err
+
+
+_DEPRECATED = {"ConnectionError": APIConnectionError, "TimeoutError": APITimeoutError}
+
+
+def __getattr__(name: str):
+    """``errors.ConnectionError``/``TimeoutError``: the names of 0.1, kept for one release."""
+    if name in _DEPRECATED:
+        new = _DEPRECATED[name]
+        warnings.warn(f"ziya_trt.errors.{name} is deprecated; use {new.__name__} (it does not shadow the built-in)",
+                      DeprecationWarning, stacklevel=2)
+        return new
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

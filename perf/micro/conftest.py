@@ -1,10 +1,10 @@
 import pytest
 
-from ziya_trt import testing
+from ziya_trt.fixtures import tiny
 
 
 @pytest.fixture(scope="session")
 def bench_tok(tmp_path_factory):
-    from ziya_trt.tokenizer import load_tokenizer
+    from ziya_trt.text.tokenizer import load_tokenizer
 
-    return load_tokenizer(testing.build_tokenizer(tmp_path_factory.mktemp("bench-tok")))
+    return load_tokenizer(tiny.build_tokenizer(tmp_path_factory.mktemp("bench-tok")))

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from ziya_trt.detok import IncrementalDetokenizer
-from ziya_trt.testing import corpus_lines
+from ziya_trt.fixtures.tiny import corpus_lines
+from ziya_trt.text.detok import IncrementalDetokenizer
 
 
 def make_ids(tok, n):

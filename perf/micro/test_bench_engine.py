@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from ziya_trt.engine.core import EngineLimits, EngineRequest
 from ziya_trt.engine.reference import ReferenceEngine
-from ziya_trt.testing import build_model
+from ziya_trt.engine.request import EngineLimits, EngineRequest
+from ziya_trt.fixtures.tiny import build_model
 
 N_REQ, N_TOK = 8, 32
 RESULTS = {}

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from ziya_trt.client._core import Core, as_array
-from ziya_trt.engine.core import EngineOutput
-from ziya_trt.prompt import assistant, build_prompt, get_template, user
-from ziya_trt.tensors import ENGINE_INPUTS
-from ziya_trt.triton_io import engine_inputs_from_request, engine_output_arrays, engine_request_from_inputs
+from ziya_trt.engine.request import EngineOutput
+from ziya_trt.text.prompt import assistant, build_prompt, get_template, user
+from ziya_trt.wire.arrays import engine_inputs, engine_output_arrays, engine_request_from_inputs
+from ziya_trt.wire.tensors import ENGINE_INPUTS
 
 HISTORY = [m for i in range(20) for m in (user(f"第{i}个问题：北京在哪里？ where is it?"), assistant("在中国北方。" * 5))]
 
@@ -40,7 +40,7 @@ def test_engine_request_decoding_and_response_encoding(benchmark, bench_tok):
     def roundtrip():
         r, _ = engine_request_from_inputs(inputs, "id-1")
         out = engine_output_arrays(EngineOutput([5, 6, 7], num_input_tokens=len(r.input_ids), num_output_tokens=3))
-        return r, out, engine_inputs_from_request(r)
+        return r, out, engine_inputs(r)
 
     r, out, back = benchmark(roundtrip)
     assert r.max_new_tokens == 64 and out["output_ids"].tolist() == [[[5, 6, 7]]]

@@ -7,7 +7,7 @@ import pytest
 from engine_build.commands import build_steps, llm_api_settings
 from engine_build.plan import make_plan
 from tests.engine_build.test_plan import ZIYA2
-from tests.reference_facts import facts
+from tests.contracts import facts
 
 
 def options(section: str) -> dict:

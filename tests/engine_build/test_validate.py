@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from engine_build.validate import CheckpointError, ProblemKind, safetensors_header, validate_checkpoint
-from ziya_trt import testing
+from ziya_trt.fixtures import tiny
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +16,9 @@ def sharded(tmp_path_factory):
     import torch
     from transformers import LlamaForCausalLM
 
-    d = testing.build_tokenizer(tmp_path_factory.mktemp("sharded"))
+    d = tiny.build_tokenizer(tmp_path_factory.mktemp("sharded"))
     torch.manual_seed(0)
-    LlamaForCausalLM(testing.ziya_like_config(1000)).to(torch.bfloat16).save_pretrained(d, max_shard_size="100KB")
+    LlamaForCausalLM(tiny.ziya_like_config(1000)).to(torch.bfloat16).save_pretrained(d, max_shard_size="100KB")
     return d
 
 
@@ -66,7 +66,7 @@ def test_vocab_mismatch_between_tokenizer_and_config(sharded, tmp_path):
 
 def test_missing_special_tokens(sharded, tmp_path):
     d = copy(sharded, tmp_path)
-    testing.build_tokenizer(d, chat_tokens=False)
+    tiny.build_tokenizer(d, chat_tokens=False)
     with pytest.raises(CheckpointError) as ei:
         validate_checkpoint(d)
     assert ei.value.kinds() == {ProblemKind.TOKENIZER} and "<human>" in str(ei.value) and "<bot>" in str(ei.value)
@@ -89,7 +89,7 @@ def test_every_defect_reported_at_once(sharded, tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     index = json.loads((d / "model.safetensors.index.json").read_text())["weight_map"]
     (d / index["model.embed_tokens.weight"]).unlink()
-    testing.build_tokenizer(d, chat_tokens=False)
+    tiny.build_tokenizer(d, chat_tokens=False)
     with pytest.raises(CheckpointError) as ei:
         validate_checkpoint(d)
     assert {ProblemKind.ARCHITECTURE, ProblemKind.MISSING_SHARD, ProblemKind.TOKENIZER} <= ei.value.kinds()

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tests.triton_helpers import ENGINE, engine_ids, grpc_stream, http_post, sse_events, texts
-from ziya_trt.detok import FinishReason, TextStream
+from ziya_trt.finish import FinishReason
+from ziya_trt.text.detok import TextStream
 from ziya_trt.engine.synthetic import synthetic_tokens
 
 pytestmark = pytest.mark.server

@@ -47,7 +47,7 @@ CASES = [
 def grpc_send(srv, fields, dtypes=None, model="ziya"):
     """Send raw tensors; return the error message (or None)."""
     from tests.triton_helpers import grpc_stream
-    from ziya_trt.tensors import FRONT_DOOR_INPUTS
+    from ziya_trt.wire.tensors import FRONT_DOOR_INPUTS
 
     inputs = {k: v for k, v in {**OK, **fields}.items() if v is not None}
     res, err = grpc_stream(srv.grpc_url, model, inputs, specs=FRONT_DOOR_INPUTS) if not dtypes else _typed(srv, inputs, dtypes, model)

@@ -11,8 +11,9 @@ import pytest
 from tests.triton_helpers import http_post
 from ziya_trt import errors as E
 from ziya_trt.client import ZiyaClient
-from ziya_trt.serve_config import ServeConfig, render_repo
-from ziya_trt.server import Ports, TritonServer
+from ziya_trt.serving.config import ServeConfig
+from ziya_trt.serving.repo import render_repo
+from ziya_trt.serving.launcher import Ports, TritonServer
 
 pytestmark = pytest.mark.server
 

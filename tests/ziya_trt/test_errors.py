@@ -28,3 +28,20 @@ def test_prompt_too_long_says_by_how_much():
 def test_messages_without_a_code_are_not_guessed():
     assert E.from_wire("Exceeds maximum queue size") is None
     assert E.from_wire("[ziya:made_up] x") is None
+
+
+def test_connection_errors_do_not_shadow_the_builtins_and_the_old_names_warn():
+    import ziya_trt
+
+    assert not issubclass(E.APIConnectionError, ConnectionError) and issubclass(E.APITimeoutError, E.APIConnectionError)
+    with pytest.warns(DeprecationWarning, match="APIConnectionError"):
+        assert E.ConnectionError is E.APIConnectionError
+    with pytest.warns(DeprecationWarning, match="APITimeoutError"):
+        assert ziya_trt.TimeoutError is E.APITimeoutError
+
+
+def test_unexpected_exceptions_become_generic_errors_naming_only_their_type():
+    err = E.typed(FileNotFoundError("/secret/path/model.bin"), "engine: could not start")
+    assert isinstance(err, E.ServerError) and err.message == "engine: could not start (FileNotFoundError)"
+    same = E.ServerOverloadedError("full")
+    assert E.typed(same, "x") is same

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 
 from .. import errors as E
 from ._core import TEXT, ChatResult, Core, Request
@@ -31,12 +32,17 @@ class _Base:
                  reserve_tokens: int = 0, timeout_s: float = 120.0, connect_retries: int = 3, backoff_s: float = 0.25):
         self.protocol, self.url = parse_url(url, protocol)
         if isinstance(tokenizer, str):
-            from ..tokenizer import load_tokenizer
+            from ..text.tokenizer import load_tokenizer
 
             tokenizer = load_tokenizer(tokenizer, require_chat_tokens=template == "ziya")
         model = model or ("ziya" if mode == TEXT else "tensorrt_llm")
         self.core = Core(mode, model, tokenizer, template, max_input_len, reserve_tokens)
         self.timeout_s, self.connect_retries, self.backoff_s = timeout_s, connect_retries, backoff_s
+        self._streams: weakref.WeakSet = weakref.WeakSet()  # open streams, cancelled by close()
+
+    def _track(self, stream):
+        self._streams.add(stream)
+        return stream
 
     def _delays(self):
         return [self.backoff_s * (2**i) for i in range(self.connect_retries)]
@@ -115,22 +121,22 @@ class ZiyaClient(_Base):
         for delay in [*self._delays(), None]:
             try:
                 return SYNC[self.protocol](self.url, req, self.timeout_s)
-            except E.ConnectionError:
+            except E.APIConnectionError:
                 if delay is None:
                     raise
                 time.sleep(delay)
 
     def stream_chat(self, messages, history=None, **sampling) -> ChatStream:
         req = self.core.prepare(messages, history, stream=True, **sampling)
-        return ChatStream(self.core, req, self._open(req))
+        return self._track(ChatStream(self.core, req, self._open(req)))
 
     def _run(self, req: Request) -> ChatResult:
         """Retry with backoff while the server cannot be reached and nothing has been received (gRPC
         reports a refused connection only once the stream is open)."""
         for delay in [*self._delays(), None]:
             try:
-                return ChatStream(self.core, req, self._open(req)).until_done()
-            except E.ConnectionError:
+                return self._track(ChatStream(self.core, req, self._open(req))).until_done()
+            except E.APIConnectionError:
                 if delay is None or req.t_first is not None:
                     raise
                 time.sleep(delay)
@@ -141,7 +147,7 @@ class ZiyaClient(_Base):
     def generate(self, prompt: str, stream: bool = False, **sampling):
         """A raw prompt, no template or truncation."""
         req = self.core.prepare(prompt, None, stream=stream, raw_prompt=True, **sampling)
-        return ChatStream(self.core, req, self._open(req)) if stream else self._run(req)
+        return self._track(ChatStream(self.core, req, self._open(req))) if stream else self._run(req)
 
     def is_ready(self) -> bool:
         if self.protocol == "grpc":
@@ -160,7 +166,9 @@ class ZiyaClient(_Base):
             c.close()
 
     def close(self) -> None:
-        """Nothing is pooled: every stream owns and closes its connection."""
+        """Cancel every stream of this client still open (each owns its connection; nothing is pooled)."""
+        for s in list(self._streams):
+            s.cancel()
 
     def __enter__(self):
         return self
@@ -219,20 +227,20 @@ class AsyncZiyaClient(_Base):
     async def _run(self, req: Request) -> ChatResult:
         for delay in [*self._delays(), None]:
             try:
-                return await AsyncChatStream(self.core, req, self._stream(req)).until_done()
-            except E.ConnectionError:
+                return await self._track(AsyncChatStream(self.core, req, self._stream(req))).until_done()
+            except E.APIConnectionError:
                 if delay is None or req.t_first is not None:
                     raise
                 await asyncio.sleep(delay)
 
     def stream_chat(self, messages, history=None, **sampling) -> AsyncChatStream:
         req = self.core.prepare(messages, history, stream=True, **sampling)
-        return AsyncChatStream(self.core, req, self._stream(req))
+        return self._track(AsyncChatStream(self.core, req, self._stream(req)))
 
     def stream_chat_raw(self, prompt: str, **sampling) -> AsyncChatStream:
         """Stream a raw prompt (no template, no truncation)."""
         req = self.core.prepare(prompt, None, stream=True, raw_prompt=True, **sampling)
-        return AsyncChatStream(self.core, req, self._stream(req))
+        return self._track(AsyncChatStream(self.core, req, self._stream(req)))
 
     async def chat(self, messages, history=None, **sampling) -> ChatResult:
         return await self._run(self.core.prepare(messages, history, stream=False, **sampling))
@@ -241,6 +249,9 @@ class AsyncZiyaClient(_Base):
         return await self._run(self.core.prepare(prompt, None, stream=False, raw_prompt=True, **sampling))
 
     async def close(self) -> None:
+        """Cancel every stream of this client still open, then close the shared channel."""
+        for s in list(self._streams):
+            await s.cancel()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -250,3 +261,24 @@ class AsyncZiyaClient(_Base):
 
     async def __aexit__(self, *exc):
         await self.close()
+
+
+def server_params(url: str, model: str) -> dict[str, str]:
+    """What a front door tells clients about itself (template, limits, tokenizer), from its model
+    config's parameters; empty if the server cannot be asked."""
+    proto, addr = parse_url(url, None)
+    try:
+        if proto == "grpc":
+            import tritonclient.grpc as tg
+
+            c = tg.InferenceServerClient(addr)
+            cfg = c.get_model_config(model, as_json=True)["config"]
+        else:
+            import tritonclient.http as th
+
+            c = th.InferenceServerClient(addr)
+            cfg = c.get_model_config(model)
+        c.close()
+        return {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
+    except Exception:
+        return {}

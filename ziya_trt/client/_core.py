@@ -9,15 +9,17 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from .. import errors as E
-from ..detok import FinishReason, TextStream
-from ..prompt import Message, Role, build_prompt, get_template
-from ..sampling import SamplingParams
-from ..tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
+from ..engine.request import EngineRequest
+from ..finish import FinishReason
+from ..text.detok import TextStream
+from ..text.prompt import Message, Role, build_prompt, get_template
+from ..text.sampling import SamplingParams
+from ..wire.arrays import engine_fields
+from ..wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
 
 TEXT, TOKEN = "text", "token"
 
@@ -99,31 +101,15 @@ class Core:
             text, dropped = p.text, p.turns_dropped
         stops = tuple(self.template.stop_strings if self.template else ()) + params.stop
         if self.mode == TEXT:
-            f = {"text_input": text, "max_tokens": params.max_new_tokens, "stream": stream}
-            f.update(self._sampling_fields(params, engine=False))
-            if params.stop:
-                f["stop_words"] = list(params.stop)
-            return Request(self.model, f, FRONT_DOOR_INPUTS, TEXT, params, turns_dropped=dropped)
+            return Request(self.model, text_fields(text, params, stream), FRONT_DOOR_INPUTS, TEXT, params,
+                           turns_dropped=dropped)
         ids = self.tok.encode(text)
         if self.max_input_len and len(ids) > self.max_input_len:
             raise E.PromptTooLongError(len(ids), self.max_input_len)
-        f = {"input_ids": ids, "input_lengths": len(ids), "request_output_len": params.max_new_tokens,
-             "end_id": self.tok.eos_id, "pad_id": self.tok.pad_id, "streaming": True}
-        f.update(self._sampling_fields(params, engine=True))
+        f = engine_fields(EngineRequest.from_params(ids, params, end_id=self.tok.eos_id, pad_id=self.tok.pad_id))
         ts = TextStream(self.tok.table, stops=stops, eos_ids=[self.tok.eos_id], max_new_tokens=params.max_new_tokens)
         return Request(self.model, f, ENGINE_INPUTS, TOKEN, params, stream=ts, prompt_tokens=len(ids),
                        turns_dropped=dropped)
-
-    @staticmethod
-    def _sampling_fields(p: SamplingParams, engine: bool) -> dict:
-        k, tp = ("runtime_top_k", "runtime_top_p") if engine else ("top_k", "top_p")
-        f = {k: 1 if p.greedy else p.top_k, tp: p.top_p, "temperature": p.temperature,
-             "repetition_penalty": p.repetition_penalty}
-        if p.min_tokens:
-            f["min_tokens"] = p.min_tokens
-        if p.seed is not None:
-            f["seed"] = p.seed
-        return f
 
     def on_response(self, req: Request, out: dict) -> str:
         """One response (``{name: value}``) in, the new text out."""
@@ -151,9 +137,7 @@ class Core:
         tail = ""
         if req.mode == TOKEN:
             if req.stream.finish_reason is None:
-                reason = FinishReason.CANCELLED if cancelled else (
-                    FinishReason.LENGTH if req.stream.n_generated >= req.params.max_new_tokens else FinishReason.EOS)
-                tail = req.stream.finish(reason).text
+                tail = req.stream.end(cancelled).text
             req.finish_reason = req.stream.finish_reason
         else:
             try:
@@ -180,6 +164,19 @@ class Core:
     def done(self, req: Request) -> bool:
         """Token mode can finish (stop string) before the engine does; the caller then cancels."""
         return req.mode == TOKEN and req.stream.finish_reason is not None
+
+
+def text_fields(text: str, p: SamplingParams, stream: bool) -> dict:
+    """The text front door's inputs for a prompt and its sampling settings."""
+    f = {"text_input": text, "max_tokens": p.max_new_tokens, "stream": stream, "top_k": p.wire_top_k,
+         "top_p": p.top_p, "temperature": p.temperature, "repetition_penalty": p.repetition_penalty}
+    if p.min_tokens:
+        f["min_tokens"] = p.min_tokens
+    if p.seed is not None:
+        f["seed"] = p.seed
+    if p.stop:
+        f["stop_words"] = list(p.stop)
+    return f
 
 
 def _strings(v) -> list[str]:
@@ -213,10 +210,10 @@ def map_error(exc: BaseException | str, status: int | str | None = None) -> E.Zi
     if "exceeds maximum queue size" in low or str(status) in ("503", "StatusCode.UNAVAILABLE") and "queue" in low:
         return E.ServerOverloadedError(f"server overloaded: {msg}")
     if "deadline" in low or "timed out" in low or "timeout" in low or str(status) == "StatusCode.DEADLINE_EXCEEDED":
-        return E.TimeoutError(f"request timed out: {msg}")
+        return E.APITimeoutError(f"request timed out: {msg}")
     if any(s in low for s in ("connection refused", "failed to connect", "connect failed", "unavailable",
                               "cannot connect", "stream removed", "connection reset", "socket closed")):
-        return E.ConnectionError(f"cannot reach the server: {msg}")
+        return E.APIConnectionError(f"cannot reach the server: {msg}")
     if "unknown model" in low or "is not found" in low or "not ready" in low or "unexpected" in low or \
             "missing required input" in low or "expected" in low:
         return E.InvalidRequestError(msg)
@@ -224,12 +221,4 @@ def map_error(exc: BaseException | str, status: int | str | None = None) -> E.Zi
 
 
 def as_array(name: str, value, specs: dict) -> np.ndarray:
-    spec = specs[name]
-    if isinstance(value, np.ndarray):
-        return value.astype(spec.np_dtype, copy=False)
-    if spec.data_type == "TYPE_STRING":
-        vals = value if isinstance(value, (list, tuple)) else [value]
-        return np.array([[v.encode("utf-8") if isinstance(v, str) else v for v in vals]], dtype=np.object_)
-    if isinstance(value, (list, tuple, Sequence)) and not isinstance(value, str):
-        return np.asarray([value], dtype=spec.np_dtype)
-    return np.asarray([[value]], dtype=spec.np_dtype)
+    return specs[name].array(value)

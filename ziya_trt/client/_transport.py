@@ -10,7 +10,7 @@ import queue
 import uuid
 
 from .. import errors as E
-from ..engine_link import is_final
+from ..wire.grpc import is_final
 from ._core import Request, as_array, map_error
 
 _END = object()
@@ -103,7 +103,7 @@ class GrpcStream:
                 try:
                     result, error = self._q.get(timeout=self.timeout_s)
                 except queue.Empty:
-                    raise E.TimeoutError(f"no response within {self.timeout_s:.2f}s") from None
+                    raise E.APITimeoutError(f"no response within {self.timeout_s:.2f}s") from None
                 d, final = _grpc_event(result, error)
                 yield d
                 if final:
@@ -207,7 +207,7 @@ class AsyncGrpcStream:
                 except StopAsyncIteration:
                     return
                 except asyncio.TimeoutError:
-                    raise E.TimeoutError(f"no response within {self.timeout_s:.2f}s") from None
+                    raise E.APITimeoutError(f"no response within {self.timeout_s:.2f}s") from None
                 d, final = _grpc_event(result, error)
                 yield d
                 if final:

@@ -1,36 +1,29 @@
-"""Build an engine stand-in from the string parameters of its rendered ``config.pbtxt``."""
+"""Build an engine stand-in (reference or synthetic) from the ``ServeConfig`` its model was rendered from."""
 
 from __future__ import annotations
 
-from .core import EngineLimits, EngineLoop
+from .loop import EngineLoop
+from .request import EngineLimits
 
 
-def build_engine(params: dict[str, str], name: str) -> EngineLoop:
-    kind = params["engine_kind"]
-    limits = EngineLimits(
-        max_slots=int(params["max_batch_size"]),
-        max_queue=int(params["max_queue_size"]),
-        max_input_len=int(params["max_input_len"]),
-        max_seq_len=int(params["max_seq_len"]),
-    )
+def build_engine(cfg, name: str) -> EngineLoop:
+    """``cfg`` is a ``serving.config.ServeConfig`` (not imported here: the engines do not depend on serving)."""
+    kind = cfg.engine.value
+    limits = EngineLimits(max_slots=cfg.max_batch_size, max_queue=cfg.max_queue_size,
+                          max_input_len=cfg.max_input_len, max_seq_len=cfg.max_seq_len)
     if kind == "reference":
         from .reference import ReferenceEngine
 
-        return ReferenceEngine.from_pretrained(params["model_dir"], limits, dtype=params.get("dtype", "float32"), name=name)
+        return ReferenceEngine.from_pretrained(cfg.model_dir, limits, dtype=cfg.dtype, name=name)
     if kind == "synthetic":
-        from ..tokenizer import load_tokenizer
+        from ..text.tokenizer import load_tokenizer
         from .synthetic import SyntheticEngine
 
-        tok = load_tokenizer(params["tokenizer_dir"], require_chat_tokens=False)
+        tok = load_tokenizer(cfg.tokenizer_dir, require_chat_tokens=False)
         limits = EngineLimits(limits.max_slots, limits.max_queue, limits.max_input_len, limits.max_seq_len, tok.vocab_size)
         # replay the prompt's content, not its control or turn-marker tokens
         s = tok.special
         skip = frozenset(i for i in (s.bos, s.eos, s.pad, s.human, s.bot) if i is not None)
-        return SyntheticEngine(
-            limits,
-            tokens_per_s=float(params["tokens_per_s"]),
-            first_token_s=float(params["first_token_s"]),
-            skip_ids=skip,
-            name=name,
-        )
-    raise ValueError(f"unknown engine_kind {kind!r}")
+        return SyntheticEngine(limits, tokens_per_s=cfg.synthetic_tokens_per_s,
+                               first_token_s=cfg.synthetic_first_token_s, skip_ids=skip, name=name)
+    raise ValueError(f"no engine stand-in for engine kind {kind!r}")

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .core import EngineLimits, EngineLoop, Live
+from .loop import EngineLoop, Live
+from .request import EngineLimits
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import heapq
 import time
 
-from .core import EngineLimits, EngineLoop, Live
+from .loop import EngineLoop, Live
+from .request import EngineLimits
 
 
 def synthetic_tokens(input_ids: list[int], n: int, skip: frozenset[int] = frozenset()) -> list[int]:

@@ -1,0 +1,77 @@
+"""The engine stand-ins' request lifecycle without a server: a real synthetic engine, fake responders
+(Triton's response senders exist only inside a Python-backend stub)."""
+
+import time
+
+import pytest
+
+from tests.ziya_trt.serving.test_frontdoor_service import Responder, wait
+from ziya_trt.engine.request import EngineLimits, EngineRequest
+from ziya_trt.engine.synthetic import SyntheticEngine, synthetic_tokens
+from ziya_trt.errors import InvalidRequestError, ServerOverloadedError
+from ziya_trt.serving.engine_service import EngineService
+from ziya_trt.wire.arrays import engine_inputs, stop_request_inputs
+
+
+@pytest.fixture
+def service():
+    eng = SyntheticEngine(EngineLimits(max_slots=2, max_queue=1, vocab_size=100), tokens_per_s=200.0,
+                          first_token_s=0.0, skip_ids=frozenset())
+    svc = EngineService(eng, name="synthetic", send_threads=2, cancel_check_s=0.005, drain_s=1.0)
+    yield svc
+    svc.drain()
+
+
+def request(n, ids=(20, 21, 22), streaming=True):
+    return engine_inputs(EngineRequest(input_ids=list(ids), max_new_tokens=n, streaming=streaming))
+
+
+def tokens(r):
+    return [t for o, _, _ in r.sent if o for t in o["output_ids"].reshape(-1).tolist()]
+
+
+def test_a_request_streams_only_the_outputs_asked_for(service):
+    r = Responder()
+    service.start(r, lambda: request(12), "a", {"output_ids", "sequence_length"})
+    assert r.done.wait(5)
+    assert tokens(r) == synthetic_tokens([20, 21, 22], 12) and len(r.finals()) == 1
+    assert all(set(o) == {"output_ids", "sequence_length"} for o, _, _ in r.sent)
+    whole = Responder()
+    service.start(whole, lambda: request(5, streaming=False), "b")
+    assert whole.done.wait(5) and len(whole.sent) == 1 and whole.sent[0][0]["num_output_tokens"].item() == 5
+
+
+def test_a_stop_request_cancels_the_request_with_its_id(service):
+    r = Responder()
+    service.start(r, lambda: request(1000), "victim")
+    assert wait(lambda: r.sent)
+    stop = Responder()
+    service.start(stop, stop_request_inputs, "victim")
+    assert stop.sent == [(None, None, True)]  # a bare final, as TensorRT-LLM answers a stop
+    assert r.done.wait(5) and len(tokens(r)) < 1000
+    assert wait(lambda: service.stats()["active"] == 0) and service.stats()["cancelled"] == 1
+
+
+def test_a_cancelled_client_frees_its_slot(service):
+    r = Responder()
+    service.start(r, lambda: request(1000), "c")
+    assert wait(lambda: r.sent)
+    r.cancelled = True
+    assert wait(lambda: service.stats()["active"] == 0)
+
+
+def test_bad_input_and_overload_are_typed_errors(service):
+    bad = request(4)
+    bad["input_lengths"][0, 0] = 7
+    r = Responder()
+    service.start(r, lambda: bad, "bad")
+    assert isinstance(r.sent[0][1], InvalidRequestError) and "input_lengths" in r.sent[0][1].message
+    running = [Responder() for _ in range(3)]  # 2 slots + 1 queued
+    for i, x in enumerate(running):
+        service.start(x, lambda: request(1000), f"run{i}")
+    over = Responder()
+    service.start(over, lambda: request(4), "over")
+    assert over.done.wait(5) and isinstance(over.sent[0][1], ServerOverloadedError)
+    for i in range(3):
+        service.start(Responder(), stop_request_inputs, f"run{i}")
+    time.sleep(0.05)

@@ -1,0 +1,126 @@
+"""``ziya-trt serve``: render the model repository, start tritonserver, wait, stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from ..serving.config import ConfigError, EngineKind, ServeConfig
+from ..serving.launcher import Ports, TritonServer, external_triton
+from ..serving.repo import render_repo
+
+
+def add_serve_options(p) -> None:
+    p.add_argument("--engine", choices=[k.value for k in EngineKind], default="reference")
+    p.add_argument("--model-dir", type=Path, help="transformers checkpoint for the reference engine")
+    p.add_argument("--tokenizer-dir", type=Path, help="tokenizer directory (default: --model-dir)")
+    p.add_argument("--engine-dir", type=Path, help="TensorRT-LLM engine directory (tensorrt_llm)")
+    p.add_argument("--template", default="ziya", help="server-side default stop strings: ziya or chat_template")
+    p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--max-queue-size", type=int, default=64)
+    p.add_argument("--max-input-len", type=int, default=1024)
+    p.add_argument("--max-seq-len", type=int, default=2048)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--synthetic-tokens-per-s", type=float, default=50.0)
+    p.add_argument("--synthetic-first-token-s", type=float, default=0.02)
+    p.add_argument("--stock-names", action="store_true",
+                   help="name models like tensorrtllm_backend: ensemble + tensorrt_llm_bls front doors, tensorrt_llm engine")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--free-ports", action="store_true", help="pick free ports instead")
+    p.add_argument("--tritonserver", help="use this tritonserver binary instead of the bundled one")
+    p.add_argument("--repo-dir", type=Path, default=Path("runs/model_repo"), help="where to render the repository")
+    p.add_argument("--log-file", type=Path, help="server log (default: beside the repository)")
+    p.add_argument("--exit-timeout", type=int, default=30, help="seconds tritonserver waits for in-flight requests")
+    p.add_argument("--http-body-limit", type=int, default=1024 * 1024,
+                   help="largest HTTP request body in bytes, enforced in front of tritonserver (0: no guard)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="render the model repository and run tritonserver")
+    add_serve_options(p)
+    p.add_argument("--render-only", action="store_true", help="render the repository and exit")
+    p.set_defaults(func=run)
+
+
+def config_from_args(a) -> ServeConfig:
+    stock = a.stock_names
+    if a.engine == EngineKind.TENSORRT_LLM.value:
+        return config_from_manifest(a)
+    return ServeConfig(
+        engine=a.engine,
+        tokenizer_dir=a.tokenizer_dir or a.model_dir or a.engine_dir,
+        model_dir=a.model_dir,
+        engine_dir=a.engine_dir,
+        front_door_names=("ensemble", "tensorrt_llm_bls") if stock else ("ziya",),
+        engine_model_name="tensorrt_llm" if stock else None,
+        template=a.template,
+        max_batch_size=a.max_batch_size,
+        max_queue_size=a.max_queue_size,
+        max_input_len=a.max_input_len,
+        max_seq_len=a.max_seq_len,
+        dtype=a.dtype,
+        synthetic_tokens_per_s=a.synthetic_tokens_per_s,
+        synthetic_first_token_s=a.synthetic_first_token_s,
+        drain_timeout_s=max(1.0, a.exit_timeout - 5.0),
+    )
+
+
+def config_from_manifest(a) -> ServeConfig:
+    """The tensorrt_llm model's limits, world size and tokenizer come from the build manifest."""
+    from engine_build.build import read_manifest
+
+    if not a.engine_dir:
+        raise ConfigError("--engine tensorrt_llm needs --engine-dir (a directory built by `ziya-trt build`)")
+    m = read_manifest(a.engine_dir)
+    plan = m["plan"]
+    return ServeConfig(
+        engine=EngineKind.TENSORRT_LLM,
+        tokenizer_dir=a.tokenizer_dir or Path(m["tokenizer_dir"]),
+        engine_dir=a.engine_dir.resolve(),
+        front_door_names=("ensemble", "tensorrt_llm_bls") if a.stock_names else ("ziya",),
+        engine_model_name="tensorrt_llm",
+        template=a.template,
+        max_batch_size=plan["max_batch_size"],
+        max_queue_size=a.max_queue_size,
+        max_input_len=plan["max_input_len"],
+        max_seq_len=plan["max_seq_len"],
+        kv_cache_free_gpu_mem_fraction=plan["kv_cache_free_gpu_mem_fraction"],
+        world_size=m["world_size"],
+    )
+
+
+def server_from_args(a, cfg: ServeConfig) -> TritonServer:
+    repo = render_repo(cfg, a.repo_dir)
+    ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
+    install = external_triton(a.tritonserver) if a.tritonserver else None
+    return TritonServer(repo, ports, host=a.host, install=install, log_file=a.log_file, exit_timeout_s=a.exit_timeout,
+                        http_body_limit=a.http_body_limit or None)
+
+
+def run(a) -> int:
+    cfg = config_from_args(a)
+    if a.render_only:  # for a tritonserver started by hand: the front door needs its gRPC address
+        print(render_repo(replace(cfg, grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
+        return 0
+    srv = server_from_args(a, cfg)
+    print(f"starting tritonserver ({cfg.engine.value} engine) ... log: {srv.log_file}", flush=True)
+    srv.start()
+    print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
+    print(f"models: {', '.join(cfg.front_door_names)} (text) -> {cfg.engine_name} (tokens). Ctrl-C stops.", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.5):
+        if srv.proc.poll() is not None:
+            print(f"tritonserver exited ({srv.proc.returncode}); last log lines:\n{srv.log_tail()}", file=sys.stderr)
+            return 1
+    print("stopping: draining in-flight requests ...", flush=True)
+    rc = srv.stop()
+    print(f"stopped (exit code {rc})")
+    return 0

@@ -1,0 +1,242 @@
+"""The in-flight batching loop shared by the engine stand-ins.
+
+The loop owns admission (a fixed number of slots plus a bounded wait queue), cancellation by
+request id, and draining on shutdown. Subclasses supply ``_admit`` (prefill one request into a slot)
+and ``_step`` (advance every active request by one token).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ..finish import FinishReason
+from .request import EngineLimits, EngineOutput, EngineRequest, Sink, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Live:
+    """A request while it holds a slot."""
+
+    req: EngineRequest
+    sink: Sink
+    slot: int = -1
+    generated: list[int] = field(default_factory=list)
+    sent: int = 0  # tokens already streamed
+    t_admit: float = 0.0
+    cancelled: bool = False
+
+
+class EngineLoop:
+    """In-flight batching: requests join at the next step and leave as soon as they finish."""
+
+    def __init__(self, limits: EngineLimits, name: str = "engine"):
+        self.limits = limits
+        self.name = name
+        self._cv = threading.Condition()
+        self._waiting: deque[Live] = deque()
+        self._active: dict[str, Live] = {}
+        self._free_slots = list(range(limits.max_slots))[::-1]
+        self._cancel_ids: set[str] = set()
+        self._admitting = True
+        self._closed = False
+        self._ids = itertools.count()
+        self.counters = {"generated_tokens": 0, "cancelled": 0, "completed": 0, "failed": 0, "rejected": 0}
+        self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
+        self._thread.start()
+
+    # --- public, thread-safe ---------------------------------------------------------------
+    def submit(self, req: EngineRequest, sink: Sink) -> str:
+        """Queue a request. Raises a typed error at once if it is invalid or the engine is full."""
+        validate(req, self.limits)
+        with self._cv:
+            if not self._admitting:
+                raise ServerShuttingDownError(f"{self.name}: shutting down, not accepting requests")
+            if not req.id:
+                req.id = f"auto-{next(self._ids)}"
+            if req.id in self._active or any(w.req.id == req.id for w in self._waiting):
+                raise InvalidRequestError(f"request id {req.id!r} is already in flight", "request_id")
+            # waiting requests take the free slots at the next step: count them against slots + queue
+            if len(self._waiting) >= len(self._free_slots) + self.limits.max_queue:
+                self.counters["rejected"] += 1
+                raise ServerOverloadedError(
+                    f"{self.name}: overloaded, {len(self._active)} running and {len(self._waiting)} waiting "
+                    f"(max_queue {self.limits.max_queue}); retry later"
+                )
+            self._waiting.append(Live(req, sink))
+            self._cv.notify()
+        return req.id
+
+    def cancel(self, request_id: str) -> bool:
+        """Stop a request by id; its slot is freed before the next step. True if it was known."""
+        with self._cv:
+            for w in list(self._waiting):
+                if w.req.id == request_id:
+                    self._waiting.remove(w)
+                    self.counters["cancelled"] += 1
+                    self._emit_final(w, FinishReason.CANCELLED)
+                    return True
+            if request_id in self._active:
+                self._cancel_ids.add(request_id)
+                self._cv.notify()
+                return True
+        return False
+
+    def stats(self) -> dict:
+        with self._cv:
+            return {
+                "active": len(self._active),
+                "waiting": len(self._waiting),
+                "free_slots": len(self._free_slots),
+                **self.counters,
+            }
+
+    def shutdown(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop admitting, let running requests finish within the timeout, fail what is left."""
+        with self._cv:
+            self._admitting = False
+            for w in self._waiting:
+                self._emit_error(w, ServerShuttingDownError(f"{self.name}: shut down before the request started"))
+            self._waiting.clear()
+            deadline = time.monotonic() + drain_timeout_s
+            while self._active and time.monotonic() < deadline:
+                self._cv.wait(0.05)
+            for live in list(self._active.values()):
+                self._release(live)
+                self._emit_error(live, ServerShuttingDownError(f"{self.name}: shut down before the request finished"))
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5)
+
+    # --- the loop --------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and not self._waiting and not self._active:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                for rid in self._cancel_ids:
+                    live = self._active.get(rid)
+                    if live is not None:
+                        self._release(live)
+                        self.counters["cancelled"] += 1
+                        self._emit_final(live, FinishReason.CANCELLED)
+                self._cancel_ids.clear()
+                admit = []
+                while self._waiting and self._free_slots:
+                    live = self._waiting.popleft()
+                    live.slot = self._free_slots.pop()
+                    live.t_admit = time.monotonic()
+                    self._active[live.req.id] = live
+                    admit.append(live)
+                active = list(self._active.values())
+            for live in admit:
+                self._guard(live, self._admit)
+            if admit:  # an admission that failed has left already
+                active = [a for a in active if a.req.id in self._active]
+            if active:
+                try:
+                    self._step(active)
+                except Exception as e:  # a batched step failing fails the batch, never the server
+                    log.exception("%s: step failed", self.name)
+                    for live in active:
+                        self._fail(live, e)
+            with self._cv:
+                self._cv.notify_all()
+
+    def _guard(self, live: Live, fn) -> None:
+        try:
+            fn(live)
+        except Exception as e:  # one request's fault fails that request only
+            log.exception("%s: request %s failed", self.name, live.req.id)
+            self._fail(live, e)
+
+    def _fail(self, live: Live, e: Exception) -> None:
+        with self._cv:
+            if live.req.id not in self._active:
+                return
+            self._release(live)
+            self.counters["failed"] += 1
+        err = e if isinstance(e, ZiyaError) else ServerError(f"{self.name}: request failed in the engine ({type(e).__name__})")
+        self._emit_error(live, err)
+
+    # --- for subclasses --------------------------------------------------------------------
+    def _admit(self, live: Live) -> None:
+        raise NotImplementedError
+
+    def _step(self, active: list[Live]) -> None:
+        raise NotImplementedError
+
+    def _on_release(self, live: Live) -> None:
+        """Free per-slot state (KV cache) here."""
+
+    def append_token(self, live: Live, token: int) -> None:
+        """Record one generated token; stream it and finish the request when it is done."""
+        self.append_tokens(live, (token,))
+
+    def append_tokens(self, live: Live, tokens) -> None:
+        """Record tokens generated since the last call and stream them as one response, so an engine
+        that falls behind sends fewer, larger responses instead of a backlog."""
+        if live.req.id not in self._active:
+            return
+        req = live.req
+        reason = None
+        for token in tokens:
+            if req.end_id is not None and token == req.end_id and len(live.generated) >= req.min_tokens:
+                reason = FinishReason.EOS
+                break
+            live.generated.append(token)
+            self.counters["generated_tokens"] += 1
+            if any(_ends_with(live.generated, w) for w in req.stop_words):
+                reason = FinishReason.STOP
+                break
+            if len(live.generated) >= req.max_new_tokens:
+                reason = FinishReason.LENGTH
+                break
+        if reason is not None:
+            with self._cv:
+                self._release(live)
+                self.counters["completed"] += 1
+            self._emit_final(live, reason)
+        elif req.streaming:
+            new = live.generated[live.sent :]
+            live.sent = len(live.generated)
+            live.sink(EngineOutput(new, num_input_tokens=len(req.input_ids), num_output_tokens=len(live.generated)))
+
+    def _release(self, live: Live) -> None:
+        """Give the slot back (caller holds the lock)."""
+        if self._active.pop(live.req.id, None) is not None:
+            self._free_slots.append(live.slot)
+            self._on_release(live)
+
+    def _emit_final(self, live: Live, reason: FinishReason) -> None:
+        req = live.req
+        if req.streaming:
+            tokens = live.generated[live.sent :]
+        else:
+            tokens = live.generated if req.exclude_input else req.input_ids + live.generated
+        live.sent = len(live.generated)
+        live.sink(
+            EngineOutput(
+                tokens,
+                final=True,
+                finish_reason=reason,
+                num_input_tokens=len(req.input_ids),
+                num_output_tokens=len(live.generated),
+            )
+        )
+
+    def _emit_error(self, live: Live, err: ZiyaError) -> None:
+        live.sink(EngineOutput([], final=True, finish_reason=FinishReason.ERROR, error=err))
+
+
+def _ends_with(seq: list[int], tail: list[int]) -> bool:
+    return bool(tail) and len(seq) >= len(tail) and seq[-len(tail) :] == tail

@@ -1,0 +1,114 @@
+"""What an engine takes and gives: requests and outputs in token space (the ``tensorrt_llm`` model's
+vocabulary), the limits it enforces, and the checks it makes before a request takes a slot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import InvalidRequestError, ZiyaError
+from ..finish import FinishReason
+from ..text.sampling import MAX_SEED, SamplingParams
+
+
+@dataclass
+class EngineRequest:
+    """One generation request in token space (what the ``tensorrt_llm`` model receives)."""
+
+    input_ids: list[int]
+    max_new_tokens: int
+    id: str = ""
+    end_id: int | None = None
+    pad_id: int = 0
+    top_k: int = 0
+    top_p: float = 0.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    seed: int | None = None
+    streaming: bool = False
+    exclude_input: bool = True
+    stop_words: list[list[int]] = field(default_factory=list)
+    bad_words: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def from_params(cls, input_ids: list[int], params: SamplingParams, *, end_id: int | None, pad_id: int,
+                    request_id: str = "", stop_words=(), bad_words=()) -> "EngineRequest":
+        """The streaming engine request for a prompt and its sampling settings (the front door's and the
+        client's token mode's one rule)."""
+        return cls(
+            input_ids=list(input_ids),
+            max_new_tokens=params.max_new_tokens,
+            id=request_id,
+            end_id=end_id,
+            pad_id=pad_id,
+            top_k=params.wire_top_k,
+            top_p=params.top_p,
+            temperature=params.temperature,
+            repetition_penalty=params.repetition_penalty,
+            min_tokens=params.min_tokens,
+            seed=params.seed,
+            streaming=True,
+            stop_words=[list(w) for w in stop_words],
+            bad_words=[list(w) for w in bad_words],
+        )
+
+    @property
+    def greedy(self) -> bool:
+        """TensorRT-LLM's convention: top_k 1, or top_k 0 with top_p 0, is greedy; so is temperature 0."""
+        return self.top_k == 1 or (self.top_k == 0 and self.top_p == 0.0) or self.temperature == 0.0
+
+
+@dataclass
+class EngineOutput:
+    tokens: list[int]
+    final: bool = False
+    finish_reason: FinishReason | None = None
+    num_input_tokens: int = 0
+    num_output_tokens: int = 0
+    error: ZiyaError | None = None
+
+
+Sink = Callable[[EngineOutput], None]
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    max_slots: int = 8  # requests decoded together (max_batch_size)
+    max_queue: int = 64  # requests waiting for a slot before new ones are refused
+    max_input_len: int = 1024
+    max_seq_len: int = 2048
+    vocab_size: int = 32000
+
+
+def validate(req: EngineRequest, lim: EngineLimits) -> None:
+    """Reject what the engine cannot do, naming the field and the limit."""
+    n = len(req.input_ids)
+    if n == 0:
+        raise InvalidRequestError("input_ids: empty prompt", "input_ids")
+    if n > lim.max_input_len:
+        raise InvalidRequestError(
+            f"input_ids: {n} tokens, over max_input_len {lim.max_input_len} by {n - lim.max_input_len}", "input_ids"
+        )
+    bad = [t for t in req.input_ids if not 0 <= t < lim.vocab_size]
+    if bad:
+        raise InvalidRequestError(f"input_ids: id {bad[0]} outside the vocabulary of {lim.vocab_size}", "input_ids")
+    if req.max_new_tokens < 1:
+        raise InvalidRequestError(f"request_output_len: {req.max_new_tokens} must be at least 1", "request_output_len")
+    if n + req.max_new_tokens > lim.max_seq_len:
+        raise InvalidRequestError(
+            f"request_output_len: {n} input + {req.max_new_tokens} output tokens exceed max_seq_len "
+            f"{lim.max_seq_len}; at most {lim.max_seq_len - n} output tokens fit",
+            "request_output_len",
+        )
+    checks = [  # NaN fails every comparison, so it is refused too
+        ("runtime_top_k", req.top_k, req.top_k >= 0, "must be >= 0"),
+        ("runtime_top_p", req.top_p, 0.0 <= req.top_p <= 1.0, "must be in [0, 1]"),
+        ("temperature", req.temperature, req.temperature >= 0.0, "must be >= 0"),
+        ("repetition_penalty", req.repetition_penalty, req.repetition_penalty > 0.0, "must be > 0"),
+        ("min_tokens", req.min_tokens, req.min_tokens >= 0, "must be >= 0"),
+        ("seed", req.seed, req.seed is None or 0 <= req.seed <= MAX_SEED, "must fit in uint64"),
+    ]
+    for name, value, ok, why in checks:
+        if not ok:
+            raise InvalidRequestError(f"{name}: {value} {why}", name)

@@ -1,0 +1,206 @@
+"""The text front door's link to the engine model: calls over the server's own gRPC endpoint.
+
+Why not BLS: in Triton's Python backend a decoupled BLS call (``exec(decoupled=True)``) returns only
+once the engine's first response is in, and the stub's locking around BLS response iterators can
+deadlock a model that reads many streams while starting new ones (docs/python-backend.md). Over
+gRPC there is no such lock, and the engine model sees an ordinary streaming client.
+
+Each engine call is its own bidirectional ``ModelStreamInfer`` stream on one channel, all driven by
+one asyncio loop on the link's thread: a stream shared by every call would put all responses in one
+queue, where a new request's first token waits behind everyone's. A TensorRT-LLM ``stop`` request
+for a call (same id) goes on a short stream of its own, once the engine has answered the call, so it
+cannot overtake the request it stops.
+
+Callbacks run on the link's thread and must not block. Nothing here imports Triton's Python
+backend, so the link is tested against a real server from an ordinary process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ServerShuttingDownError
+from ..wire.grpc import infer_request, is_final, is_host_port, response_arrays
+
+log = logging.getLogger(__name__)
+
+GRPC_URL_ENV = "ZIYA_TRT_GRPC_URL"  # how the launcher tells the front door the server's gRPC address
+# (outputs, error message, final): outputs is {name: array}, empty for an error or a bare final
+OnEvent = Callable[[dict, "str | None", bool], None]
+
+
+class LinkClosedError(ServerShuttingDownError):
+    """The link is closed: the front door is being unloaded."""
+
+
+class _Call:
+    __slots__ = ("id", "on_event", "stopped", "grpc", "started")
+
+    def __init__(self, request_id: str, on_event: OnEvent):
+        self.id, self.on_event = request_id, on_event
+        self.stopped = False
+        self.grpc = None  # the stream, once the loop has opened it
+        self.started: asyncio.Future | None = None  # the engine has answered: a stop may follow
+
+
+class EngineLink:
+    """Engine calls over the server's own gRPC endpoint; ``submit``/``stop``/``close`` are thread-safe."""
+
+    def __init__(self, url: str, model: str, outputs=("output_ids",), name: str = "engine-link"):
+        if not is_host_port(url):
+            raise ValueError(f"engine link: {url!r} is not a host:port gRPC address")
+        self.url, self.model, self.outputs, self.name = url, model, tuple(outputs), name
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Call] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stub = None
+        self._tasks: set[asyncio.Task] = set()  # the link thread's own
+        self._closed = False
+        self.counters = {"calls": 0, "responses": 0, "stops": 0, "failed": 0}
+
+    # --- any thread ------------------------------------------------------------------------------
+    def submit(self, request_id: str, arrays: dict[str, np.ndarray], on_event: OnEvent) -> None:
+        """Start an engine call; ``on_event`` gets its responses (on the link's thread), the last with final=True."""
+        req = infer_request(self.model, request_id, arrays, self.outputs)
+        with self._lock:
+            if self._closed:
+                raise LinkClosedError(f"{self.name}: the engine link is closed (the model is being unloaded)")
+            if request_id in self._calls:
+                raise ValueError(f"{self.name}: request id {request_id!r} is already in flight")
+            loop = self._start_loop()
+            call = self._calls[request_id] = _Call(request_id, on_event)
+            self.counters["calls"] += 1
+        loop.call_soon_threadsafe(self._open_call, call, req)
+
+    def stop(self, request_id: str, arrays: dict[str, np.ndarray]) -> bool:
+        """Send a stop request for an open call, once; False if the call is over or already stopped."""
+        req = infer_request(self.model, request_id, arrays)
+        with self._lock:
+            call = self._calls.get(request_id)
+            if call is None or call.stopped or self._closed:
+                return False
+            call.stopped = True
+            self.counters["stops"] += 1
+            loop = self._loop
+        loop.call_soon_threadsafe(self._track, self._send_stop(call, req))
+        return True
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Cancel the calls still open (they get an error event) and stop the loop; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is not None:
+            loop.call_soon_threadsafe(self._done.set_result, None)
+            thread.join(timeout_s)
+
+    # --- the link's thread -----------------------------------------------------------------------
+    def _start_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            ready = threading.Event()
+            self._thread = threading.Thread(target=self._run_loop, args=(ready,), name=f"{self.name}-link", daemon=True)
+            self._thread.start()
+            if not ready.wait(30) or self._stub is None:
+                raise LinkClosedError(f"{self.name}: the engine link's event loop did not start")
+        return self._loop
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._done = loop.create_future()
+        try:
+            loop.run_until_complete(self._serve(loop, ready))
+        finally:
+            ready.set()  # never leave submit() waiting
+            loop.close()
+
+    async def _serve(self, loop, ready: threading.Event) -> None:
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc
+
+        opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        async with grpc.aio.insecure_channel(self.url, options=opts) as channel:
+            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            self._loop = loop
+            ready.set()  # from inside the running loop: every call scheduled after this finds the stub
+            await self._done
+            tasks = list(self._tasks)
+            for t in tasks:
+                t.cancel()
+            if tasks:  # each reports its call's end before the channel goes
+                await asyncio.wait(tasks, timeout=2.0)
+
+    def _open_call(self, call: _Call, req) -> None:
+        call.grpc = self._stub.ModelStreamInfer()
+        call.started = asyncio.get_running_loop().create_future()
+        self._track(self._run_call(call, req))
+
+    def _track(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_stop(self, call: _Call, req) -> None:
+        """The stop goes on a stream of its own once the engine has answered the call (so it cannot
+        overtake the call's request); its one empty response is read and dropped."""
+        try:
+            await call.started
+            stream = self._stub.ModelStreamInfer()
+            await stream.write(req)
+            await stream.done_writing()
+            async for _ in stream:
+                pass
+        except Exception:  # the call ended first, or the server is going: the call's own task reports that
+            log.debug("%s: stop for %s not sent", self.name, call.id, exc_info=True)
+
+    async def _run_call(self, call: _Call, req) -> None:
+        error = None
+        try:
+            await call.grpc.write(req)
+            await call.grpc.done_writing()  # the server closes the stream after the final response
+            async for resp in call.grpc:
+                if not call.started.done():
+                    call.started.set_result(None)
+                if self._dispatch(call, resp):
+                    return
+            error = "the stream ended before the final response"
+        except asyncio.CancelledError:
+            error = "the link was closed (the model is being unloaded)"
+        except Exception as e:  # grpc.aio.AioRpcError: the server went away or is stopping
+            details = getattr(e, "details", lambda: None)() or str(e)
+            error = f"{type(e).__name__}: {details}"
+        finally:
+            if not call.started.done():
+                call.started.set_exception(LinkClosedError("no response"))
+                call.started.exception()  # retrieved: no "never retrieved" warning
+        call.grpc.cancel()
+        if self._forget(call):
+            self.counters["failed"] += 1
+            call.on_event({}, f"engine call over {self.url} failed: {error}", True)
+
+    def _forget(self, call: _Call) -> bool:
+        with self._lock:
+            return self._calls.pop(call.id, None) is not None
+
+    def _dispatch(self, call: _Call, resp) -> bool:
+        """Pass one response on; True when the call is over."""
+        self.counters["responses"] += 1
+        ir = resp.infer_response
+        error = resp.error_message or None
+        done = error is not None or is_final(ir)
+        if done and not self._forget(call):
+            return True  # already ended (the link is closing)
+        call.on_event(response_arrays(ir) if error is None else {}, error, done)
+        return done

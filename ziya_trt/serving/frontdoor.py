@@ -1,0 +1,206 @@
+"""The text front door's per-request logic: validate a text request, tokenize it into an engine
+request, and turn the engine's token stream into final-correct text (``TextJob``). Pure: no Triton,
+no I/O; ``frontdoor_service`` runs the requests and the Triton adapter (``model_repo/text``) only
+moves tensors."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine.request import EngineRequest
+from ..errors import InvalidRequestError, PromptTooLongError
+from ..finish import FinishReason
+from ..text.detok import TextStream
+from ..text.prompt import get_template
+from ..text.sampling import SamplingParams
+from ..text.tokenizer import ZiyaTokenizer, load_tokenizer
+from ..wire.arrays import scalar
+from ..wire.tensors import FRONT_DOOR_INPUTS as S
+
+BYTES_PER_TOKEN_LIMIT = 16  # a prompt over max_input_len * this many bytes is refused before tokenizing
+_WIRE_NAMES = {"max_new_tokens": "max_tokens", "stop": "stop_words"}
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    text: str
+    params: SamplingParams
+    stream: bool = False
+    exclude_input: bool = True
+    bad_words: tuple[str, ...] = ()
+    end_id: int | None = None
+    pad_id: int | None = None
+
+
+def _text(v, field: str, max_bytes: int) -> str:
+    if isinstance(v, str):
+        v = v.encode("utf-8", "surrogatepass")
+    if len(v) > max_bytes:
+        raise InvalidRequestError(f"{field}: {len(v)} bytes, over the limit of {max_bytes} bytes", field)
+    try:
+        s = v.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidRequestError(f"{field}: not valid UTF-8 (bad byte at offset {e.start})", field) from None
+    if "\x00" in s:
+        raise InvalidRequestError(f"{field}: contains a NUL character at offset {s.index(chr(0))}", field)
+    return s
+
+
+def _words(inputs: dict, name: str, max_bytes: int) -> tuple[str, ...]:
+    a = inputs.get(name)
+    if a is None:
+        return ()
+    return tuple(_text(v, name, max_bytes) for v in np.asarray(a).reshape(-1))
+
+
+def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
+    """Validate every field of a front-door request; errors name the field and the limit."""
+    text = _text(scalar(inputs, S["text_input"]), "text_input", max_prompt_bytes)
+    if not text.strip():
+        raise InvalidRequestError("text_input: empty prompt", "text_input")
+    defaults = SamplingParams()
+    kw = dict(
+        max_new_tokens=scalar(inputs, S["max_tokens"]),
+        temperature=float(scalar(inputs, S["temperature"], defaults.temperature)),
+        top_p=float(scalar(inputs, S["top_p"], defaults.top_p)),
+        top_k=scalar(inputs, S["top_k"], defaults.top_k),
+        repetition_penalty=float(scalar(inputs, S["repetition_penalty"], defaults.repetition_penalty)),
+        min_tokens=scalar(inputs, S["min_tokens"], 0),
+        seed=scalar(inputs, S["seed"]),
+        stop=_words(inputs, "stop_words", 4096),
+    )
+    bad = _words(inputs, "bad_words", 4096)
+    if any(not w for w in bad):
+        raise InvalidRequestError("bad_words: bad words must be non-empty text", "bad_words")
+    try:
+        params = SamplingParams(**kw)
+    except InvalidRequestError as e:  # name the field as the client sent it
+        wire = _WIRE_NAMES.get(e.field, e.field)
+        raise InvalidRequestError(e.message.replace(f"{e.field}:", f"{wire}:", 1), wire) from None
+    return TextRequest(
+        text=text,
+        params=params,
+        stream=bool(scalar(inputs, S["stream"], False)),
+        exclude_input=bool(scalar(inputs, S["exclude_input_in_output"], True)),
+        bad_words=bad,
+        end_id=scalar(inputs, S["end_id"]),
+        pad_id=scalar(inputs, S["pad_id"]),
+    )
+
+
+@dataclass(frozen=True)
+class FrontDoorLimits:
+    max_input_len: int
+    max_seq_len: int
+
+    @property
+    def max_prompt_bytes(self) -> int:
+        return self.max_input_len * BYTES_PER_TOKEN_LIMIT
+
+
+class FrontDoor:
+    """What every request of a front door shares: the tokenizer, the limits, the template's stops."""
+
+    def __init__(self, tokenizer: ZiyaTokenizer, limits: FrontDoorLimits, template: str = "ziya"):
+        self.tok = tokenizer
+        self.limits = limits
+        self.template_stops = get_template(template, tokenizer).stop_strings if template == "ziya" else ()
+
+    @classmethod
+    def from_config(cls, cfg) -> "FrontDoor":
+        """From a ``ServeConfig``."""
+        tok = load_tokenizer(cfg.tokenizer_dir, require_chat_tokens=cfg.template == "ziya")
+        return cls(tok, FrontDoorLimits(cfg.max_input_len, cfg.max_seq_len), cfg.template)
+
+    def open(self, inputs: dict) -> "TextJob":
+        return TextJob(self, parse_text_request(inputs, self.limits.max_prompt_bytes))
+
+    def word_ids(self, words) -> list[list[int]]:
+        """Token ids of stop/bad words as they appear mid-text (without sentencepiece's dummy prefix)."""
+        out = []
+        space = self.tok.table.texts
+        for w in words:
+            ids = self.tok.encode(w, add_bos=False)
+            if len(ids) > 1 and space[ids[0]] == " " and not w.startswith(" "):
+                ids = ids[1:]
+            out.append(ids)
+        return out
+
+
+class TextJob:
+    """One request: its prepared engine request, and the engine's token batches turned into text.
+
+    ``push`` returns the text to stream now ("" for nothing) and whether the engine should be told to
+    stop, which it says once, when a stop string completes the text. After that, or after ``cancel``,
+    text is held for the final response (the engine may still send tokens; they are counted, not shown).
+    """
+
+    def __init__(self, door: FrontDoor, req: TextRequest):
+        self.req = req
+        tok, lim = door.tok, door.limits
+        self.input_ids = tok.encode(req.text)
+        n = len(self.input_ids)
+        if n > lim.max_input_len:
+            raise PromptTooLongError(n, lim.max_input_len)
+        p = req.params
+        if n + p.max_new_tokens > lim.max_seq_len:
+            raise InvalidRequestError(
+                f"max_tokens: {p.max_new_tokens} with a {n}-token prompt exceeds max_seq_len {lim.max_seq_len}; "
+                f"at most {lim.max_seq_len - n} fit",
+                "max_tokens",
+            )
+        for name, v in (("end_id", req.end_id), ("pad_id", req.pad_id)):
+            if v is not None and not 0 <= v < tok.vocab_size:
+                raise InvalidRequestError(f"{name}: {v} is outside the vocabulary of {tok.vocab_size}", name)
+        end_id = req.end_id if req.end_id is not None else tok.eos_id
+        stops = tuple(door.template_stops) + p.stop
+        self.id = uuid.uuid4().hex
+        # the front door always streams from the engine, to stop on text
+        self.engine_request = EngineRequest.from_params(
+            self.input_ids, p, end_id=end_id, pad_id=req.pad_id if req.pad_id is not None else tok.pad_id,
+            request_id=self.id, stop_words=door.word_ids(stops), bad_words=door.word_ids(req.bad_words))
+        self.stream = TextStream(tok.table, stops=stops, eos_ids=[end_id], max_new_tokens=p.max_new_tokens)
+        self.pending: list[str] = [] if req.exclude_input else [req.text]
+        self.engine_tokens = 0
+        self.stopping = False  # a stop was asked for (stop string or cancellation)
+        self.cancelled = False
+
+    @property
+    def n_output(self) -> int:
+        return self.stream.n_generated
+
+    @property
+    def stopped_early(self) -> bool:
+        """True once the text is complete although the engine may still be generating (stop string)."""
+        return self.stream.finish_reason is not None
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self.stream.finish_reason
+
+    def push(self, tokens: list[int]) -> tuple[str, bool]:
+        self.engine_tokens += len(tokens)
+        if tokens and not self.stopped_early:
+            self.pending.append(self.stream.push(tokens).text)
+        stop = self.stopped_early and not self.stopping
+        self.stopping = self.stopping or stop
+        if self.req.stream and not self.stopping and any(self.pending):
+            text, self.pending = "".join(self.pending), []
+            return text, stop
+        return "", stop
+
+    def cancel(self) -> bool:
+        """The client cancelled: True the first time a stop should go to the engine."""
+        self.cancelled = True
+        first, self.stopping = not self.stopping, True
+        return first
+
+    def finish(self) -> str:
+        """The final response's text, once the engine has finished (its last tokens pushed)."""
+        if not self.stopped_early:
+            self.pending.append(self.stream.end(cancelled=self.cancelled).text)
+        text, self.pending = "".join(self.pending), []
+        return text

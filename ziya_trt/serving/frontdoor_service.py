@@ -1,0 +1,162 @@
+"""The text front door's request lifecycle, as one plain unit: requests in (inputs and a
+``Responder``), engine calls out over an ``EngineLink``, engine events in, text responses and stop
+signals out.
+
+- **Admission**: at most ``max_inflight`` requests at once; the excess is refused with
+  ``[ziya:overloaded]`` before its inputs are read or tokenized.
+- **Open requests**: each is registered until its one final response has gone out.
+- **Responses** go out through an ``Outbox``: sender threads keep each request's responses in order,
+  merge what piles up, and send a first response ahead of the queue. Its watcher polls cancellation,
+  which becomes a TensorRT-LLM ``stop`` request to the engine, as does a stop string completing.
+- **Drain**: on shutdown, open requests may finish within the drain timeout.
+
+There is no thread and no lock per request. Nothing here imports Triton: the adapter
+(``model_repo/text``) only reads tensors and hands in a ``TritonResponder``; tests use fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable
+
+from ..engine.request import EngineOutput
+from ..errors import ServerError, ServerOverloadedError, from_wire, typed
+from ..wire.arrays import engine_inputs, stop_request_inputs, text_outputs
+from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
+from .config import ConfigError
+from .engine_link import GRPC_URL_ENV, EngineLink
+from .frontdoor import FrontDoor, TextJob
+from .outbox import Outbox, Sent
+from .responder import Responder
+
+
+class _Request:
+    __slots__ = ("job", "responder", "final_sent")
+
+    def __init__(self, job: TextJob, responder: Responder):
+        self.job, self.responder, self.final_sent = job, responder, False
+
+
+class FrontDoorService:
+    def __init__(self, door: FrontDoor, link, *, max_inflight: int, engine_name: str, name: str = "ziya",
+                 send_threads: int = 4, cancel_check_s: float = 0.05, drain_s: float = 20.0):
+        """``link`` is an ``EngineLink`` or anything with its ``submit``/``stop``/``close``."""
+        self.door, self.link, self.name, self.engine_name = door, link, name, engine_name
+        self.max_inflight, self.drain_s = max_inflight, drain_s
+        self.outbox = Outbox(self._deliver, lambda r: r.responder.is_cancelled(), self._on_cancel,
+                             threads=send_threads, check_period_s=cancel_check_s, name=name)
+        self._inflight = threading.BoundedSemaphore(max_inflight)
+        self._open: dict[str, _Request] = {}
+        self._open_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg, name: str) -> "FrontDoorService":
+        """From a ``ServeConfig``: the engine is called over the server's gRPC address (``cfg.grpc_url``,
+        else the launcher's ``ZIYA_TRT_GRPC_URL``)."""
+        url = cfg.grpc_url or os.environ.get(GRPC_URL_ENV)
+        if not url:
+            raise ConfigError(
+                f"{name}: the front door calls {cfg.engine_name} over this server's gRPC endpoint; set "
+                f"ServeConfig.grpc_url (`ziya-trt serve --render-only --grpc-port N`) or {GRPC_URL_ENV} to its host:port"
+            )
+        link = EngineLink(url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name=name)
+        return cls(FrontDoor.from_config(cfg), link, max_inflight=cfg.front_door_admission_limit,
+                   engine_name=cfg.engine_name, name=name, send_threads=cfg.send_threads,
+                   cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s)
+
+    # --- requests in ----------------------------------------------------------------------------
+    def start(self, responder: Responder, read_inputs: Callable[[], dict]) -> None:
+        """Admit, validate and tokenize one request and call the engine; every failure is answered."""
+        if not self._inflight.acquire(blocking=False):
+            err = ServerOverloadedError(f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later")
+            responder.send(error=err, final=True)
+            return
+        try:
+            job = self.door.open(read_inputs())
+        except Exception as e:
+            self._inflight.release()
+            responder.send(error=typed(e, f"{self.name}: could not start the request"), final=True)
+            return
+        req = _Request(job, responder)
+        st = self.outbox.open(job.id, req)
+        with self._open_lock:
+            self._open[job.id] = req
+
+        def on_event(outputs, error, final, st=st):
+            if error is not None:
+                err = from_wire(error) or ServerError(f"{self.engine_name}: {error}")
+                self.outbox.put(st, EngineOutput([], final=True, error=err))
+                return
+            ids = outputs.get("output_ids")
+            self.outbox.put(st, EngineOutput(ids.reshape(-1).tolist() if ids is not None else [], final=final))
+
+        try:
+            self.link.submit(job.id, engine_inputs(job.engine_request), on_event)
+        except Exception as e:  # once the stream is open, its responder belongs to the outbox
+            self.outbox.put(st, EngineOutput([], final=True, error=typed(e, f"{self.name}: engine unavailable")))
+
+    def stats(self) -> dict[str, int]:
+        return {"inflight": len(self._open)}
+
+    # --- cancellation and responses (outbox threads) ----------------------------------------------
+    def _on_cancel(self, request_id: str) -> None:
+        with self._open_lock:
+            req = self._open.get(request_id)
+        if req is not None and req.job.cancel():
+            self.link.stop(request_id, stop_request_inputs())
+
+    def _deliver(self, req: _Request, out: EngineOutput) -> Sent:
+        """Runs on an outbox sender thread, one request at a time; says what went out."""
+        if out.error is None:
+            try:
+                return self._respond(req, out)
+            except Exception as e:  # a failed send (the client is gone) or a bug: never a traceback
+                out = EngineOutput([], final=True, error=typed(e, f"{self.name}: request failed"))
+        self.link.stop(req.job.id, stop_request_inputs())  # a no-op once the engine call is over
+        try:
+            self._send_final(req, error=out.error)
+        except Exception:
+            pass  # the client is gone: there is no one to tell
+        return Sent.ENDED
+
+    def _respond(self, req: _Request, out: EngineOutput) -> Sent:
+        job = req.job
+        text, stop = job.push(out.tokens)
+        if stop:
+            self.link.stop(job.id, stop_request_inputs())
+        if not out.final:
+            if not text:
+                return Sent.HELD  # the first text still goes ahead of other streams' responses
+            req.responder.send(text_outputs(text))
+            return Sent.RESPONDED
+        if not job.cancelled and req.responder.is_cancelled():
+            job.cancel()
+        text += job.finish()
+        self._send_final(req, outputs=text_outputs(text, len(job.input_ids), job.n_output, job.finish_reason.value))
+        return Sent.RESPONDED
+
+    def _send_final(self, req: _Request, outputs=None, error=None) -> None:
+        """The request's one final response (never a second, even after a failed send); then it is closed."""
+        try:
+            if not req.final_sent:
+                req.final_sent = True
+                req.responder.send(outputs, error, final=True)
+        finally:
+            self._close(req)
+
+    def _close(self, req: _Request) -> None:
+        with self._open_lock:
+            if self._open.pop(req.job.id, None) is None:
+                return  # already closed
+        self._inflight.release()
+
+    # --- shutdown ----------------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Let open requests finish (the engine drains too), up to the drain timeout; then stop."""
+        deadline = time.monotonic() + self.drain_s
+        while self._open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.link.close()
+        self.outbox.close(timeout_s=max(0.5, deadline - time.monotonic()))

@@ -1,0 +1,179 @@
+"""Conversions between Triton tensors (as numpy arrays) and the package's dataclasses.
+
+The Triton adapters hand in ``{name: np.ndarray}`` and get ``{name: np.ndarray}`` back; nothing here
+imports Triton, so all of it is tested without a server. Every array is built by its ``TensorSpec``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.request import EngineOutput, EngineRequest
+from ..errors import InvalidRequestError
+from .tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_OUTPUTS, TensorSpec
+
+
+def read_inputs(get_tensor, request, names) -> dict[str, np.ndarray]:
+    """The request's tensors that are present, as arrays; ``get_tensor`` is the adapter's
+    ``pb_utils.get_input_tensor_by_name`` (this module does not import Triton)."""
+    out = {}
+    for name in names:
+        t = get_tensor(request, name)
+        if t is not None:
+            out[name] = t.as_numpy()
+    return out
+
+
+def _array(inputs: dict, spec: TensorSpec) -> np.ndarray | None:
+    """The input as an array of the declared dtype; None when an optional input is absent."""
+    a = inputs.get(spec.name)
+    if a is None:
+        if not spec.optional:
+            raise InvalidRequestError(f"{spec.name}: required input is missing", spec.name)
+        return None
+    a = np.asarray(a)
+    if a.dtype != spec.np_dtype and not (spec.np_dtype is np.object_ and a.dtype.kind in "OSU"):
+        raise InvalidRequestError(f"{spec.name}: expected {spec.client_dtype}, got {a.dtype}", spec.name)
+    return a
+
+
+def scalar(inputs: dict, spec: TensorSpec, default=None):
+    """The value of a ``[1]``/``[1,1]`` tensor, type-checked; ``default`` when absent."""
+    a = _array(inputs, spec)
+    if a is None:
+        return default
+    if a.size != 1:
+        raise InvalidRequestError(f"{spec.name}: expected one value, got shape {list(a.shape)}", spec.name)
+    v = a.reshape(-1)[0]
+    return v.item() if hasattr(v, "item") else v
+
+
+def vector(inputs: dict, spec: TensorSpec) -> list[int] | None:
+    """The ids of a ``[n]``/``[1,n]`` tensor, type-checked; None when absent."""
+    a = _array(inputs, spec)
+    if a is None:
+        return None
+    if a.ndim > 2 or (a.ndim == 2 and a.shape[0] != 1):
+        raise InvalidRequestError(f"{spec.name}: expected one sequence, got shape {list(a.shape)}", spec.name)
+    return a.reshape(-1).tolist()
+
+
+def decode_word_list(a) -> list[list[int]]:
+    """TensorRT-LLM's ``[2, n]`` (or ``[1, 2, n]``) word list: flat ids, then end offsets padded -1."""
+    if a is None:
+        return []
+    a = np.asarray(a)
+    if a.ndim == 3:
+        a = a[0]
+    if a.ndim != 2 or a.shape[0] != 2:
+        raise InvalidRequestError(f"word list: expected shape [2, n], got {list(a.shape)}", "stop_words_list")
+    ids, offsets = a[0].tolist(), [o for o in a[1].tolist() if o >= 0]
+    words, start = [], 0
+    for end in offsets:
+        if not start <= end <= len(ids):
+            raise InvalidRequestError("word list: offsets out of order", "stop_words_list")
+        words.append(ids[start:end])
+        start = end
+    return [w for w in words if w]
+
+
+def encode_word_list(words: list[list[int]]) -> np.ndarray:
+    flat = [t for w in words for t in w]
+    offsets = np.cumsum([len(w) for w in words]).tolist()
+    n = max(len(flat), len(offsets), 1)
+    out = np.full((1, 2, n), -1, dtype=np.int32)
+    out[0, 0, : len(flat)] = flat
+    out[0, 0, len(flat) :] = 0
+    out[0, 1, : len(offsets)] = offsets
+    return out
+
+
+def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[EngineRequest | None, bool]:
+    """(request, stop): ``stop`` true means "cancel the request with this id" (TensorRT-LLM's ``stop``)."""
+    S = ENGINE_INPUTS
+    if scalar(inputs, S["stop"], False):
+        if not request_id:
+            raise InvalidRequestError("stop: a stop request needs the request id of the request to stop", "stop")
+        return None, True
+    ids = vector(inputs, S["input_ids"])
+    if ids is None:
+        raise InvalidRequestError("input_ids: required input is missing", "input_ids")
+    n_in = scalar(inputs, S["input_lengths"])
+    if n_in != len(ids):
+        raise InvalidRequestError(f"input_lengths: {n_in} does not match {len(ids)} input_ids", "input_lengths")
+    seed = scalar(inputs, S["seed"])
+    req = EngineRequest(
+        input_ids=[int(t) for t in ids],
+        max_new_tokens=int(scalar(inputs, S["request_output_len"])),
+        id=request_id,
+        end_id=scalar(inputs, S["end_id"]),
+        pad_id=scalar(inputs, S["pad_id"], 0),
+        top_k=int(scalar(inputs, S["runtime_top_k"], 0)),
+        top_p=float(scalar(inputs, S["runtime_top_p"], 0.0)),
+        temperature=float(scalar(inputs, S["temperature"], 1.0)),
+        repetition_penalty=float(scalar(inputs, S["repetition_penalty"], 1.0)),
+        min_tokens=int(scalar(inputs, S["min_tokens"], 0)),
+        seed=int(seed) if seed is not None else None,
+        streaming=bool(scalar(inputs, S["streaming"], False)),
+        exclude_input=bool(scalar(inputs, S["exclude_input_in_output"], True)),
+        stop_words=decode_word_list(inputs.get("stop_words_list")),
+        bad_words=decode_word_list(inputs.get("bad_words_list")),
+    )
+    return req, False
+
+
+def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None) -> dict[str, np.ndarray]:
+    """The engine's outputs for one response; only ``wanted`` ones when the caller asked for some."""
+    values = {
+        "output_ids": [out.tokens],  # [beam][tokens]
+        "sequence_length": [len(out.tokens)],
+        "num_input_tokens": out.num_input_tokens,
+        "num_output_tokens": out.num_output_tokens,
+    }
+    return {k: ENGINE_OUTPUTS[k].array(v) for k, v in values.items() if wanted is None or k in wanted}
+
+
+def engine_fields(req: EngineRequest) -> dict:
+    """What a client (the front door, or token mode) sends to the engine model, as plain values by
+    tensor name; ``engine_inputs`` makes them arrays, the HTTP client JSON."""
+    d = {
+        "input_ids": list(req.input_ids),
+        "input_lengths": len(req.input_ids),
+        "request_output_len": req.max_new_tokens,
+        "pad_id": req.pad_id,
+        "runtime_top_k": req.top_k,
+        "runtime_top_p": req.top_p,
+        "temperature": req.temperature,
+        "repetition_penalty": req.repetition_penalty,
+        "min_tokens": req.min_tokens,
+        "streaming": req.streaming,
+        "exclude_input_in_output": req.exclude_input,
+    }
+    if req.end_id is not None:
+        d["end_id"] = req.end_id
+    if req.seed is not None:
+        d["seed"] = req.seed
+    if req.stop_words:
+        d["stop_words_list"] = encode_word_list(req.stop_words)
+    if req.bad_words:
+        d["bad_words_list"] = encode_word_list(req.bad_words)
+    return d
+
+
+def engine_inputs(req: EngineRequest) -> dict[str, np.ndarray]:
+    """The engine model's input arrays for a request, batch dimension included."""
+    return {k: ENGINE_INPUTS[k].array(v) for k, v in engine_fields(req).items()}
+
+
+def stop_request_inputs() -> dict[str, np.ndarray]:
+    """A TensorRT-LLM stop request (sent with the id of the request to cancel)."""
+    values = {"input_ids": [0], "input_lengths": 1, "request_output_len": 1, "stop": True}
+    return {k: ENGINE_INPUTS[k].array(v) for k, v in values.items()}
+
+
+def text_outputs(text: str, num_input_tokens: int | None = None, num_output_tokens: int | None = None,
+                 finish_reason: str | None = None) -> dict[str, np.ndarray]:
+    """One front-door response's outputs: the text, and on the final response the counts and reason."""
+    values = {"text_output": text, "num_input_tokens": num_input_tokens, "num_output_tokens": num_output_tokens,
+              "finish_reason": finish_reason}
+    return {k: FRONT_DOOR_OUTPUTS[k].vector(v) for k, v in values.items() if v is not None}

@@ -1,0 +1,136 @@
+"""Every Triton tensor name and dtype this project uses, in one place.
+
+Engine tensors are a subset of TensorRT-LLM 1.2.1's ``tensorrt_llm`` model; text tensors a subset of
+its ``tensorrt_llm_bls``/``ensemble`` models, plus the few extras listed in ``FRONT_DOOR_EXTRAS``.
+Tests check every name against the 1.2.1 facts in ``contracts/``. Every array the project sends or
+builds for Triton is made by a ``TensorSpec`` from here (``array``, ``vector``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NP_DTYPES = {
+    "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64,
+    "TYPE_UINT64": np.uint64,
+    "TYPE_FP32": np.float32,
+    "TYPE_BOOL": np.bool_,
+    "TYPE_STRING": np.object_,
+}
+CLIENT_DTYPES = {  # tritonclient's datatype strings
+    "TYPE_INT32": "INT32",
+    "TYPE_INT64": "INT64",
+    "TYPE_UINT64": "UINT64",
+    "TYPE_FP32": "FP32",
+    "TYPE_BOOL": "BOOL",
+    "TYPE_STRING": "BYTES",
+}
+# a wire datatype string (gRPC/HTTP) to its numpy dtype
+NP_BY_WIRE = {CLIENT_DTYPES[k]: v for k, v in NP_DTYPES.items()}
+
+
+def _encode(v):
+    return v.encode("utf-8") if isinstance(v, str) else v
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton config spelling, e.g. TYPE_INT32
+    dims: tuple[int, ...]
+    optional: bool = True
+
+    @property
+    def np_dtype(self):
+        return NP_DTYPES[self.data_type]
+
+    @property
+    def client_dtype(self) -> str:
+        return CLIENT_DTYPES[self.data_type]
+
+    @property
+    def is_string(self) -> bool:
+        return self.data_type == "TYPE_STRING"
+
+    def array(self, value) -> np.ndarray:
+        """``value`` as this tensor for one request, batch dimension included: a scalar becomes
+        ``[[v]]``, a sequence ``[seq]``; an array keeps its shape and takes this dtype."""
+        if isinstance(value, np.ndarray):
+            return value if value.dtype == self.np_dtype else value.astype(self.np_dtype)
+        if self.is_string:
+            vals = value if isinstance(value, (list, tuple)) else [value]
+            return np.array([[_encode(v) for v in vals]], dtype=np.object_)
+        if isinstance(value, (list, tuple)):
+            return np.asarray([value], dtype=self.np_dtype)
+        return np.asarray([[value]], dtype=self.np_dtype)
+
+    def vector(self, *values) -> np.ndarray:
+        """A flat ``[n]`` array of this dtype (how the front door's responses carry their outputs)."""
+        if self.is_string:
+            return np.array([_encode(v) for v in values], dtype=np.object_)
+        return np.asarray(values, dtype=self.np_dtype)
+
+
+def _specs(*rows) -> dict[str, TensorSpec]:
+    return {r[0]: TensorSpec(*r) for r in rows}
+
+
+I32, FP32, U64, BOOL, STR = "TYPE_INT32", "TYPE_FP32", "TYPE_UINT64", "TYPE_BOOL", "TYPE_STRING"
+
+# --- the engine model (tensorrt_llm, and our reference/synthetic stand-ins) -----------------
+ENGINE_INPUTS = _specs(
+    ("input_ids", I32, (-1,)),  # optional in 1.2.1 (prompt tables); our engines require it
+    ("input_lengths", I32, (1,), False),
+    ("request_output_len", I32, (1,), False),
+    ("end_id", I32, (1,)),
+    ("pad_id", I32, (1,)),
+    ("stop_words_list", I32, (2, -1)),
+    ("bad_words_list", I32, (2, -1)),
+    ("runtime_top_k", I32, (1,)),
+    ("runtime_top_p", FP32, (1,)),
+    ("temperature", FP32, (1,)),
+    ("repetition_penalty", FP32, (1,)),
+    ("min_tokens", I32, (1,)),
+    ("seed", U64, (1,)),
+    ("streaming", BOOL, (1,)),
+    ("stop", BOOL, (1,)),
+    ("exclude_input_in_output", BOOL, (1,)),
+)
+ENGINE_OUTPUTS = _specs(
+    ("output_ids", I32, (-1, -1)),
+    ("sequence_length", I32, (-1,)),
+    ("num_input_tokens", I32, (1,)),
+    ("num_output_tokens", I32, (1,)),
+)
+# what the front door asks the engine for: tensorrtllm_backend's response filler throws unless a
+# request asks for both output_ids and sequence_length, so asking for output_ids alone fails there
+FRONT_DOOR_ENGINE_OUTPUTS = ("output_ids", "sequence_length")
+
+# --- the text front door (named like tensorrt_llm_bls so stock clients work unchanged) -------
+FRONT_DOOR_INPUTS = _specs(
+    ("text_input", STR, (1,), False),
+    ("max_tokens", I32, (1,), False),
+    ("stop_words", STR, (-1,)),
+    ("bad_words", STR, (-1,)),
+    ("end_id", I32, (1,)),
+    ("pad_id", I32, (1,)),
+    ("top_k", I32, (1,)),
+    ("top_p", FP32, (1,)),
+    ("temperature", FP32, (1,)),
+    ("repetition_penalty", FP32, (1,)),
+    ("min_tokens", I32, (1,)),
+    ("seed", U64, (1,)),
+    ("stream", BOOL, (1,)),
+    ("exclude_input_in_output", BOOL, (1,)),
+)
+FRONT_DOOR_OUTPUTS = _specs(
+    ("text_output", STR, (-1,)),
+    ("num_input_tokens", I32, (1,)),
+    ("num_output_tokens", I32, (1,)),
+    ("finish_reason", STR, (1,)),
+)
+# names the stock models do not have; everything else must exist in the 1.2.1 facts
+FRONT_DOOR_EXTRAS = frozenset({"finish_reason"})
