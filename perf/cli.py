@@ -112,7 +112,9 @@ def run(args) -> int:
         else:
             url = args.url
         model = args.model or ("ziya" if args.mode == "text" else scfg.engine_name if srv else "tensorrt_llm")
-        srv_params = server_params(url, model)
+        # what the front door says about itself (the server this run started is known already)
+        srv_params = ({"template": scfg.template, "tokenizer_dir": str(scfg.tokenizer_dir)} if srv
+                      else server_params(url, args.model if args.mode == "text" and args.model else "ziya"))
         template = args.template or srv_params.get("template", "ziya")
         tok_dir = args.tokenizer or srv_params.get("tokenizer_dir")
         tok = load_tokenizer(tok_dir, require_chat_tokens=False) if tok_dir and Path(tok_dir).is_dir() else None

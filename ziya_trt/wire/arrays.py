@@ -174,6 +174,12 @@ def stop_request_inputs() -> dict[str, np.ndarray]:
 def text_outputs(text: str, num_input_tokens: int | None = None, num_output_tokens: int | None = None,
                  finish_reason: str | None = None) -> dict[str, np.ndarray]:
     """One front-door response's outputs: the text, and on the final response the counts and reason."""
-    values = {"text_output": text, "num_input_tokens": num_input_tokens, "num_output_tokens": num_output_tokens,
-              "finish_reason": finish_reason}
-    return {k: FRONT_DOOR_OUTPUTS[k].vector(v) for k, v in values.items() if v is not None}
+    out = {"text_output": _TEXT_OUTPUT.vector(text)}  # the per-token path: one array
+    for k, v in (("num_input_tokens", num_input_tokens), ("num_output_tokens", num_output_tokens),
+                 ("finish_reason", finish_reason)):
+        if v is not None:
+            out[k] = FRONT_DOOR_OUTPUTS[k].vector(v)
+    return out
+
+
+_TEXT_OUTPUT = FRONT_DOOR_OUTPUTS["text_output"]
