@@ -14,6 +14,12 @@ def tiny_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def chatml_dir(tmp_path_factory):
+    """A tiny ChatML byte-level tokenizer with a chat template (the chat_template path, like the demo model's)."""
+    return tiny.build_chatml_tokenizer(tmp_path_factory.mktemp("chatml"))
+
+
+@pytest.fixture(scope="session")
 def tok(tiny_ckpt):
     from ziya_trt.text.tokenizer import load_tokenizer
 
@@ -29,8 +35,9 @@ def _start(tmp_path_factory, name, **cfg_kw):
     from ziya_trt.serving.launcher import TritonServer
 
     d = tmp_path_factory.mktemp(name)
-    repo = render_repo(ServeConfig(**cfg_kw), d / "repo")
-    return TritonServer(repo, log_file=d / "tritonserver.log", exit_timeout_s=10).start()
+    cfg = ServeConfig(**cfg_kw)
+    return TritonServer(render_repo(cfg, d / "repo"), log_file=d / "tritonserver.log", exit_timeout_s=10,
+                        serve_config=cfg).start()
 
 
 def _server_fixture(name: str, with_model: bool = False, **cfg_kw):
@@ -57,6 +64,18 @@ syn_server = _server_fixture("syn-server", engine="synthetic", max_batch_size=25
 slow_server = _server_fixture("slow-server", engine="synthetic", max_batch_size=2, max_queue_size=1,
                               max_input_len=256, max_seq_len=2048, synthetic_tokens_per_s=20.0,
                               synthetic_first_token_s=0.01)
+# the synthetic engine behind a front door that applies a ChatML tokenizer's own chat template
+
+
+@pytest.fixture(scope="session")
+def chatml_server(tmp_path_factory, chatml_dir):
+    srv = _start(tmp_path_factory, "chatml-server", engine="synthetic", tokenizer_dir=chatml_dir,
+                 template="chat_template", max_batch_size=8, max_queue_size=8, max_input_len=256, max_seq_len=1024,
+                 synthetic_tokens_per_s=500.0)
+    yield srv
+    srv.stop()
+
+
 # a repository that uses only tensorrtllm_backend's names: ensemble, tensorrt_llm_bls, tensorrt_llm
 stock_server = _server_fixture("stock-server", engine="synthetic", engine_model_name="tensorrt_llm",
                                front_door_names=("ensemble", "tensorrt_llm_bls"), max_batch_size=16,

@@ -54,14 +54,12 @@ class PromptTooLongError(InvalidRequestError):
 
     code = ErrorCode.PROMPT_TOO_LONG
 
-    def __init__(self, n_tokens: int, budget: int, what: str = "prompt"):
+    def __init__(self, n_tokens: int, budget: int, what: str = "prompt", field: str = "text_input"):
         self.n_tokens = n_tokens
         self.budget = budget
         self.excess = n_tokens - budget
-        super().__init__(
-            f"{what} is {n_tokens} tokens, {self.excess} over the limit of {budget} tokens",
-            field="text_input",
-        )
+        self.what = what
+        super().__init__(f"{field}: {what} is {n_tokens} tokens, {self.excess} over the limit of {budget} tokens", field)
 
 
 class TokenizerError(ZiyaError):
@@ -107,17 +105,19 @@ def typed(e: BaseException, what: str) -> ZiyaError:
 
 _BY_CODE: dict[ErrorCode, type[ZiyaError]] = {
     ErrorCode.INVALID_REQUEST: InvalidRequestError,
-    ErrorCode.PROMPT_TOO_LONG: InvalidRequestError,
+    ErrorCode.PROMPT_TOO_LONG: PromptTooLongError,
     ErrorCode.OVERLOADED: ServerOverloadedError,
     ErrorCode.ENGINE: ServerError,
     ErrorCode.SHUTTING_DOWN: ServerShuttingDownError,
     ErrorCode.INTERNAL: ServerError,
 }
 _WIRE = re.compile(r"\[ziya:([a-z_]+)\]\s*(.*)", re.S)
+_TOO_LONG = re.compile(r"(\w+): (.+) is (\d+) tokens, -?\d+ over the limit of (\d+) tokens$", re.S)
+_FIELD = re.compile(r"([A-Za-z_][\w.]*): ")  # messages name their field first: "temperature: ..."
 
 
 def from_wire(message: str) -> ZiyaError | None:
-    """Turn a server message carrying ``[ziya:<code>]`` back into its typed error, else None."""
+    """Turn a server message carrying ``[ziya:<code>]`` back into its typed error, with its fields, else None."""
     m = _WIRE.search(message or "")
     if not m:
         return None
@@ -125,12 +125,14 @@ def from_wire(message: str) -> ZiyaError | None:
         code = ErrorCode(m.group(1))
     except ValueError:
         return None
+    text = m.group(2).strip()
+    if code is ErrorCode.PROMPT_TOO_LONG and (t := _TOO_LONG.match(text)):
+        return PromptTooLongError(int(t.group(3)), int(t.group(4)), what=t.group(2), field=t.group(1))
     cls = _BY_CODE[code]
-    err = cls.__new__(cls)
-    ZiyaError.__init__(err, m.group(2).strip())
-    if isinstance(err, InvalidRequestError):
-        err.field = None
-    return err
+    if issubclass(cls, InvalidRequestError):
+        f = _FIELD.match(text)
+        return InvalidRequestError(text, f.group(1) if f else None)
+    return cls(text)
 
 
 _DEPRECATED = {"ConnectionError": APIConnectionError, "TimeoutError": APITimeoutError}

@@ -19,6 +19,16 @@ def test_wire_round_trip_keeps_the_class_and_text(err, cls):
     assert back.message == err.message
 
 
+def test_every_field_survives_the_round_trip():
+    back = E.from_wire(E.PromptTooLongError(300, 256, what="the last user turn", field="messages").to_wire())
+    assert type(back) is E.PromptTooLongError
+    assert (back.n_tokens, back.budget, back.excess, back.field, back.what) == (300, 256, 44, "messages",
+                                                                              "the last user turn")
+    back = E.from_wire(E.InvalidRequestError("temperature: -1.0 is out of range", "temperature").to_wire())
+    assert type(back) is E.InvalidRequestError and back.field == "temperature"
+    assert E.from_wire("[ziya:invalid_request] something odd").field is None
+
+
 def test_prompt_too_long_says_by_how_much():
     e = E.PromptTooLongError(5000, 4096)
     assert (e.excess, e.n_tokens, e.budget) == (904, 5000, 4096)

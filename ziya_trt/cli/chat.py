@@ -1,16 +1,16 @@
 """``ziya-trt chat``: an interactive terminal chat against a running server.
 
-Streams replies, keeps history truncated to the engine's input limit, and has /reset, /system,
-/params and /exit. Ctrl-C stops the current reply (cancelling it on the server) but not the chat.
+Streams replies and keeps the history; the server formats it and drops the oldest turns that do not
+fit. Has /reset, /system, /params and /exit. Ctrl-C stops the current reply (cancelling it on the
+server) but not the chat.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ..errors import InvalidRequestError, ZiyaError
-from ..text.prompt import Message, Role
+from ..text.prompt import Message, Role, template_class
 from ..text.sampling import SamplingParams
 
 HELP = "commands: /reset  /system TEXT  /params [key=value ...]  /exit"
@@ -20,9 +20,6 @@ def add_parser(sub) -> None:
     p = sub.add_parser("chat", help="interactive chat with a running server")
     p.add_argument("--url", default="grpc://127.0.0.1:8001", help="grpc://host:port or http://host:port")
     p.add_argument("--model", default="ziya", help="text front door model name")
-    p.add_argument("--tokenizer", help="tokenizer directory (default: the one the server uses, if local)")
-    p.add_argument("--template", help="ziya or chat_template (default: the server's)")
-    p.add_argument("--max-input-len", type=int, help="default: the server's")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--greedy", action="store_true", help="greedy decoding instead of the card's sampling")
     p.add_argument("--once", metavar="QUESTION", help="answer one question and exit")
@@ -89,14 +86,11 @@ class ChatSession:
 def run(a) -> int:
     from ..client import ZiyaClient, server_params
 
-    srv = server_params(a.url, a.model)
-    template = a.template or srv.get("template", "ziya")
-    tok_dir = a.tokenizer or (srv.get("tokenizer_dir") if srv.get("tokenizer_dir") and Path(srv["tokenizer_dir"]).is_dir() else None)
-    max_in = a.max_input_len or (int(srv["max_input_len"]) if "max_input_len" in srv else None)
-    client = ZiyaClient(a.url, model=a.model, tokenizer=tok_dir, template=template,
-                        max_input_len=max_in if tok_dir else None, reserve_tokens=0)
+    # the server formats the conversation and drops the oldest turns to fit; it says which template it uses
+    template = server_params(a.url, a.model).get("template", "ziya")
+    client = ZiyaClient(a.url, model=a.model)
     params = SamplingParams(max_new_tokens=a.max_new_tokens, do_sample=not a.greedy)
-    session = ChatSession(client, params, supports_system=client.core.template.supports_system)
+    session = ChatSession(client, params, supports_system=template_class(template).supports_system)
     out = sys.stdout
     if a.once is not None:
         session.ask(a.once, out)

@@ -50,11 +50,10 @@ def run_served(args) -> int:
     t0 = time.perf_counter()
     con.print("[bold]starting tritonserver[/] (reference engine, SmolLM2-135M-Instruct, bf16, CPU) ...")
     rows = []
-    with TritonServer(render_repo(cfg, run_dir / "repo"), log_file=run_dir / "tritonserver.log") as srv:
+    with TritonServer(render_repo(cfg, run_dir / "repo"), log_file=run_dir / "tritonserver.log", serve_config=cfg) as srv:
         url = srv.grpc_url if args.protocol == "grpc" else srv.http_url
         con.print(f"ready in {time.perf_counter() - t0:.1f}s: gRPC {srv.grpc_url}, HTTP {srv.http_url}, log {srv.log_file}\n")
-        client = ZiyaClient(f"{args.protocol}://{url}", tokenizer=str(ckpt), template="chat_template",
-                            max_input_len=cfg.max_input_len, reserve_tokens=args.max_new_tokens)
+        client = ZiyaClient(f"{args.protocol}://{url}")  # the server applies the model's chat template
         for q in PROMPTS:
             con.print(f"[bold cyan]user>[/] {q}")
             con.print("[bold green]assistant>[/] ", end="")
@@ -78,7 +77,7 @@ def run_served(args) -> int:
 def run_offline(args) -> int:
     from ..fixtures.tiny import fixture_checkpoint
     from ..text.detok import TextStream
-    from ..text.prompt import assistant, build_prompt, get_template, user
+    from ..text.prompt import assistant, encode_prompt, get_template, user
     from ..text.tokenizer import load_tokenizer
 
     con = Console()
@@ -90,8 +89,8 @@ def run_offline(args) -> int:
     history = [user("你好，请问你是谁？"), assistant("我是一个人工智能助手。"), user("How do I serve a model?"),
                assistant("With in-flight batching."), user("请写一首关于春天的诗 🌸")]
     tmpl = get_template("ziya")
-    full = build_prompt(history, tmpl, tok.count)
-    cut = build_prompt(history, tmpl, tok.count, budget=full.n_tokens - 5)
+    full = encode_prompt(history, tmpl, tok)
+    cut = encode_prompt(history, tmpl, tok, budget=full.n_tokens - 5)
     con.print(f"\n[bold]prompt[/] ({full.n_tokens} tokens):\n{full.text!r}")
     con.print(f"[bold]with a budget of {full.n_tokens - 5}[/] dropped {cut.turns_dropped} oldest turn(s) "
               f"-> {cut.n_tokens} tokens:\n{cut.text!r}")

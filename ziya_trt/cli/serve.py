@@ -100,6 +100,7 @@ def server_from_args(a, cfg: ServeConfig) -> TritonServer:
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
     return TritonServer(repo, ports, host=a.host, install=install, log_file=a.log_file, exit_timeout_s=a.exit_timeout,
+                        serve_config=cfg,
                         http_body_limit=a.http_body_limit or None)
 
 
@@ -112,6 +113,8 @@ def run(a) -> int:
     print(f"starting tritonserver ({cfg.engine.value} engine) ... log: {srv.log_file}", flush=True)
     srv.start()
     print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
+    if srv.openai_url:
+        print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r})", flush=True)
     print(f"models: {', '.join(cfg.front_door_names)} (text) -> {cfg.engine_name} (tokens). Ctrl-C stops.", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ A request is a flat ``{tensor name: value}`` dict built once; the gRPC transport
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from .. import errors as E
 from ..engine.request import EngineRequest
 from ..finish import FinishReason
 from ..text.detok import TextStream
-from ..text.prompt import Message, Role, build_prompt, get_template
+from ..text.prompt import Conversation, Message, Role, encode_prompt, get_template
 from ..text.sampling import SamplingParams
 from ..wire.arrays import engine_fields
 from ..wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
@@ -74,7 +75,11 @@ class Request:
 
 
 class Core:
-    """Builds requests and parses responses; has no I/O."""
+    """Builds requests and parses responses; has no I/O.
+
+    Text mode sends a conversation as ``messages``: the server applies its own template, truncation and
+    safe encoding, so the client needs no tokenizer. Token mode does all of that here, with the
+    tokenizer and template given, and calls the engine model directly."""
 
     def __init__(self, mode: str, model: str, tokenizer=None, template: str = "ziya", max_input_len: int | None = None,
                  reserve_tokens: int = 0):
@@ -83,30 +88,27 @@ class Core:
         if mode == TOKEN and tokenizer is None:
             raise E.InvalidRequestError("mode: token mode needs a tokenizer", "mode")
         self.mode, self.model, self.tok = mode, model, tokenizer
-        self.template = get_template(template, tokenizer) if template else None
+        self.template = get_template(template, tokenizer) if mode == TOKEN else None
         self.max_input_len = max_input_len
         self.reserve_tokens = reserve_tokens
 
     def prepare(self, messages, history=None, stream: bool = True, raw_prompt: bool = False, **sampling) -> Request:
         params = SamplingParams(**sampling) if not isinstance(sampling.get("params"), SamplingParams) else sampling["params"]
+        conv = None if raw_prompt else Conversation.from_messages(to_messages(messages, history))
+        if self.mode == TEXT:
+            f = text_fields(messages if raw_prompt else conv, params, stream)
+            return Request(self.model, f, FRONT_DOOR_INPUTS, TEXT, params)
         dropped = 0
         if raw_prompt:
-            text = messages
+            ids = self.tok.encode(messages)
         else:
-            budget = None
-            if self.tok is not None and self.max_input_len:
-                budget = self.max_input_len - self.reserve_tokens
-            count = self.tok.count if self.tok is not None else (lambda s: 0)
-            p = build_prompt(to_messages(messages, history), self.template, count, budget)
-            text, dropped = p.text, p.turns_dropped
-        stops = tuple(self.template.stop_strings if self.template else ()) + params.stop
-        if self.mode == TEXT:
-            return Request(self.model, text_fields(text, params, stream), FRONT_DOOR_INPUTS, TEXT, params,
-                           turns_dropped=dropped)
-        ids = self.tok.encode(text)
+            budget = self.max_input_len - self.reserve_tokens if self.max_input_len else None
+            p = encode_prompt(conv, self.template, self.tok, budget)
+            ids, dropped = list(p.ids), p.turns_dropped
         if self.max_input_len and len(ids) > self.max_input_len:
             raise E.PromptTooLongError(len(ids), self.max_input_len)
         f = engine_fields(EngineRequest.from_params(ids, params, end_id=self.tok.eos_id, pad_id=self.tok.pad_id))
+        stops = self.template.stop_strings + params.stop
         ts = TextStream(self.tok.table, stops=stops, eos_ids=[self.tok.eos_id], max_new_tokens=params.max_new_tokens)
         return Request(self.model, f, ENGINE_INPUTS, TOKEN, params, stream=ts, prompt_tokens=len(ids),
                        turns_dropped=dropped)
@@ -123,6 +125,8 @@ class Core:
                 req.completion_tokens = _scalar(out["num_output_tokens"])
             if out.get("finish_reason") is not None:
                 req.server_reason = "".join(_strings(out["finish_reason"]))
+            if out.get("turns_dropped") is not None:
+                req.turns_dropped = _scalar(out["turns_dropped"])
             req.text_parts.append(text)
             return text
         ids = out.get("output_ids")
@@ -166,12 +170,16 @@ class Core:
         return req.mode == TOKEN and req.stream.finish_reason is not None
 
 
-def text_fields(text: str, p: SamplingParams, stream: bool) -> dict:
-    """The text front door's inputs for a prompt and its sampling settings."""
-    f = {"text_input": text, "max_tokens": p.max_new_tokens, "stream": stream, "top_k": p.wire_top_k,
+def text_fields(prompt: str | Conversation, p: SamplingParams, stream: bool) -> dict:
+    """The text front door's inputs for a raw prompt or a conversation, and its sampling settings."""
+    f = {"messages": json.dumps([{"role": m.role.value, "content": m.content} for m in prompt.to_messages()],
+                                ensure_ascii=False)} if isinstance(prompt, Conversation) else {"text_input": prompt}
+    f |= {"max_tokens": p.max_new_tokens, "stream": stream, "top_k": p.wire_top_k,
          "top_p": p.top_p, "temperature": p.temperature, "repetition_penalty": p.repetition_penalty}
     if p.min_tokens:
         f["min_tokens"] = p.min_tokens
+    if p.presence_penalty or p.frequency_penalty:
+        f["presence_penalty"], f["frequency_penalty"] = p.presence_penalty, p.frequency_penalty
     if p.seed is not None:
         f["seed"] = p.seed
     if p.stop:

@@ -3,6 +3,7 @@ vocabulary), the limits it enforces, and the checks it makes before a request ta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,6 +25,8 @@ class EngineRequest:
     top_p: float = 0.0
     temperature: float = 1.0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     min_tokens: int = 0
     seed: int | None = None
     streaming: bool = False
@@ -46,6 +49,8 @@ class EngineRequest:
             top_p=params.top_p,
             temperature=params.temperature,
             repetition_penalty=params.repetition_penalty,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
             min_tokens=params.min_tokens,
             seed=params.seed,
             streaming=True,
@@ -105,7 +110,9 @@ def validate(req: EngineRequest, lim: EngineLimits) -> None:
         ("runtime_top_k", req.top_k, req.top_k >= 0, "must be >= 0"),
         ("runtime_top_p", req.top_p, 0.0 <= req.top_p <= 1.0, "must be in [0, 1]"),
         ("temperature", req.temperature, req.temperature >= 0.0, "must be >= 0"),
-        ("repetition_penalty", req.repetition_penalty, req.repetition_penalty > 0.0, "must be > 0"),
+        ("repetition_penalty", req.repetition_penalty, 0.0 < req.repetition_penalty < math.inf, "must be > 0 and finite"),
+        ("presence_penalty", req.presence_penalty, -2.0 <= req.presence_penalty <= 2.0, "must be in [-2, 2]"),
+        ("frequency_penalty", req.frequency_penalty, -2.0 <= req.frequency_penalty <= 2.0, "must be in [-2, 2]"),
         ("min_tokens", req.min_tokens, req.min_tokens >= 0, "must be >= 0"),
         ("seed", req.seed, req.seed is None or 0 <= req.seed <= MAX_SEED, "must fit in uint64"),
     ]

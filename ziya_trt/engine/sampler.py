@@ -16,6 +16,17 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return logits
 
 
+def apply_presence_frequency(logits: torch.Tensor, generated: list[int], presence: float,
+                             frequency: float) -> torch.Tensor:
+    """OpenAI's penalties over the generated tokens: minus ``frequency`` per occurrence, minus ``presence`` once."""
+    if not generated or (presence == 0.0 and frequency == 0.0):
+        return logits
+    ids, counts = torch.tensor(generated, dtype=torch.long).unique(return_counts=True)
+    logits = logits.clone()
+    logits[ids] -= frequency * counts.to(logits.dtype) + presence
+    return logits
+
+
 def banned_next(generated: list[int], bad_words: list[list[int]]) -> list[int]:
     """Last tokens of bad-word sequences whose prefix the output currently ends with."""
     out = []
@@ -50,6 +61,7 @@ class Sampler:
         logits = logits.float()
         seen = torch.tensor(sorted(set(history)), dtype=torch.long)
         logits = apply_repetition_penalty(logits, seen, req.repetition_penalty)
+        logits = apply_presence_frequency(logits, generated, req.presence_penalty, req.frequency_penalty)
         ban = banned_next(generated, req.bad_words)
         if req.end_id is not None and len(generated) < req.min_tokens:
             ban.append(req.end_id)

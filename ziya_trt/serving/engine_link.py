@@ -11,8 +11,10 @@ queue, where a new request's first token waits behind everyone's. A TensorRT-LLM
 for a call (same id) goes on a short stream of its own, once the engine has answered the call, so it
 cannot overtake the request it stops.
 
-Callbacks run on the link's thread and must not block. Nothing here imports Triton's Python
-backend, so the link is tested against a real server from an ordinary process.
+The link runs its calls on a thread and event loop of its own (the front door), or on an event loop
+that is already running (``start_on_running_loop``: the OpenAI server, whose handlers then receive
+events on their own loop). Callbacks run on the link's loop and must not block. Nothing here imports
+Triton's Python backend, so the link is tested against a real server from an ordinary process.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ class EngineLink:
         self._lock = threading.Lock()
         self._calls: dict[str, _Call] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop_thread: int | None = None  # the thread the loop runs on
+        self._thread: threading.Thread | None = None  # the link's own, when it has one
+        self._channel = None
         self._stub = None
         self._tasks: set[asyncio.Task] = set()  # the link thread's own
         self._closed = False
@@ -73,10 +77,10 @@ class EngineLink:
                 raise LinkClosedError(f"{self.name}: the engine link is closed (the model is being unloaded)")
             if request_id in self._calls:
                 raise ValueError(f"{self.name}: request id {request_id!r} is already in flight")
-            loop = self._start_loop()
+            self._start_loop()
             call = self._calls[request_id] = _Call(request_id, on_event)
             self.counters["calls"] += 1
-        loop.call_soon_threadsafe(self._open_call, call, req)
+        self._call_soon(self._open_call, call, req)
 
     def stop(self, request_id: str, arrays: dict[str, np.ndarray]) -> bool:
         """Send a stop request for an open call, once; False if the call is over or already stopped."""
@@ -87,8 +91,7 @@ class EngineLink:
                 return False
             call.stopped = True
             self.counters["stops"] += 1
-            loop = self._loop
-        loop.call_soon_threadsafe(self._track, self._send_stop(call, req))
+        self._call_soon(self._track, self._send_stop(call, req))
         return True
 
     def in_flight(self) -> int:
@@ -102,11 +105,34 @@ class EngineLink:
                 return
             self._closed = True
             loop, thread = self._loop, self._thread
-        if loop is not None:
+        if loop is not None and thread is not None:
             loop.call_soon_threadsafe(self._done.set_result, None)
             thread.join(timeout_s)
 
-    # --- the link's thread -----------------------------------------------------------------------
+    # --- on a loop that is already running -----------------------------------------------------------
+    async def start_on_running_loop(self) -> None:
+        """Run the calls on the running event loop: ``submit``/``stop`` from its thread cost no wake-up."""
+        if self._loop is not None:
+            raise RuntimeError(f"{self.name}: the link is already running")
+        await self._open_channel()
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+
+    async def aclose(self) -> None:
+        """``close`` for a link started with ``start_on_running_loop`` (awaited on that loop)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._channel is not None:
+            await self._close_channel()
+
+    # --- the link's loop -----------------------------------------------------------------------------
+    def _call_soon(self, fn, *args) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(fn, *args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
     def _start_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             ready = threading.Event()
@@ -127,20 +153,29 @@ class EngineLink:
             loop.close()
 
     async def _serve(self, loop, ready: threading.Event) -> None:
+        await self._open_channel()
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        ready.set()  # from inside the running loop: every call scheduled after this finds the stub
+        try:
+            await self._done
+        finally:
+            await self._close_channel()
+
+    async def _open_channel(self) -> None:
         import grpc
         from tritonclient.grpc import service_pb2_grpc
 
         opts = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-        async with grpc.aio.insecure_channel(self.url, options=opts) as channel:
-            self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            self._loop = loop
-            ready.set()  # from inside the running loop: every call scheduled after this finds the stub
-            await self._done
-            tasks = list(self._tasks)
-            for t in tasks:
-                t.cancel()
-            if tasks:  # each reports its call's end before the channel goes
-                await asyncio.wait(tasks, timeout=2.0)
+        self._channel = grpc.aio.insecure_channel(self.url, options=opts)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def _close_channel(self) -> None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:  # each reports its call's end before the channel goes
+            await asyncio.wait(tasks, timeout=2.0)
+        await self._channel.close()
 
     def _open_call(self, call: _Call, req) -> None:
         call.grpc = self._stub.ModelStreamInfer()

@@ -6,7 +6,7 @@ moves tensors."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from ..engine.request import EngineRequest
 from ..errors import InvalidRequestError, PromptTooLongError
 from ..finish import FinishReason
 from ..text.detok import TextStream
-from ..text.prompt import get_template
+from ..text.prompt import Conversation, encode_prompt, get_template, parse_messages
 from ..text.sampling import SamplingParams
 from ..text.tokenizer import ZiyaTokenizer, load_tokenizer
 from ..wire.arrays import scalar
@@ -26,13 +26,16 @@ _WIRE_NAMES = {"max_new_tokens": "max_tokens", "stop": "stop_words"}
 
 @dataclass(frozen=True)
 class TextRequest:
-    text: str
+    text: str | None  # a raw prompt (trusted), or
+    messages: Conversation | None  # a conversation the server formats
     params: SamplingParams
     stream: bool = False
     exclude_input: bool = True
     bad_words: tuple[str, ...] = ()
     end_id: int | None = None
     pad_id: int | None = None
+    trusted: bool = True  # a raw prompt's added tokens (``<human>``) count as markers; False: all of it is content
+    fit_max_tokens: bool = False  # max_new_tokens is a default: as many of them as fit beside the prompt
 
 
 def _text(v, field: str, max_bytes: int) -> str:
@@ -56,11 +59,22 @@ def _words(inputs: dict, name: str, max_bytes: int) -> tuple[str, ...]:
     return tuple(_text(v, name, max_bytes) for v in np.asarray(a).reshape(-1))
 
 
-def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
-    """Validate every field of a front-door request; errors name the field and the limit."""
-    text = _text(scalar(inputs, S["text_input"]), "text_input", max_prompt_bytes)
+def _prompt(inputs: dict, max_bytes: int) -> tuple[str | None, Conversation | None]:
+    raw, msgs = scalar(inputs, S["text_input"]), scalar(inputs, S["messages"])
+    if (raw is None) == (msgs is None):
+        raise InvalidRequestError("text_input, messages: give one of them (a raw prompt, or a conversation)",
+                                  "messages" if msgs is not None else "text_input")
+    if msgs is not None:
+        return None, Conversation.from_messages(parse_messages(_text(msgs, "messages", max_bytes)))
+    text = _text(raw, "text_input", max_bytes)
     if not text.strip():
         raise InvalidRequestError("text_input: empty prompt", "text_input")
+    return text, None
+
+
+def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
+    """Validate every field of a front-door request; errors name the field and the limit."""
+    text, messages = _prompt(inputs, max_prompt_bytes)
     defaults = SamplingParams()
     kw = dict(
         max_new_tokens=scalar(inputs, S["max_tokens"]),
@@ -68,6 +82,8 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
         top_p=float(scalar(inputs, S["top_p"], defaults.top_p)),
         top_k=scalar(inputs, S["top_k"], defaults.top_k),
         repetition_penalty=float(scalar(inputs, S["repetition_penalty"], defaults.repetition_penalty)),
+        presence_penalty=float(scalar(inputs, S["presence_penalty"], 0.0)),
+        frequency_penalty=float(scalar(inputs, S["frequency_penalty"], 0.0)),
         min_tokens=scalar(inputs, S["min_tokens"], 0),
         seed=scalar(inputs, S["seed"]),
         stop=_words(inputs, "stop_words", 4096),
@@ -82,6 +98,7 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
         raise InvalidRequestError(e.message.replace(f"{e.field}:", f"{wire}:", 1), wire) from None
     return TextRequest(
         text=text,
+        messages=messages,
         params=params,
         stream=bool(scalar(inputs, S["stream"], False)),
         exclude_input=bool(scalar(inputs, S["exclude_input_in_output"], True)),
@@ -102,12 +119,12 @@ class FrontDoorLimits:
 
 
 class FrontDoor:
-    """What every request of a front door shares: the tokenizer, the limits, the template's stops."""
+    """What every request of a front door shares: the tokenizer, the limits, the template."""
 
     def __init__(self, tokenizer: ZiyaTokenizer, limits: FrontDoorLimits, template: str = "ziya"):
         self.tok = tokenizer
         self.limits = limits
-        self.template_stops = get_template(template, tokenizer).stop_strings if template == "ziya" else ()
+        self.template = get_template(template, tokenizer)
 
     @classmethod
     def from_config(cls, cfg) -> "FrontDoor":
@@ -140,12 +157,25 @@ class TextJob:
 
     def __init__(self, door: FrontDoor, req: TextRequest):
         self.req = req
-        tok, lim = door.tok, door.limits
-        self.input_ids = tok.encode(req.text)
+        tok, lim, p = door.tok, door.limits, req.params
+        self.turns_dropped = 0
+        if req.messages is not None:  # the template's markers, the messages' content never one
+            budget = lim.max_input_len if req.fit_max_tokens else min(lim.max_input_len,
+                                                                       lim.max_seq_len - p.max_new_tokens)
+            if budget < 1:
+                raise InvalidRequestError(f"max_tokens: {p.max_new_tokens} leaves no room for a prompt in "
+                                          f"max_seq_len {lim.max_seq_len}", "max_tokens")
+            prompt = encode_prompt(req.messages, door.template, tok, budget)
+            self.input_ids, self.turns_dropped, prompt_text = list(prompt.ids), prompt.turns_dropped, prompt.text
+        elif req.trusted:
+            self.input_ids, prompt_text = tok.encode(req.text), req.text
+        else:
+            self.input_ids, prompt_text = tok.encode_protected(req.text, [(0, len(req.text))]), req.text
         n = len(self.input_ids)
         if n > lim.max_input_len:
             raise PromptTooLongError(n, lim.max_input_len)
-        p = req.params
+        if req.fit_max_tokens:
+            p = replace(p, max_new_tokens=min(p.max_new_tokens, lim.max_seq_len - n))
         if n + p.max_new_tokens > lim.max_seq_len:
             raise InvalidRequestError(
                 f"max_tokens: {p.max_new_tokens} with a {n}-token prompt exceeds max_seq_len {lim.max_seq_len}; "
@@ -156,14 +186,14 @@ class TextJob:
             if v is not None and not 0 <= v < tok.vocab_size:
                 raise InvalidRequestError(f"{name}: {v} is outside the vocabulary of {tok.vocab_size}", name)
         end_id = req.end_id if req.end_id is not None else tok.eos_id
-        stops = tuple(door.template_stops) + p.stop
+        stops = tuple(door.template.stop_strings) + p.stop
         self.id = uuid.uuid4().hex
         # the front door always streams from the engine, to stop on text
         self.engine_request = EngineRequest.from_params(
             self.input_ids, p, end_id=end_id, pad_id=req.pad_id if req.pad_id is not None else tok.pad_id,
             request_id=self.id, stop_words=door.word_ids(stops), bad_words=door.word_ids(req.bad_words))
         self.stream = TextStream(tok.table, stops=stops, eos_ids=[end_id], max_new_tokens=p.max_new_tokens)
-        self.pending: list[str] = [] if req.exclude_input else [req.text]
+        self.pending: list[str] = [] if req.exclude_input else [prompt_text]
         self.engine_tokens = 0
         self.stopping = False  # a stop was asked for (stop string or cancellation)
         self.cancelled = False

@@ -134,7 +134,8 @@ class FrontDoorService:
         if not job.cancelled and req.responder.is_cancelled():
             job.cancel()
         text += job.finish()
-        self._send_final(req, outputs=text_outputs(text, len(job.input_ids), job.n_output, job.finish_reason.value))
+        outputs = text_outputs(text, len(job.input_ids), job.n_output, job.finish_reason.value, job.turns_dropped)
+        self._send_final(req, outputs=outputs)
         return Sent.RESPONDED
 
     def _send_final(self, req: _Request, outputs=None, error=None) -> None:

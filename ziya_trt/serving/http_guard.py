@@ -20,9 +20,14 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 
 class HttpGuard:
-    def __init__(self, host: str, port: int, upstream_port: int, max_body_bytes: int = DEFAULT_MAX_BODY):
+    """``extensions``: objects with ``async setup(app, session, max_body)`` (add routes; runs on the guard's loop before
+    the pass-through route) and ``async cleanup()``, such as the OpenAI server."""
+
+    def __init__(self, host: str, port: int, upstream_port: int, max_body_bytes: int = DEFAULT_MAX_BODY,
+                 extensions=()):
         self.host, self.port, self.upstream = host, port, f"http://127.0.0.1:{upstream_port}"
         self.max_body = max_body_bytes
+        self.extensions = tuple(extensions)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -61,13 +66,18 @@ class HttpGuard:
                                               connector=aiohttp.TCPConnector(force_close=True),
                                               auto_decompress=False)
         app = web.Application(client_max_size=self.max_body + 1)
+        for ext in self.extensions:
+            await ext.setup(app, self._session, self.max_body)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
+        # a client that disconnects cancels its handler: the upstream request, or an engine call, ends with it
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port).start()
         self._ready.set()
         await self._stop_event.wait()
         await runner.cleanup()
+        for ext in self.extensions:
+            await ext.cleanup()
         await self._session.close()
 
     def _too_big(self, n: int):

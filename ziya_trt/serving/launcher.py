@@ -97,7 +97,10 @@ class TritonServer:
         exit_timeout_s: int = 30,
         extra_args: tuple[str, ...] = (),
         http_body_limit: int | None = DEFAULT_MAX_BODY,
+        serve_config=None,
     ):
+        """``serve_config``: the ``ServeConfig`` the repository was rendered from; with it (and the HTTP guard)
+        the OpenAI-compatible API is served on the HTTP port too."""
         self.repo = Path(repo)
         self.ports = ports or Ports.free()
         self.host = host
@@ -110,6 +113,7 @@ class TritonServer:
         self.http_body_limit = http_body_limit
         self._triton_http_port = free_port() if http_body_limit else self.ports.http
         self._guard: HttpGuard | None = None
+        self.serve_config = serve_config
 
     @property
     def client_host(self) -> str:
@@ -183,12 +187,25 @@ class TritonServer:
         log.close()
         try:
             if self.http_body_limit:
-                self._guard = HttpGuard(self.host, self.ports.http, self._triton_http_port, self.http_body_limit).start()
+                self._guard = HttpGuard(self.host, self.ports.http, self._triton_http_port, self.http_body_limit,
+                                        extensions=self._guard_extensions()).start()
             self.wait_ready(ready_timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _guard_extensions(self) -> list:
+        if self.serve_config is None:
+            return []
+        from .openai_server import OpenAIServer
+
+        return [OpenAIServer(self.serve_config.resolved(), self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}")]
+
+    @property
+    def openai_url(self) -> str | None:
+        """The OpenAI-compatible API's base URL (``…/v1``), when it is served."""
+        return f"http://{self.http_url}/v1" if self.serve_config is not None and self.http_body_limit else None
 
     def is_ready(self) -> bool:
         try:

@@ -1,13 +1,17 @@
-"""Conversations, prompt templates and history truncation.
+"""Conversations, prompt templates, safe encoding and history truncation.
 
 The Ziya2-13B-Chat card's format is ``<human>:{q}\n<bot>:{a}``, turns joined by ``\n``, ending
-``<bot>:`` for the reply to come. Truncation drops the oldest whole turns; it never cuts a turn in
-half and never drops the last user turn.
+``<bot>:`` for the reply to come. A template renders a conversation as parts, each template text or
+message content, so that ``encode_prompt`` can turn it into ids where the role markers are the
+template's and nothing a user wrote can become a marker, special or control token
+(``ZiyaTokenizer.encode_protected``). Truncation drops the oldest whole turns; it never cuts a turn
+in half and never drops the last user turn.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterable, Protocol, Sequence
@@ -106,12 +110,22 @@ class Conversation:
         return out
 
 
+Part = tuple[str, bool]  # (text, is message content)
+
+
 class PromptTemplate(Protocol):
     name: str
     supports_system: bool
     stop_strings: tuple[str, ...]
 
-    def render(self, conv: Conversation) -> str: ...
+    def render_parts(self, conv: Conversation) -> list[Part]: ...
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer=None) -> "PromptTemplate": ...
+
+
+def render(template: PromptTemplate, conv: Conversation) -> str:
+    return "".join(t for t, _ in template.render_parts(conv))
 
 
 class ZiyaTemplate:
@@ -121,46 +135,84 @@ class ZiyaTemplate:
     supports_system = False
     stop_strings = ("<human>:",)
 
-    def render(self, conv: Conversation) -> str:
+    @classmethod
+    def from_tokenizer(cls, tokenizer=None) -> "ZiyaTemplate":
+        return cls()
+
+    def render_parts(self, conv: Conversation) -> list[Part]:
         if conv.system is not None:
             raise InvalidRequestError("messages: the ziya template has no system role", "messages")
-        parts = []
-        for u, a in conv.turns:
-            parts.append(f"<human>:{u}\n<bot>:" + ("" if a is None else a))
-        return "\n".join(parts)
+        parts: list[Part] = []
+        for k, (u, a) in enumerate(conv.turns):
+            parts += [("\n<human>:" if k else "<human>:", False), (u, True), ("\n<bot>:", False)]
+            if a is not None:
+                parts.append((a, True))
+        return parts
+
+    def render(self, conv: Conversation) -> str:
+        return render(self, conv)
+
+
+_SLOT = re.compile("\ue000(\\d+)\ue001")  # private-use characters: where message i's content goes
 
 
 class ChatTemplate:
-    """The tokenizer's own Jinja chat template (e.g. ChatML), with the generation prompt added."""
+    """The tokenizer's own Jinja chat template (e.g. ChatML), with the generation prompt added.
+
+    It is rendered once with a placeholder for each message's content, to know which characters are the
+    template's and which the messages'; a template that does not insert content verbatim is refused."""
 
     name = "chat_template"
     supports_system = True
     stop_strings: tuple[str, ...] = ()
 
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "ChatTemplate":
+        return cls(getattr(tokenizer, "hf", tokenizer))  # a ZiyaTokenizer or a transformers tokenizer
+
     def __init__(self, hf_tokenizer):
         if not getattr(hf_tokenizer, "chat_template", None):
             raise InvalidRequestError("template: this tokenizer has no chat_template", "template")
         self.hf = hf_tokenizer
+        probe = Conversation(None, ((" a\n ", " b "), (" c ", None)))
+        if render(self, probe) != self._jinja(probe.to_messages()):
+            raise InvalidRequestError("template: this chat_template changes message content (e.g. trims it), so "
+                                      "content cannot be kept apart from the template's own tokens", "template")
 
-    def render(self, conv: Conversation) -> str:
-        msgs = [{"role": m.role.value, "content": m.content} for m in conv.to_messages()]
+    def _jinja(self, messages: list[Message]) -> str:
+        msgs = [{"role": m.role.value, "content": m.content} for m in messages]
         return self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
+    def render_parts(self, conv: Conversation) -> list[Part]:
+        messages = conv.to_messages()
+        slots = [Message(m.role, f"\ue000{i}\ue001") for i, m in enumerate(messages)]
+        parts: list[Part] = []
+        pos, text = 0, self._jinja(slots)
+        for m in _SLOT.finditer(text):
+            parts += [(text[pos : m.start()], False), (messages[int(m.group(1))].content, True)]
+            pos = m.end()
+        parts.append((text[pos:], False))
+        return [p for p in parts if p[0]]
 
-TEMPLATES: dict[str, Callable[..., PromptTemplate]] = {
-    "ziya": lambda tokenizer=None: ZiyaTemplate(),
-    "chat_template": lambda tokenizer=None: ChatTemplate(tokenizer.hf if hasattr(tokenizer, "hf") else tokenizer),
-}
+    def render(self, conv: Conversation) -> str:
+        return render(self, conv)
 
 
-def get_template(name: str, tokenizer=None) -> PromptTemplate:
+TEMPLATES: dict[str, type] = {"ziya": ZiyaTemplate, "chat_template": ChatTemplate}
+
+
+def template_class(name: str) -> type:
+    """A template's class: what it supports (``supports_system``, ``stop_strings``) before a tokenizer is at hand."""
     try:
-        factory = TEMPLATES[name]
+        return TEMPLATES[name]
     except KeyError:
         raise InvalidRequestError(
             f"template: unknown template {name!r}; known: {', '.join(sorted(TEMPLATES))}", "template"
         ) from None
-    return factory(tokenizer)
+
+
+def get_template(name: str, tokenizer=None) -> PromptTemplate:
+    return template_class(name).from_tokenizer(tokenizer)
 
 
 @dataclass(frozen=True)
@@ -169,33 +221,61 @@ class Prompt:
     n_tokens: int
     turns_kept: int
     turns_dropped: int
+    ids: tuple[int, ...] | None = None  # from encode_prompt
 
 
-def build_prompt(
-    messages: Conversation | Iterable[Message],
-    template: PromptTemplate,
-    count_tokens: Callable[[str], int],
-    budget: int | None = None,
-) -> Prompt:
-    """Render, dropping the oldest whole turns until the prompt fits ``budget`` tokens."""
-    conv = messages if isinstance(messages, Conversation) else Conversation.from_messages(list(messages))
+def _conversation(messages) -> Conversation:
+    return messages if isinstance(messages, Conversation) else Conversation.from_messages(list(messages))
+
+
+def _fit(conv: Conversation, measure: Callable[[Conversation], tuple[str, int, tuple | None]],
+         budget: int | None) -> Prompt:
+    """The most recent whole turns that fit ``budget`` tokens (all of them without a budget)."""
     total = len(conv.turns)
     if budget is None:
-        text = template.render(conv)
-        return Prompt(text, count_tokens(text), total, 0)
+        text, n, ids = measure(conv)
+        return Prompt(text, n, total, 0, ids)
     # fewest dropped turns that fits: token counts grow with kept turns, so binary search
     lo, hi = 1, total  # number of turns kept; 1 always keeps the last user turn
-    fits: tuple[str, int] | None = None
+    fits: tuple[str, int, tuple | None] | None = None
     best = 0
     while lo <= hi:
         mid = (lo + hi) // 2
-        text = template.render(conv.last_turns(mid))
-        n = count_tokens(text)
-        if n <= budget:
-            fits, best, lo = (text, n), mid, mid + 1
+        m = measure(conv.last_turns(mid))
+        if m[1] <= budget:
+            fits, best, lo = m, mid, mid + 1
         else:
             hi = mid - 1
     if fits is None:
-        text = template.render(conv.last_turns(1))
-        raise PromptTooLongError(count_tokens(text), budget, what="the last user turn")
-    return Prompt(fits[0], fits[1], best, total - best)
+        raise PromptTooLongError(measure(conv.last_turns(1))[1], budget, what="the last user turn", field="messages")
+    return Prompt(fits[0], fits[1], best, total - best, fits[2])
+
+
+def build_prompt(messages: Conversation | Iterable[Message], template: PromptTemplate,
+                 count_tokens: Callable[[str], int], budget: int | None = None) -> Prompt:
+    """Render, dropping the oldest whole turns until the prompt fits ``budget`` tokens as counted."""
+
+    def measure(c: Conversation):
+        text = render(template, c)
+        return text, count_tokens(text), None
+
+    return _fit(_conversation(messages), measure, budget)
+
+
+def encode_prompt(messages: Conversation | Iterable[Message], template: PromptTemplate, tokenizer,
+                  budget: int | None = None) -> Prompt:
+    """The conversation as ids (``Prompt.ids``), the template's markers as their tokens and the messages'
+    content never as a marker, special or control token; oldest whole turns dropped to fit ``budget``."""
+
+    def measure(c: Conversation):
+        text, spans, pos = [], [], 0
+        for part, is_content in template.render_parts(c):
+            if is_content:
+                spans.append((pos, pos + len(part)))
+            text.append(part)
+            pos += len(part)
+        joined = "".join(text)
+        ids = tuple(tokenizer.encode_protected(joined, spans))
+        return joined, len(ids), ids
+
+    return _fit(_conversation(messages), measure, budget)

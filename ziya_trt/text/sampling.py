@@ -21,6 +21,8 @@ class SamplingParams:
     top_p: float = 0.9
     top_k: int = 0  # 0 = no top-k filter
     repetition_penalty: float = 1.05
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already generated
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the generated tokens
     do_sample: bool = True
     seed: int | None = None
     stop: tuple[str, ...] = field(default=())
@@ -34,6 +36,8 @@ class SamplingParams:
         _check_float("top_p", self.top_p, lo=0.0, hi=1.0, lo_open=True)
         _check_int("top_k", self.top_k, lo=0)
         _check_float("repetition_penalty", self.repetition_penalty, lo=0.0, lo_open=True)
+        _check_float("presence_penalty", self.presence_penalty, lo=-2.0, hi=2.0)
+        _check_float("frequency_penalty", self.frequency_penalty, lo=-2.0, hi=2.0)
         _check_int("min_tokens", self.min_tokens, lo=0)
         if self.seed is not None:
             _check_int("seed", self.seed, lo=0, hi=MAX_SEED)

@@ -1,19 +1,32 @@
 """Tokenizer loading and validation for Ziya-style (sentencepiece) and other HF tokenizers.
 
-Encoding of a sentencepiece checkpoint goes through sentencepiece itself when the chat tokens are
-pieces of its model, so the ids are exactly the ones the model file defines. Decoding always goes
-through the table-driven detokeniser (``detok.py``), which reproduces sentencepiece's ``decode``.
+Two ways to encode:
+- ``encode(text)``: trusted text, exactly as the model card's own code does it
+  (``AutoTokenizer.from_pretrained(ckpt)(prompt).input_ids``): added tokens such as ``<human>`` and
+  ``<bot>`` in the text become their ids. For prompts the caller built, and for template text.
+- ``encode_protected(text, content_spans)``: the same, except that nothing inside the content spans
+  can become an added, special or control id (``forbidden_ids``). Where the text of such a token
+  appears in content, that stretch is tokenised as if the token did not exist, so the characters
+  still reach the model. For an honest conversation the ids are exactly ``encode``'s.
+
+Decoding always goes through the table-driven detokeniser (``detok.py``), which reproduces
+sentencepiece's ``decode``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
 from .detok import TokenTable, decode_all
 from ..errors import TokenizerError
+
+log = logging.getLogger(__name__)
 
 HUMAN_TOKEN = "<human>"
 BOT_TOKEN = "<bot>"
@@ -47,10 +60,6 @@ class ZiyaTokenizer:
             human=vocab.get(HUMAN_TOKEN),
             bot=vocab.get(BOT_TOKEN),
         )
-        # sentencepiece tokenises the chat tokens inline only when they are pieces of its model
-        self._sp_encodes = sp is not None and all(
-            sp.piece_to_id(t) not in (sp.unk_id(), None) for t in (HUMAN_TOKEN, BOT_TOKEN)
-        )
 
     @property
     def vocab_size(self) -> int:
@@ -70,14 +79,159 @@ class ZiyaTokenizer:
         return getattr(self.hf, "chat_template", None)
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        """Trusted text, as the model card's code tokenises it: added tokens in it become their ids."""
+        if self.sp is None:
+            return self._with_bos(self.hf.encode(text, add_special_tokens=False), add_bos)
+        return self._with_bos(self._sp_encode(text, self._added_spans(text)), add_bos)
+
+    def _with_bos(self, ids: list[int], add_bos: bool | None) -> list[int]:
         bos = self.add_bos if add_bos is None else add_bos
-        if self._sp_encodes:
-            ids = self.sp.encode(text)
-            return ([self.special.bos] if bos and self.special.bos is not None else []) + ids
-        ids = self.hf.encode(text, add_special_tokens=False)
         if bos and self.special.bos is not None and (not ids or ids[0] != self.special.bos):
             ids = [self.special.bos] + ids
         return ids
+
+    @cached_property
+    def forbidden_ids(self) -> frozenset[int]:
+        """Ids that user content may never produce: every added token, and the special and control ids."""
+        ids = set(self._added)
+        s = self.special
+        ids |= {i for i in (s.bos, s.eos, s.pad, s.unk, s.human, s.bot) if i is not None}
+        if self.sp is not None:
+            ids |= {i for i in range(self.sp.get_piece_size()) if self.sp.is_control(i) or self.sp.is_unknown(i)}
+        return frozenset(ids)
+
+    @cached_property
+    def _added(self) -> dict[int, str]:
+        return {i: t.content for i, t in (getattr(self.hf, "added_tokens_decoder", {}) or {}).items() if t.content}
+
+    @cached_property
+    def _added_pattern(self) -> re.Pattern | None:
+        """Added tokens as transformers matches them in text: leftmost, longest first."""
+        texts = sorted(set(self._added.values()), key=len, reverse=True)
+        return re.compile("|".join(map(re.escape, texts))) if texts else None
+
+    def _added_spans(self, text: str) -> list[tuple[int, int, int]]:
+        """(start, end, id) of every added token in ``text``."""
+        if self._added_pattern is None:
+            return []
+        ids = {t: i for i, t in self._added.items()}
+        return [(m.start(), m.end(), ids[m.group()]) for m in self._added_pattern.finditer(text)]
+
+    def _sp_encode(self, text: str, marks: list[tuple[int, int, int]], sp=None) -> list[int]:
+        """Like transformers' sentencepiece LlamaTokenizer: the added tokens at ``marks``, and sentencepiece
+        on each stretch between them (each with its dummy prefix)."""
+        sp = sp or self.sp
+        out, pos = [], 0
+        for start, end, tid in marks:
+            if start > pos:
+                out += sp.encode(text[pos:start])
+            out.append(tid)
+            pos = end
+        return out + (sp.encode(text[pos:]) if pos < len(text) else [])
+
+    def encode_protected(self, text: str, content_spans: Sequence[tuple[int, int]],
+                         add_bos: bool | None = None) -> list[int]:
+        """``encode(text)``, except that nothing inside ``content_spans`` (character ranges of ``text``)
+        becomes a forbidden id: only the template's own added tokens (outside content) are matched, and
+        the text between them is tokenised as if no added token existed. For content without any added
+        token's text, the ids are exactly ``encode``'s."""
+
+        def in_content(start: int, end: int) -> bool:
+            return any(start < ce and cs < end for cs, ce in content_spans)
+
+        if self.sp is not None and self._sp_plain is not None:
+            marks = [m for m in self._added_spans(text) if not in_content(m[0], m[1])]
+            return self._with_bos(self._sp_encode(text, marks, self._sp_plain), add_bos)
+        return self._with_bos(self._hf_protected(text, in_content), add_bos)
+
+    @cached_property
+    def _sp_plain(self):
+        """The sentencepiece model with its user-defined pieces (``<human>``, ``<bot>``) unused: it never
+        produces them, nor any control piece, from text. None if the model cannot be rewritten."""
+        try:
+            import sentencepiece as spm
+            from sentencepiece import sentencepiece_model_pb2 as pb
+
+            m = pb.ModelProto()
+            m.ParseFromString(self.sp.serialized_model_proto())
+            for piece in m.pieces:
+                if piece.type == pb.ModelProto.SentencePiece.USER_DEFINED:
+                    piece.type = pb.ModelProto.SentencePiece.UNUSED
+            return spm.SentencePieceProcessor(model_proto=m.SerializeToString())
+        except Exception:  # protobuf missing or an unusual model: the offsets path below does the job
+            log.debug("cannot rewrite the sentencepiece model of %s", self.path, exc_info=True)
+            return None
+
+    def _hf_protected(self, text: str, in_content) -> list[int]:
+        """For transformers (Rust) tokenizers: encode the whole text, and where a forbidden id came from
+        content, tokenise that stretch between two template markers again with no added tokens."""
+        forbidden = self.forbidden_ids
+        try:
+            enc = self.hf(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:  # a Python tokenizer gives no offsets: mark nothing from content
+            marks = [m for m in self._added_spans(text) if not in_content(m[0], m[1])]
+            out, pos = [], 0
+            for start, end, tid in marks:
+                out += self._plain(text[pos:start]) + [tid]
+                pos = end
+            return out + self._plain(text[pos:])
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        marks = [k for k, (i, (a, b)) in enumerate(zip(ids, offsets)) if i in forbidden and not in_content(a, b)]
+        if len(marks) == sum(i in forbidden for i in ids):  # nothing forbidden came from content
+            return ids
+        out: list[int] = []
+        tok_start, char_start = 0, 0
+        for m in [*marks, len(ids)]:
+            char_end = offsets[m][0] if m < len(ids) else len(text)
+            region = ids[tok_start:m]
+            out += self._plain(text[char_start:char_end]) if any(i in forbidden for i in region) else region
+            if m < len(ids):
+                out.append(ids[m])
+                char_start = offsets[m][1]
+            tok_start = m + 1
+        return out
+
+    @cached_property
+    def _plain_tokenizer(self):
+        """The same tokenizer with no added tokens (so none is matched in text), or None."""
+        backend = getattr(self.hf, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        try:
+            from tokenizers import Tokenizer
+
+            d = json.loads(backend.to_str())
+            d["added_tokens"] = []
+            return Tokenizer.from_str(json.dumps(d))
+        except Exception:  # an unusual tokenizer.json: fall back to character by character
+            log.debug("no plain tokenizer for %s", self.path, exc_info=True)
+            return None
+
+    def _plain(self, text: str) -> list[int]:
+        """Ids for text as ordinary characters: never a forbidden id."""
+        if not text:
+            return []
+        plain = self._plain_tokenizer
+        if plain is not None:
+            ids = plain.encode(text, add_special_tokens=False).ids
+            if not any(i in self.forbidden_ids for i in ids):
+                return ids
+        return [i for ch in text for i in self._char_ids(ch)]
+
+    def _char_ids(self, ch: str) -> list[int]:
+        """One character as a piece of its own, else as its UTF-8 bytes (byte-fallback or byte-level pieces)."""
+        one, byte = self._inverse
+        if ch in one:
+            return [one[ch]]
+        ids = [byte[b] for b in ch.encode("utf-8") if b in byte]
+        return ids if len(ids) == len(ch.encode("utf-8")) else []  # not representable: left out
+
+    @cached_property
+    def _inverse(self) -> tuple[dict[str, int], dict[int, int]]:
+        t, forbidden = self.table, self.forbidden_ids
+        one = {s: i for i, s in enumerate(t.texts) if s is not None and len(s) == 1 and i not in forbidden}
+        byte = {r[0]: i for i, r in enumerate(t.raw) if r is not None and len(r) == 1 and i not in forbidden}
+        return one, byte
 
     def count(self, text: str, add_bos: bool | None = None) -> int:
         return len(self.encode(text, add_bos))

@@ -112,6 +112,8 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
         top_p=float(scalar(inputs, S["runtime_top_p"], 0.0)),
         temperature=float(scalar(inputs, S["temperature"], 1.0)),
         repetition_penalty=float(scalar(inputs, S["repetition_penalty"], 1.0)),
+        presence_penalty=float(scalar(inputs, S["presence_penalty"], 0.0)),
+        frequency_penalty=float(scalar(inputs, S["frequency_penalty"], 0.0)),
         min_tokens=int(scalar(inputs, S["min_tokens"], 0)),
         seed=int(seed) if seed is not None else None,
         streaming=bool(scalar(inputs, S["streaming"], False)),
@@ -149,6 +151,8 @@ def engine_fields(req: EngineRequest) -> dict:
         "streaming": req.streaming,
         "exclude_input_in_output": req.exclude_input,
     }
+    if req.presence_penalty or req.frequency_penalty:  # TensorRT-LLM's defaults are 0
+        d["presence_penalty"], d["frequency_penalty"] = req.presence_penalty, req.frequency_penalty
     if req.end_id is not None:
         d["end_id"] = req.end_id
     if req.seed is not None:
@@ -172,11 +176,11 @@ def stop_request_inputs() -> dict[str, np.ndarray]:
 
 
 def text_outputs(text: str, num_input_tokens: int | None = None, num_output_tokens: int | None = None,
-                 finish_reason: str | None = None) -> dict[str, np.ndarray]:
+                 finish_reason: str | None = None, turns_dropped: int | None = None) -> dict[str, np.ndarray]:
     """One front-door response's outputs: the text, and on the final response the counts and reason."""
     out = {"text_output": _TEXT_OUTPUT.vector(text)}  # the per-token path: one array
     for k, v in (("num_input_tokens", num_input_tokens), ("num_output_tokens", num_output_tokens),
-                 ("finish_reason", finish_reason)):
+                 ("finish_reason", finish_reason), ("turns_dropped", turns_dropped)):
         if v is not None:
             out[k] = FRONT_DOOR_OUTPUTS[k].vector(v)
     return out

@@ -93,6 +93,8 @@ ENGINE_INPUTS = _specs(
     ("runtime_top_p", FP32, (1,)),
     ("temperature", FP32, (1,)),
     ("repetition_penalty", FP32, (1,)),
+    ("presence_penalty", FP32, (1,)),
+    ("frequency_penalty", FP32, (1,)),
     ("min_tokens", I32, (1,)),
     ("seed", U64, (1,)),
     ("streaming", BOOL, (1,)),
@@ -111,7 +113,8 @@ FRONT_DOOR_ENGINE_OUTPUTS = ("output_ids", "sequence_length")
 
 # --- the text front door (named like tensorrt_llm_bls so stock clients work unchanged) -------
 FRONT_DOOR_INPUTS = _specs(
-    ("text_input", STR, (1,), False),
+    ("text_input", STR, (1,)),  # a raw prompt, which the caller is trusted to have built; or:
+    ("messages", STR, (1,)),  # a conversation, JSON [{"role", "content"}]: the server applies its template
     ("max_tokens", I32, (1,), False),
     ("stop_words", STR, (-1,)),
     ("bad_words", STR, (-1,)),
@@ -121,6 +124,8 @@ FRONT_DOOR_INPUTS = _specs(
     ("top_p", FP32, (1,)),
     ("temperature", FP32, (1,)),
     ("repetition_penalty", FP32, (1,)),
+    ("presence_penalty", FP32, (1,)),
+    ("frequency_penalty", FP32, (1,)),
     ("min_tokens", I32, (1,)),
     ("seed", U64, (1,)),
     ("stream", BOOL, (1,)),
@@ -131,6 +136,9 @@ FRONT_DOOR_OUTPUTS = _specs(
     ("num_input_tokens", I32, (1,)),
     ("num_output_tokens", I32, (1,)),
     ("finish_reason", STR, (1,)),
+    ("turns_dropped", I32, (1,)),  # oldest whole turns left out of a conversation to fit
 )
 # names the stock models do not have; everything else must exist in the 1.2.1 facts
-FRONT_DOOR_EXTRAS = frozenset({"finish_reason"})
+FRONT_DOOR_EXTRAS = frozenset({"messages", "finish_reason", "turns_dropped"})
+# required in the stock models, optional here: a request gives text_input or messages
+FRONT_DOOR_RELAXED = frozenset({"text_input"})

@@ -7,7 +7,7 @@ import pytest
 from tests.contracts import facts
 from ziya_trt.serving.config import ConfigError, ServeConfig
 from ziya_trt.serving.repo import ModelConfig, render_repo, tensorrt_llm_config, to_pbtxt
-from ziya_trt.wire.tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_ENGINE_OUTPUTS, FRONT_DOOR_EXTRAS, FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS
+from ziya_trt.wire.tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_ENGINE_OUTPUTS, FRONT_DOOR_EXTRAS, FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS, FRONT_DOOR_RELAXED
 
 
 def trt_cfg(**kw):
@@ -43,11 +43,15 @@ def test_front_door_names_match_tensorrt_llm_bls():
     ref = facts()["triton_models"]["models"]["tensorrt_llm_bls"]
     ins, outs = by_name(ref["inputs"]), by_name(ref["outputs"])
     for spec in FRONT_DOOR_INPUTS.values():
+        if spec.name in FRONT_DOOR_EXTRAS:
+            continue
         assert spec.name in ins and spec.data_type == ins[spec.name]["data_type"], spec.name
-        assert spec.optional == ins[spec.name]["optional"], spec.name
+        # text_input is required there; here a request gives it or a conversation (messages)
+        assert spec.optional == ins[spec.name]["optional"] or spec.name in FRONT_DOOR_RELAXED, spec.name
+    assert FRONT_DOOR_RELAXED == {"text_input"} and not ins["text_input"]["optional"]
     for spec in FRONT_DOOR_OUTPUTS.values():
         assert spec.name in outs or spec.name in FRONT_DOOR_EXTRAS, spec.name
-    assert FRONT_DOOR_EXTRAS.isdisjoint(outs)
+    assert FRONT_DOOR_EXTRAS.isdisjoint(outs) and FRONT_DOOR_EXTRAS.isdisjoint(ins)
 
 
 def test_rendered_pbtxt_has_no_placeholders_and_all_tensors(tmp_path):

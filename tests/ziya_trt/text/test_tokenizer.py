@@ -10,9 +10,16 @@ from ziya_trt.text.tokenizer import load_tokenizer
 CARD_PROMPT = "<human>:帮我写一份去西安的旅游计划\n<bot>:"
 
 
-def test_card_prompt_tokenises_exactly_like_sentencepiece(tok, tiny_ckpt):
+def test_card_prompt_tokenises_exactly_like_the_cards_own_code(tok, tiny_ckpt):
+    """The model card tokenises with ``AutoTokenizer.from_pretrained(ckpt)(prompt).input_ids``: added tokens
+    split the text, and each stretch gets sentencepiece's dummy prefix (sentencepiece on the whole string
+    would put it before ``<human>`` instead)."""
+    from transformers import AutoTokenizer
+
+    card = AutoTokenizer.from_pretrained(str(tiny_ckpt))(CARD_PROMPT).input_ids
+    assert tok.encode(CARD_PROMPT) == card
     sp = spm.SentencePieceProcessor(model_file=str(tiny_ckpt / "tokenizer.model"))
-    assert tok.encode(CARD_PROMPT) == [1] + sp.encode(CARD_PROMPT)
+    assert card != [1] + sp.encode(CARD_PROMPT)  # the dummy prefix lands after each marker instead
     assert tok.special.human in tok.encode(CARD_PROMPT) and tok.special.bot in tok.encode(CARD_PROMPT)
 
 

@@ -1,0 +1,225 @@
+"""The OpenAI-compatible API's request schema (pydantic), its error shape, and its OpenAPI document.
+
+Requests are validated once, here: unknown fields are refused as OpenAI refuses them, parameters this
+server cannot honour (``n`` > 1, ``logprobs``, tools, response formats) are refused by name, and what a
+request leaves out takes the model card's defaults (``SamplingParams``). vLLM's extensions ``top_k``,
+``repetition_penalty`` and ``min_tokens`` are accepted too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import InvalidRequestError, PromptTooLongError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ..text.prompt import Message, Role
+from ..text.sampling import MAX_SEED, MAX_STOP_STRINGS, SamplingParams
+
+CARD = SamplingParams()  # the model card's defaults
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)  # "5" is not 5, true is not 1
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def to_message(self) -> Message:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return Message(Role.SYSTEM if self.role == "developer" else Role(self.role), text)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Generation(_Strict):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    stop: str | list[str] | None = None
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    n: int | None = Field(None, ge=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    # vLLM's extensions
+    top_k: int | None = Field(None, ge=0)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    min_tokens: int | None = Field(None, ge=0)
+
+    def stops(self) -> tuple[str, ...]:
+        return () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def refuse_unsupported(self) -> None:
+        if self.n not in (None, 1):
+            raise InvalidRequestError(f"n: {self.n} choices asked for; this server returns one (n=1)", "n")
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequestError("stream_options: only allowed with stream=true", "stream_options")
+
+    def sampling(self, max_new_tokens: int) -> SamplingParams:
+        """The request's settings; what it leaves out is the card's (max_new_tokens: the caller's default)."""
+        pick = lambda v, d: d if v is None else v  # noqa: E731
+        return SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=pick(self.temperature, CARD.temperature),
+            top_p=pick(self.top_p, CARD.top_p),
+            top_k=pick(self.top_k, CARD.top_k),
+            repetition_penalty=pick(self.repetition_penalty, CARD.repetition_penalty),
+            presence_penalty=pick(self.presence_penalty, 0.0),
+            frequency_penalty=pick(self.frequency_penalty, 0.0),
+            min_tokens=pick(self.min_tokens, 0),
+            seed=self.seed,
+            stop=self.stops(),
+        )
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+class ChatCompletionRequest(_Generation):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    # accepted names this server cannot honour: refused with a clear error when set
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: Any = None
+    logit_bias: dict[str, float] | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.logprobs or self.top_logprobs:
+            raise InvalidRequestError("logprobs: log probabilities are not returned by this server", "logprobs")
+        for name in ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format",
+                     "logit_bias"):
+            if getattr(self, name) not in (None, [], {}):
+                raise InvalidRequestError(f"{name}: not supported by this server", name)
+        if (self.max_tokens is not None and self.max_completion_tokens is not None
+                and self.max_tokens != self.max_completion_tokens):
+            raise InvalidRequestError("max_completion_tokens: differs from max_tokens; give one", "max_completion_tokens")
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def conversation_messages(self) -> list[Message]:
+        return [m.to_message() for m in self.messages]
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str]
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+    logit_bias: dict[str, float] | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise InvalidRequestError(f"prompt: {len(self.prompt)} prompts given; this server takes one", "prompt")
+        for name, ok in (("suffix", self.suffix is None), ("best_of", self.best_of in (None, 1)),
+                         ("logprobs", not self.logprobs), ("logit_bias", not self.logit_bias)):
+            if not ok:
+                raise InvalidRequestError(f"{name}: not supported by this server", name)
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+def parse(model: type[_Generation], body: Any) -> _Generation:
+    """Validate a request body; every problem becomes an ``InvalidRequestError`` naming the parameter."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("request body: expected a JSON object", "body")
+    try:
+        req = model.model_validate(body)
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "extra_forbidden":
+            raise InvalidRequestError(f"Unrecognized request argument supplied: {param}", param) from None
+        raise InvalidRequestError(f"{param}: {err['msg']}", param) from None
+    if len(req.stops()) > MAX_STOP_STRINGS:
+        raise InvalidRequestError(f"stop: {len(req.stops())} stop strings given, at most {MAX_STOP_STRINGS}", "stop")
+    req.refuse_unsupported()
+    return req
+
+
+# --- errors in OpenAI's shape ---------------------------------------------------------------------
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def openai_error(err: ZiyaError) -> tuple[int, dict]:
+    """(HTTP status, body) for a typed error; the message keeps the project's ``[ziya:<code>]`` prefix."""
+    if isinstance(err, PromptTooLongError):
+        return 400, error_body(err.to_wire(), "invalid_request_error", "messages", "context_length_exceeded")
+    if isinstance(err, InvalidRequestError):
+        return 400, error_body(err.to_wire(), "invalid_request_error", err.field, "invalid_value")
+    if isinstance(err, ServerOverloadedError):
+        return 429, error_body(err.to_wire(), "rate_limit_error", None, "overloaded")
+    if isinstance(err, ServerShuttingDownError):
+        return 503, error_body(err.to_wire(), "server_error", None, "shutting_down")
+    return 500, error_body(err.to_wire(), "server_error", None, "internal_error")
+
+
+# --- the OpenAPI document (for clients and for schemathesis) -------------------------------------
+
+def openapi(models: tuple[str, ...] = (), max_seq_len: int | None = None) -> dict:
+    """The API's OpenAPI 3.1 document; with the served ``models`` and ``max_seq_len`` it names what this server takes."""
+    ref = "#/components/schemas/{model}"
+    schemas: dict = {}
+    for m in (ChatCompletionRequest, CompletionRequest):
+        s = m.model_json_schema(ref_template=ref)
+        schemas |= s.pop("$defs", {})
+        if models:
+            s["properties"]["model"]["enum"] = list(models)
+        if max_seq_len:
+            for k in ("max_tokens", "max_completion_tokens"):
+                if k in s["properties"]:
+                    s["properties"][k]["anyOf"][0]["maximum"] = max_seq_len
+        schemas[m.__name__] = s
+    error = {"description": "an error in OpenAI's shape",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    schemas["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+    errors = {str(c): error for c in (400, 404, 413, 429, 500, 503)}
+
+    def post(name: str, summary: str) -> dict:
+        return {"post": {"summary": summary, "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}},
+            "responses": {"200": {"description": "a completion, or with stream=true server-sent events",
+                                  "content": {"application/json": {"schema": {"type": "object"}},
+                                              "text/event-stream": {"schema": {"type": "string"}}}}, **errors}}}
+
+    ok = {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ziya-trt OpenAI-compatible API", "version": "1"},
+        "paths": {
+            "/v1/chat/completions": post("ChatCompletionRequest", "chat completion"),
+            "/v1/completions": post("CompletionRequest", "text completion"),
+            "/v1/models": {"get": {"summary": "the served model", "responses": ok}},
+            "/health": {"get": {"summary": "ready to serve", "responses": {**ok, "503": error}}},
+        },
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,239 @@
+"""The OpenAI-compatible HTTP API, served beside ``/v2`` on the public HTTP port (by the HTTP guard).
+
+``POST /v1/chat/completions`` and ``POST /v1/completions`` (streaming as server-sent events, or not),
+``GET /v1/models``, and ``GET /health`` for load balancers.
+
+A request is validated (``openai_schema``), formatted and tokenised with the same ``FrontDoor`` and
+``TextJob`` as the text front door (the served model's template, history truncation, the safe encoding
+that keeps user content from becoming a role marker), and sent straight to the engine model over the
+server's own gRPC endpoint, on the guard's event loop, so no extra process handles its tokens. A client
+that disconnects cancels its handler (aiohttp's handler cancellation), which stops the engine request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import AsyncIterator
+
+from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ZiyaError, from_wire, typed
+from ..text.prompt import Conversation
+from ..wire.arrays import engine_inputs, stop_request_inputs
+from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
+from . import openai_schema as schema
+from .engine_link import EngineLink
+from .frontdoor import FrontDoor, TextJob, TextRequest
+
+_REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish reasons
+
+
+class OpenAIServer:
+    def __init__(self, cfg, grpc_url: str, upstream: str):
+        """``cfg`` is the ``ServeConfig``; ``grpc_url`` the server's gRPC address; ``upstream`` tritonserver's HTTP."""
+        self.cfg, self.upstream = cfg, upstream
+        self.door = FrontDoor.from_config(cfg)
+        self.models = tuple(cfg.front_door_names)
+        self.link = EngineLink(grpc_url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name="openai")
+        self.max_inflight = cfg.max_batch_size + cfg.max_queue_size  # the engine's own limit is exact
+        self.inflight = 0
+        self.created = int(time.time())
+
+    # --- the guard's extension hooks (on its event loop) ---------------------------------------------
+    async def setup(self, app, session, max_body: int) -> None:
+        self.session, self.max_body = session, max_body
+        await self.link.start_on_running_loop()
+        r = app.router
+        r.add_post("/v1/chat/completions", self.chat_completions)
+        r.add_post("/v1/completions", self.completions)
+        r.add_get("/v1/models", self.list_models)
+        r.add_get("/health", self.health)
+        r.add_get("/openapi.json", self.openapi)
+        r.add_route("*", "/v1/{tail:.*}", self.not_found)
+
+    async def cleanup(self) -> None:
+        await self.link.aclose()
+
+    # --- routes ------------------------------------------------------------------------------------
+    async def chat_completions(self, request):
+        return await self._handle(request, schema.ChatCompletionRequest, chat=True)
+
+    async def completions(self, request):
+        return await self._handle(request, schema.CompletionRequest, chat=False)
+
+    async def list_models(self, request):
+        from aiohttp import web
+
+        data = [{"id": m, "object": "model", "created": self.created, "owned_by": "ziya-trt"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def health(self, request):
+        """Ready when tritonserver and the engine model are."""
+        from aiohttp import web
+
+        try:
+            async with self.session.get(f"{self.upstream}/v2/models/{self.cfg.engine_name}/ready") as up:
+                ok = up.status == 200
+        except Exception:
+            ok = False
+        return web.json_response({"status": "ok" if ok else "unavailable"}, status=200 if ok else 503)
+
+    async def openapi(self, request):
+        from aiohttp import web
+
+        return web.json_response(schema.openapi(self.models, self.cfg.max_seq_len))
+
+    async def not_found(self, request):
+        return _json(404, schema.error_body(f"no route {request.method} {request.path}", "invalid_request_error",
+                                            None, "unknown_url"))
+
+    # --- one request -----------------------------------------------------------------------------------
+    async def _handle(self, request, model, chat: bool):
+        from aiohttp import web
+
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json(413, schema.error_body(
+                f"[ziya:invalid_request] request body: over the limit of {self.max_body} bytes",
+                "invalid_request_error", "body", "request_too_large"))
+        try:
+            req = schema.parse(model, _json_body(body))
+            if req.model not in self.models:
+                return _json(404, schema.error_body(f"The model '{req.model}' does not exist; served: "
+                                                    f"{', '.join(self.models)}", "invalid_request_error", "model",
+                                                    "model_not_found"))
+            job = self._job(req, chat)
+        except ZiyaError as e:
+            return _json(*schema.openai_error(e))
+        except Exception as e:  # a bug: a generic error, never a traceback
+            return _json(*schema.openai_error(typed(e, "openai: could not start the request")))
+        if self.inflight >= self.max_inflight:
+            return _json(*schema.openai_error(ServerOverloadedError(
+                f"openai: overloaded, {self.inflight} requests in flight; retry later")))
+        self.inflight += 1
+        try:
+            if req.stream:
+                return await self._stream(request, req, job, chat)
+            return await self._whole(req, job, chat)
+        finally:
+            self.inflight -= 1
+
+    def _job(self, req, chat: bool) -> TextJob:
+        if chat:
+            conv = Conversation.from_messages(req.conversation_messages())
+            text, trusted = None, True
+        else:
+            conv, text, trusted = None, req.prompt_text(), False  # a completion's prompt is user text too
+            if not text.strip():
+                raise InvalidRequestError("prompt: empty prompt", "prompt")
+        wanted = req.requested_max_tokens()
+        params = req.sampling(wanted if wanted is not None else schema.CARD.max_new_tokens)
+        # left out, max_tokens is the card's 512, or as many as fit beside the prompt
+        return TextJob(self.door, TextRequest(text=text, messages=conv, params=params, stream=True,
+                                              exclude_input=not getattr(req, "echo", False), trusted=trusted,
+                                              fit_max_tokens=wanted is None))
+
+    async def _events(self, job: TextJob) -> AsyncIterator[tuple[str, bool]]:
+        """The engine call: (text, final) as it comes; stops the engine if the caller leaves early."""
+        queue: asyncio.Queue = asyncio.Queue()
+        self.link.submit(job.id, engine_inputs(job.engine_request), lambda o, e, f: queue.put_nowait((o, e, f)))
+        done = False
+        try:
+            while not done:
+                outputs, error, done = await queue.get()
+                if error is not None:
+                    raise from_wire(error) or ServerError(f"{self.cfg.engine_name}: {error}")
+                ids = outputs.get("output_ids")
+                text, stop = job.push(ids.reshape(-1).tolist() if ids is not None else [])
+                if stop:
+                    self.link.stop(job.id, stop_request_inputs())
+                if done:
+                    text += job.finish()
+                if text or done:
+                    yield text, done
+        finally:
+            if not done:  # cancelled (the client left) or failed: free the engine's slot
+                job.cancel()
+                self.link.stop(job.id, stop_request_inputs())
+
+    def _usage(self, job: TextJob) -> dict:
+        n_in, n_out = len(job.input_ids), job.n_output
+        return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+
+    async def _whole(self, req, job: TextJob, chat: bool):
+        parts = []
+        try:
+            async for text, _ in self._events(job):
+                parts.append(text)
+        except ZiyaError as e:
+            return _json(*schema.openai_error(e))
+        reason = _REASON.get(job.finish_reason.value, "stop")
+        rid = _id(chat)
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "logprobs": None,
+                      "finish_reason": reason}
+        else:
+            choice = {"index": 0, "text": "".join(parts), "logprobs": None, "finish_reason": reason}
+        return _json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion",
+                           "created": int(time.time()), "model": req.model, "choices": [choice],
+                           "usage": self._usage(job)})
+
+    async def _stream(self, request, req, job: TextJob, chat: bool):
+        from aiohttp import web
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        usage = req.stream_options is not None and req.stream_options.include_usage
+        head = {"id": _id(chat), "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()), "model": req.model}
+        if usage:
+            head["usage"] = None
+
+        def chunk(text: str | None, reason: str | None, role: bool = False) -> bytes:
+            if chat:
+                delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            else:
+                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+            return _sse(head | {"choices": [choice]})
+
+        try:
+            if chat:
+                await resp.write(chunk(None, None, role=True))
+            async for text, final in self._events(job):
+                if text:
+                    await resp.write(chunk(text, None))
+                if final:
+                    await resp.write(chunk(None, _REASON.get(job.finish_reason.value, "stop")))
+            if usage:
+                await resp.write(_sse(head | {"choices": [], "usage": self._usage(job)}))
+        except ZiyaError as e:  # after the headers went out, the error goes in-band, as OpenAI does
+            await resp.write(_sse(schema.openai_error(e)[1]))
+        except (ConnectionResetError, ConnectionError):
+            return resp  # the client left: _events has stopped the engine
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+def _id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+
+
+def _json_body(body: bytes):
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep for the parser
+        raise InvalidRequestError(f"request body: not valid JSON ({type(e).__name__})", "body") from None
+
+
+def _json(status: int, body: dict):
+    from aiohttp import web
+
+    return web.json_response(body, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def _sse(obj: dict) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
