@@ -47,7 +47,8 @@ def main(argv=None) -> int:
                           max_batch_size=plan.max_batch_size, max_input_len=plan.max_input_len,
                           max_seq_len=plan.max_seq_len)
         repo = render_repo(cfg, a.out / f"repo-{dtype}")
-        with TritonServer(repo, install=external_triton(a.tritonserver), log_file=a.out / f"triton-{dtype}.log") as srv:
+        with TritonServer(repo, install=external_triton(a.tritonserver), log_file=a.out / f"triton-{dtype}.log",
+                          serve_config=cfg) as srv:
             items = workload.synthetic(tok, 16, 120, 32)
             points = [LoadConfig(concurrency=c, num_requests=32, warmup=2) for c in (1, 8)]
             res = run_bench(BenchConfig(url=f"grpc://{srv.grpc_url}", points=points), items, tok,

@@ -85,7 +85,7 @@ def _start_server(args):
         cfg = ServeConfig(engine=args.serve, tokenizer_dir=ckpt, **kw)
     d = cache_dir("bench-server", args.serve)
     print(f"starting tritonserver ({args.serve}) ...", flush=True)
-    srv = TritonServer(render_repo(cfg, d / "repo"), log_file=d / "tritonserver.log").start()
+    srv = TritonServer(render_repo(cfg, d / "repo"), log_file=d / "tritonserver.log", serve_config=cfg).start()
     return srv, cfg
 
 
