@@ -18,11 +18,18 @@ from .metrics import Slo, calculate_metrics
 from .workload import Item
 
 
+MODES = ("text", "token", "openai")
+
+
 @dataclass
 class BenchConfig:
-    url: str
-    model: str = "ziya"
-    mode: str = "text"  # or "token": the client tokenises and calls the engine model directly
+    url: str  # grpc:// or http:// of the server (text and token modes)
+    model: str = "ziya"  # the text front door (text and openai modes)
+    # text: through the front door; token: the client tokenises and calls the engine model directly;
+    # openai: the OpenAI-compatible chat endpoint (streaming). Several: each load point runs each, in turn
+    modes: tuple[str, ...] = ("text",)
+    engine_model: str = "tensorrt_llm"  # what token mode calls
+    openai_url: str | None = None  # base URL of the OpenAI-compatible API (…/v1)
     template: str = "ziya"
     points: list[LoadConfig] = field(default_factory=list)
     slo: Slo = Slo()
@@ -30,11 +37,29 @@ class BenchConfig:
     known_itl_s: float | None = None
     timeout_s: float = 120.0
 
+    def __post_init__(self):
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"mode: {', '.join(bad) or 'none given'}; use {', '.join(MODES)}")
+        if "openai" in self.modes and not self.openai_url:
+            raise ValueError("mode openai needs the server's OpenAI-compatible URL (--openai-url)")
 
-def label(cfg: LoadConfig) -> str:
-    if cfg.open_loop:
-        return f"rate={cfg.rate:g}" + (f",max{cfg.concurrency}" if cfg.concurrency else "")
-    return f"c={cfg.concurrency}"
+
+def label(cfg: LoadConfig, mode: str | None = None) -> str:
+    point = (f"rate={cfg.rate:g}" + (f",max{cfg.concurrency}" if cfg.concurrency else "") if cfg.open_loop
+             else f"c={cfg.concurrency}")
+    return f"{mode} {point}" if mode else point
+
+
+def make_client(cfg: BenchConfig, mode: str, tokenizer):
+    if mode == "openai":
+        from .openai_client import AsyncOpenAIClient
+
+        return AsyncOpenAIClient(cfg.openai_url, cfg.model, timeout_s=cfg.timeout_s)
+    if mode == "token":
+        return AsyncZiyaClient(cfg.url, model=cfg.engine_model, mode="token", template=cfg.template,
+                               timeout_s=cfg.timeout_s, tokenizer=tokenizer)
+    return AsyncZiyaClient(cfg.url, model=cfg.model, timeout_s=cfg.timeout_s)
 
 
 def overhead(summary, known_ttft: float | None, known_itl: float | None) -> dict | None:
@@ -53,14 +78,15 @@ def overhead(summary, known_ttft: float | None, known_itl: float | None) -> dict
     return out
 
 
-def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, progress=None) -> dict:
+def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, progress=None,
+              mode: str | None = None) -> dict:
     count = (lambda text: tokenizer.count(text, add_bos=False)) if tokenizer is not None else None
+    mode = mode or cfg.modes[0]
+    name = label(load, mode if len(cfg.modes) > 1 else None)
 
     async def go():
-        needs_tok = cfg.template == "chat_template" or cfg.mode == "token"
-        client = AsyncZiyaClient(cfg.url, model=cfg.model, mode=cfg.mode, template=cfg.template,
-                                 timeout_s=cfg.timeout_s, tokenizer=tokenizer if needs_tok else None)
-        task = progress.add_task(label(load), total=load.num_requests) if progress else None
+        client = make_client(cfg, mode, tokenizer)
+        task = progress.add_task(name, total=load.num_requests) if progress else None
         done = lambda r: progress.advance(task) if progress else None  # noqa: E731
         try:
             return await run_load(client, items, load, count, on_done=done)
@@ -71,7 +97,8 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
     records = asyncio.run(go())
     summary = calculate_metrics(records, cfg.slo)
     return {
-        "label": label(load),
+        "label": name,
+        "mode": mode,
         "load": asdict(load),
         "started_at": t0,
         "summary": summary.to_dict(),
@@ -88,8 +115,10 @@ def run_bench(cfg: BenchConfig, items: list[Item], tokenizer, out_dir: Path, con
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=con, transient=False) as progress:
         for load in cfg.points:
-            points.append(run_point(cfg, load, items, tokenizer, progress))
-    config = {"url": cfg.url, "model": cfg.model, "template": cfg.template, "slo": asdict(cfg.slo),
+            for mode in cfg.modes:  # modes side by side at each load point
+                points.append(run_point(cfg, load, items, tokenizer, progress, mode))
+    config = {"url": cfg.url, "model": cfg.model, "modes": list(cfg.modes), "openai_url": cfg.openai_url,
+              "template": cfg.template, "slo": asdict(cfg.slo),
               "known_ttft_s": cfg.known_ttft_s, "known_itl_s": cfg.known_itl_s, **config_extra}
     files = [report.write_json(out_dir / "results.json", config, points), report.write_csv(out_dir / "requests.csv", points)]
     if plots:

@@ -20,9 +20,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="latency/throughput benchmark of a Triton LLM endpoint (or `bench compare`)")
     p.add_argument("--url", help="grpc://host:port or http://host:port of a running server")
     p.add_argument("--serve", choices=["synthetic", "reference", "demo"], help="start this server for the run")
-    p.add_argument("--model", default=None, help="model to call (default: ziya, or the engine with --mode token)")
-    p.add_argument("--mode", choices=["text", "token"], default="text",
-                   help="text: through the front door; token: straight to the engine, tokenised here")
+    p.add_argument("--model", default=None,
+                   help="model to call (default: ziya; with --mode token alone: the engine model)")
+    p.add_argument("--engine-model", help="the engine model token mode calls (default: the served engine)")
+    p.add_argument("--mode", default="text",
+                   help="text: through the front door; token: straight to the engine, tokenised here; openai: the "
+                        "OpenAI-compatible chat endpoint. Several, e.g. text,token,openai: side by side at each point")
+    p.add_argument("--openai-url", help="the OpenAI-compatible API's base URL (default: the started server's, "
+                                        "or http://HOST:PORT/v1 of an http:// --url)")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the server's, if local)")
     p.add_argument("--template", help="ziya or chat_template (default: the server's)")
     p.add_argument("--dataset", default="synthetic", help="synthetic, chat (bundled zh/en set), or a JSONL file")
@@ -67,8 +72,7 @@ def _start_server(args):
     from ziya_trt.cache import cache_dir
     from ziya_trt.fixtures.tiny import fixture_checkpoint
     from ziya_trt.serving.config import ServeConfig
-    from ziya_trt.serving.launcher import TritonServer
-    from ziya_trt.serving.repo import render_repo
+    from ziya_trt.serving.launcher import ServeProcess
 
     if args.serve == "demo":
         from ziya_trt.fixtures.demo_model import demo_checkpoint
@@ -84,9 +88,8 @@ def _start_server(args):
                                                   max_input_len=1024, max_seq_len=2048)
         cfg = ServeConfig(engine=args.serve, tokenizer_dir=ckpt, **kw)
     d = cache_dir("bench-server", args.serve)
-    print(f"starting tritonserver ({args.serve}) ...", flush=True)
-    srv = TritonServer(render_repo(cfg, d / "repo"), log_file=d / "tritonserver.log", serve_config=cfg).start()
-    return srv, cfg
+    print(f"starting ziya-trt serve ({args.serve}) in a process of its own ... (logs in {d})", flush=True)
+    return ServeProcess(cfg.resolved(), d).start(), cfg
 
 
 def run(args) -> int:
@@ -111,10 +114,15 @@ def run(args) -> int:
                 known_ttft, known_itl = args.synthetic_ttft, 1.0 / args.synthetic_rate
         else:
             url = args.url
-        model = args.model or ("ziya" if args.mode == "text" else scfg.engine_name if srv else "tensorrt_llm")
+        modes = tuple(m.strip() for m in args.mode.split(",") if m.strip())
+        token_only = modes == ("token",)
+        model = (args.model if not token_only else None) or "ziya"
+        engine_model = args.engine_model or (args.model if token_only else None) or (
+            scfg.engine_name if srv else "tensorrt_llm")
+        openai_url = args.openai_url or (srv.openai_url if srv else f"{url}/v1" if url.startswith("http://") else None)
         # what the front door says about itself (the server this run started is known already)
         srv_params = ({"template": scfg.template, "tokenizer_dir": str(scfg.tokenizer_dir)} if srv
-                      else server_params(url, args.model if args.mode == "text" and args.model else "ziya"))
+                      else server_params(url, model))
         template = args.template or srv_params.get("template", "ziya")
         tok_dir = args.tokenizer or srv_params.get("tokenizer_dir")
         tok = load_tokenizer(tok_dir, require_chat_tokens=False) if tok_dir and Path(tok_dir).is_dir() else None
@@ -135,12 +143,16 @@ def run(args) -> int:
                       for r in _floats(args.rate)]
         else:
             points = [LoadConfig(concurrency=c, **common) for c in _ints(args.concurrency)]
-        if args.mode == "token" and tok is None:
+        if "token" in modes and tok is None:
             print("error: --mode token needs --tokenizer (the client tokenises)")
             return 2
-        cfg = BenchConfig(url=url, model=model, mode=args.mode, template=template, points=points,
-                          slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms), known_ttft_s=known_ttft,
-                          known_itl_s=known_itl, timeout_s=args.timeout_s)
+        try:
+            cfg = BenchConfig(url=url, model=model, modes=modes, engine_model=engine_model, openai_url=openai_url,
+                              template=template, points=points, slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms),
+                              known_ttft_s=known_ttft, known_itl_s=known_itl, timeout_s=args.timeout_s)
+        except ValueError as e:
+            print(f"error: {e}")
+            return 2
         out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
         extra = {"dataset": args.dataset, "isl": args.isl, "osl": args.osl, "serve": args.serve, "mode": args.mode,
                  "tokenizer": str(tok_dir) if tok_dir else None,

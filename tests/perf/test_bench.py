@@ -64,3 +64,16 @@ def test_token_mode_bench_calls_the_engine_directly_with_the_same_text(syn_serve
     assert tok_doc["points"][0]["summary"]["errors"] == 0 and len(recs) == 6
     assert all(r["output_tokens"] == 8 for r in recs.values())
     assert {i: r["text"] for i, r in recs.items()} == {r["index"]: r["text"] for r in txt_doc["points"][0]["records"]}
+
+
+def test_the_openai_path_gives_the_same_texts_side_by_side(syn_server, tiny_ckpt, tmp_path):
+    """--mode text,token,openai runs each path at each point, in one run; the synthetic engine's echo
+    makes every text checkable, and all three get the same ones."""
+    assert main(["bench", "--url", f"http://{syn_server.http_url}", "--tokenizer", str(tiny_ckpt), "--isl", "16",
+                 "--osl", "8", "--num-requests", "6", "--warmup", "0", "--concurrency", "2", "--no-plots",
+                 "--mode", "text,token,openai", "--engine-model", "synthetic", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [p["label"] for p in doc["points"]] == ["text c=2", "token c=2", "openai c=2"]
+    texts = [{r["index"]: r["text"] for r in p["records"]} for p in doc["points"]]
+    assert all(p["summary"]["errors"] == 0 and p["summary"]["completed"] == 6 for p in doc["points"])
+    assert texts[0] == texts[1] == texts[2] and all(r["output_tokens"] == 8 for r in doc["points"][2]["records"])

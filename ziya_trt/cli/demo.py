@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     p.add_argument("--offline", action="store_true", help="only show the text core on the tiny fixture")
     p.add_argument("--seed", type=int, default=0, help="chunking seed for the offline streaming demo")
+    p.add_argument("--serve", action="store_true",
+                   help="keep serving afterwards (gRPC, HTTP, OpenAI-compatible API) until Ctrl-C")
     p.set_defaults(func=run)
 
 
@@ -65,6 +67,9 @@ def run_served(args) -> int:
             con.print("\n")
             tps = (r.completion_tokens or 0) / max(r.total_s - (r.ttft_s or 0), 1e-9)
             rows.append((q[:32], r.prompt_tokens, r.completion_tokens, r.ttft_s * 1000, r.total_s, tps, r.finish_reason.value))
+        openai_demo(con, srv.openai_url, args.max_new_tokens)
+        if args.serve:
+            wait_for_ctrl_c(con, srv)
         con.print("[bold]stopping the server[/] ...")
     table = Table("prompt", "in tok", "out tok", "TTFT ms", "total s", "decode tok/s", "finish",
                   title=f"latency ({args.protocol}, one request at a time, 2-core CPU)")
@@ -72,6 +77,33 @@ def run_served(args) -> int:
         table.add_row(q, str(n_in), str(n_out), f"{ttft:.0f}", f"{total:.2f}", f"{tps:.1f}", fin)
     con.print(table)
     return 0
+
+
+def openai_demo(con, base_url: str, max_tokens: int) -> None:
+    """The same server through the official openai package, if it is installed."""
+    try:
+        import openai
+    except ImportError:
+        con.print(f"(OpenAI-compatible API at {base_url}; pip install openai to try it)")
+        return
+    q = "用一句话介绍一下上海。"
+    con.print(f"[bold]openai-python[/] (base_url={base_url}, model 'ziya')\n[bold cyan]user>[/] {q}")
+    con.print("[bold green]assistant>[/] ", end="")
+    c = openai.OpenAI(base_url=base_url, api_key="unused")
+    for chunk in c.chat.completions.create(model="ziya", messages=[{"role": "user", "content": q}],
+                                           max_tokens=max_tokens, temperature=0, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            con.print(chunk.choices[0].delta.content, end="", markup=False, highlight=False)
+    con.print("\n")
+
+
+def wait_for_ctrl_c(con, srv) -> None:
+    con.print(f"serving: gRPC {srv.grpc_url}, HTTP {srv.http_url}, OpenAI {srv.openai_url} (model 'ziya'). Ctrl-C stops.")
+    try:
+        while srv.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        con.print()
 
 
 def run_offline(args) -> int:

@@ -14,6 +14,8 @@ from ..serving.repo import render_repo
 
 
 def add_serve_options(p) -> None:
+    p.add_argument("--config", type=Path, help="a ServeConfig as JSON (serve_config.json); replaces the model "
+                                               "and engine options below (ports, host and logs still apply)")
     p.add_argument("--engine", choices=[k.value for k in EngineKind], default="reference")
     p.add_argument("--model-dir", type=Path, help="transformers checkpoint for the reference engine")
     p.add_argument("--tokenizer-dir", type=Path, help="tokenizer directory (default: --model-dir)")
@@ -49,6 +51,8 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(a) -> ServeConfig:
+    if a.config:
+        return ServeConfig.read(a.config)
     stock = a.stock_names
     if a.engine == EngineKind.TENSORRT_LLM.value:
         return config_from_manifest(a)

@@ -84,7 +84,37 @@ class Ports:
         return cls(free_port(), free_port(), free_port())
 
 
-class TritonServer:
+class _Endpoints:
+    """Where a server started here answers (``host`` and ``ports`` set by the subclass)."""
+
+    host: str
+    ports: Ports
+
+    @property
+    def client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.client_host}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.client_host}:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.client_host}:{self.ports.metrics}/metrics"
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+
+class TritonServer(_Endpoints):
     """A running tritonserver. Use as a context manager, or call ``start``/``stop``."""
 
     def __init__(
@@ -114,22 +144,6 @@ class TritonServer:
         self._triton_http_port = free_port() if http_body_limit else self.ports.http
         self._guard: HttpGuard | None = None
         self.serve_config = serve_config
-
-    @property
-    def client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.client_host}:{self.ports.http}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.client_host}:{self.ports.grpc}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.client_host}:{self.ports.metrics}/metrics"
 
     def command(self) -> list[str]:
         inst = self.install
@@ -207,13 +221,6 @@ class TritonServer:
         """The OpenAI-compatible API's base URL (``…/v1``), when it is served."""
         return f"http://{self.http_url}/v1" if self.serve_config is not None and self.http_body_limit else None
 
-    def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -255,6 +262,63 @@ class TritonServer:
         return self.proc.returncode
 
     def __enter__(self) -> "TritonServer":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ServeProcess(_Endpoints):
+    """``ziya-trt serve`` for a ``ServeConfig``, in a process of its own (its launcher, HTTP guard and OpenAI
+    API do not share a GIL with the caller: what a benchmark needs). Same URLs as ``TritonServer``."""
+
+    def __init__(self, cfg, run_dir: str | Path, ports: Ports | None = None, host: str = "127.0.0.1",
+                 exit_timeout_s: int = 30):
+        self.cfg, self.run_dir, self.ports = cfg, Path(run_dir), ports or Ports.free()
+        self.host, self.exit_timeout_s = host, exit_timeout_s
+        self.log_file = self.run_dir / "serve.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://{self.http_url}/v1"
+
+    def start(self, ready_timeout_s: float = 180.0) -> "ServeProcess":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_file = self.cfg.write(self.run_dir / "serve_config.json")
+        cmd = [sys.executable, "-m", "ziya_trt.cli", "serve", "--config", str(cfg_file), "--host", self.host,
+               "--http-port", str(self.ports.http), "--grpc-port", str(self.ports.grpc),
+               "--metrics-port", str(self.ports.metrics), "--repo-dir", str(self.run_dir / "repo"),
+               "--log-file", str(self.run_dir / "tritonserver.log"), "--exit-timeout", str(self.exit_timeout_s)]
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerStartError(f"ziya-trt serve exited with code {self.proc.returncode}; see {self.log_file}")
+            if self.is_ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise ServerStartError(f"ziya-trt serve not ready after {ready_timeout_s:.0f}s; see {self.log_file}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (the launcher drains and stops tritonserver), then kill whatever is left of its group."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.exit_timeout_s + 20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return self.proc.wait(5)
+
+    def __enter__(self) -> "ServeProcess":
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc) -> None:

@@ -136,17 +136,21 @@ class OpenAIServer:
                                               fit_max_tokens=wanted is None))
 
     async def _events(self, job: TextJob) -> AsyncIterator[tuple[str, bool]]:
-        """The engine call: (text, final) as it comes; stops the engine if the caller leaves early."""
+        """The engine call: (text, final) as it comes; stops the engine if the caller leaves early. Responses
+        that piled up while the loop was busy are merged into one (as the front door's outbox does)."""
         queue: asyncio.Queue = asyncio.Queue()
         self.link.submit(job.id, engine_inputs(job.engine_request), lambda o, e, f: queue.put_nowait((o, e, f)))
         done = False
         try:
             while not done:
                 outputs, error, done = await queue.get()
+                tokens = _ids(outputs)
+                while error is None and not done and not queue.empty():
+                    outputs, error, done = queue.get_nowait()
+                    tokens += _ids(outputs)
                 if error is not None:
                     raise from_wire(error) or ServerError(f"{self.cfg.engine_name}: {error}")
-                ids = outputs.get("output_ids")
-                text, stop = job.push(ids.reshape(-1).tolist() if ids is not None else [])
+                text, stop = job.push(tokens)
                 if stop:
                     self.link.stop(job.id, stop_request_inputs())
                 if done:
@@ -199,12 +203,20 @@ class OpenAIServer:
                 choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
             return _sse(head | {"choices": [choice]})
 
+        # the per-token chunk, chunk(text, None), with only its text encoded each time
+        before = ("data: " + json.dumps(head, ensure_ascii=False)[:-1] + ', "choices": [{"index": 0, '
+                  + ('"delta": {"content": ' if chat else '"text": ')).encode("utf-8")
+        after = (("}" if chat else "") + ', "logprobs": null, "finish_reason": null}]}\n\n').encode("utf-8")
+
+        def text_chunk(text: str) -> bytes:
+            return before + json.dumps(text, ensure_ascii=False).encode("utf-8") + after
+
         try:
             if chat:
                 await resp.write(chunk(None, None, role=True))
             async for text, final in self._events(job):
                 if text:
-                    await resp.write(chunk(text, None))
+                    await resp.write(text_chunk(text))
                 if final:
                     await resp.write(chunk(None, _REASON.get(job.finish_reason.value, "stop")))
             if usage:
@@ -216,6 +228,11 @@ class OpenAIServer:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def _ids(outputs: dict) -> list[int]:
+    ids = outputs.get("output_ids")
+    return ids.reshape(-1).tolist() if ids is not None else []
 
 
 def _id(chat: bool) -> str:

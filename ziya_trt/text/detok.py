@@ -204,12 +204,15 @@ def decode_all(table: TokenTable, ids: Iterable[int]) -> str:
 class StopMatcher:
     """Finds stop strings in streamed text, holding back only a possible partial match."""
 
-    __slots__ = ("stops", "_held", "_maxlen")
+    __slots__ = ("stops", "_held", "_maxlen", "_prefixes", "_last_chars")
 
     def __init__(self, stops: Iterable[str]):
         self.stops = tuple(s for s in dict.fromkeys(stops) if s)
         self._held = ""
         self._maxlen = max((len(s) for s in self.stops), default=0)
+        # every proper prefix of a stop string, and the characters such a prefix can end with
+        self._prefixes = frozenset(s[:k] for s in self.stops for k in range(1, len(s)))
+        self._last_chars = frozenset(p[-1] for p in self._prefixes)
 
     def push(self, text: str) -> tuple[str, str | None]:
         """Return (text safe to emit, the stop string matched or None)."""
@@ -233,9 +236,11 @@ class StopMatcher:
         return held
 
     def _partial_suffix(self, buf: str) -> int:
+        """Length of the longest end of ``buf`` that could still grow into a stop string."""
+        if not buf or buf[-1] not in self._last_chars:  # the common case: no prefix ends like this
+            return 0
         for k in range(min(self._maxlen - 1, len(buf)), 0, -1):
-            tail = buf[-k:]
-            if any(s.startswith(tail) for s in self.stops):
+            if buf[-k:] in self._prefixes:
                 return k
         return 0
 

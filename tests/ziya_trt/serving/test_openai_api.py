@@ -239,3 +239,22 @@ def test_the_first_chunk_comes_before_the_last_token(slow_server):
                                   max_tokens=20, stream=True)
     times = [time.monotonic() - t0 for ch in s if ch.choices and ch.choices[0].delta.content]
     assert times[0] < 0.5 < times[-1]
+
+
+def test_every_streamed_chunk_is_the_json_openai_sends(syn_server, tok):
+    """Chunks are framed by hand on the per-token path: each must still parse, with every field in place."""
+    body = json.dumps({"model": "ziya", "stream": True, "max_tokens": 12, "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": 'quote " back\\slash 你好'}]}).encode()
+    req = urllib.request.Request(f"http://{syn_server.http_url}/v1/chat/completions", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        events = [ln[6:] for ln in r.read().decode().splitlines() if ln.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    for c in chunks[:-1]:
+        assert set(c) == {"id", "object", "created", "model", "choices", "usage"} and c["usage"] is None
+        (choice,) = c["choices"]
+        assert set(choice) == {"index", "delta", "logprobs", "finish_reason"}
+    ids = tok.encode('<human>:quote " back\\slash 你好\n<bot>:')
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == echo(tok, ids, 12)
+    assert chunks[-1]["usage"]["completion_tokens"] == 12 and len({c["id"] for c in chunks}) == 1
