@@ -25,6 +25,7 @@ class ProblemKind(str, Enum):
     DTYPE = "dtype"
     VOCAB = "vocab"
     TOKENIZER = "tokenizer"
+    TRUNCATED = "truncated"
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,22 @@ class Report:
         self.problems.append(Problem(kind, msg))
 
 
-def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+def _raw_header(path: Path) -> tuple[int, dict]:
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
+        return n, json.loads(f.read(n))
+
+
+def safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    _, header = _raw_header(path)
     return {k: (v["dtype"], tuple(v["shape"])) for k, v in header.items() if k != "__metadata__"}
+
+
+def safetensors_missing_bytes(path: Path) -> int:
+    """How many bytes the file is short of what its header says its tensors take (0: complete)."""
+    n, header = _raw_header(path)
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    return max(0, 8 + n + end - path.stat().st_size)
 
 
 def torch_bin_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -91,11 +103,19 @@ def weight_files(d: Path, rep: Report) -> dict[str, Path]:
     return {}
 
 
-def read_shapes(files: dict[str, Path]) -> dict[str, tuple[str, tuple[int, ...]]]:
+def read_shapes(files: dict[str, Path], rep: Report | None = None) -> dict[str, tuple[str, tuple[int, ...]]]:
     out: dict[str, tuple[str, tuple[int, ...]]] = {}
     for f in sorted(set(files.values())):
-        if f.exists():
-            out |= safetensors_header(f) if f.suffix == ".safetensors" else torch_bin_header(f)
+        if not f.exists():
+            continue
+        if f.suffix == ".safetensors":
+            out |= safetensors_header(f)
+            short = safetensors_missing_bytes(f)
+            if short and rep is not None:
+                rep.add(ProblemKind.TRUNCATED, f"{f.name} is {short:,} bytes shorter than its header says "
+                                               f"(an interrupted download?)")
+        else:
+            out |= torch_bin_header(f)
     return out
 
 
@@ -110,7 +130,7 @@ def validate_checkpoint(path: str | Path, require_chat_tokens: bool = True, rais
     if spec and spec.architecture != "LlamaForCausalLM":
         rep.add(ProblemKind.ARCHITECTURE, f"architecture is {spec.architecture}, expected LlamaForCausalLM")
     files = weight_files(d, rep)
-    shapes = read_shapes(files)
+    shapes = read_shapes(files, rep)
     rep.tensors = len(shapes)
     rep.dtypes = {DTYPES.get(dt, dt) for dt, _ in shapes.values()}
     if spec:

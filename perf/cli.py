@@ -52,16 +52,31 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
     sub2 = p.add_subparsers(dest="bench_cmd", metavar="compare")
     c = sub2.add_parser("compare", help="compare two results.json and flag regressions")
-    c.add_argument("a", type=Path)
+    c.add_argument("a", type=Path, help="a results.json, or the run folder that holds it")
     c.add_argument("b", type=Path)
     c.add_argument("--threshold", type=float, default=0.05, help="relative change that counts as a regression")
     c.set_defaults(func=run_compare)
 
 
+def _results(path: Path) -> dict | None:
+    """A results.json (or the folder holding one), or None after saying why not."""
+    f = path / "results.json" if path.is_dir() else path
+    try:
+        return json.loads(f.read_text())
+    except FileNotFoundError:
+        print(f"error: {f} does not exist")
+    except (OSError, ValueError) as e:
+        print(f"error: {f} is not a results.json ({type(e).__name__})")
+    return None
+
+
 def run_compare(args) -> int:
     from .report import compare, print_compare
 
-    rows = compare(json.loads(args.a.read_text()), json.loads(args.b.read_text()), args.threshold)
+    a, b = _results(args.a), _results(args.b)
+    if a is None or b is None:
+        return 2
+    rows = compare(a, b, args.threshold)
     print_compare(rows)
     n = sum(r["regression"] for r in rows)
     print(f"{n} regression(s) beyond {args.threshold:.0%}" if n else "no regressions")
@@ -93,7 +108,7 @@ def _start_server(args):
 
 
 def run(args) -> int:
-    from ziya_trt.client import server_params
+    from ziya_trt.client import ZiyaClient
     from ziya_trt.text.tokenizer import load_tokenizer
 
     from . import workload
@@ -120,11 +135,13 @@ def run(args) -> int:
         engine_model = args.engine_model or (args.model if token_only else None) or (
             scfg.engine_name if srv else "tensorrt_llm")
         openai_url = args.openai_url or (srv.openai_url if srv else f"{url}/v1" if url.startswith("http://") else None)
-        # what the front door says about itself (the server this run started is known already)
-        srv_params = ({"template": scfg.template, "tokenizer_dir": str(scfg.tokenizer_dir)} if srv
-                      else server_params(url, model))
-        template = args.template or srv_params.get("template", "ziya")
-        tok_dir = args.tokenizer or srv_params.get("tokenizer_dir")
+        if not srv and not ZiyaClient(url).is_ready():
+            print(f"error: no server ready at {url} (is it running, and is that its gRPC or HTTP port?)")
+            return 2
+        # a server of this run's own is known; of another, only what the options say (its configuration,
+        # which holds paths, is for the operator)
+        template = args.template or (scfg.template if srv else "ziya")
+        tok_dir = args.tokenizer or (str(scfg.tokenizer_dir) if srv else None)
         tok = load_tokenizer(tok_dir, require_chat_tokens=False) if tok_dir and Path(tok_dir).is_dir() else None
         n_items = args.num_requests + args.warmup
         if args.dataset == "synthetic":

@@ -65,6 +65,8 @@ async def one_request(client, item: Item, index: int, cfg: LoadConfig, t0: float
             rec.input_tokens = res.prompt_tokens
     except ZiyaError as e:
         rec.error, rec.error_type = str(e)[:500], type(e).__name__
+    except Exception as e:  # anything else (a broken event, a bug): still a record, counted by its type
+        rec.error, rec.error_type = f"{type(e).__name__}: {e}"[:500], type(e).__name__
     except asyncio.CancelledError:
         rec.error, rec.error_type = "cancelled at the run's time bound", "Cancelled"
         if stream is not None:

@@ -73,7 +73,10 @@ def test_serve_renders_tensorrt_llm_config_from_the_manifest(tiny_ckpt, tmp_path
     assert f"max_batch_size: {plan['max_batch_size']}" in text
     assert str((tmp_path / "eng").resolve()) in text and 'backend: "tensorrtllm"' in text
     door = (tmp_path / "repo" / "ziya" / "config.pbtxt").read_text()
-    assert str(tiny_ckpt) in door and '"1024"' in door and '"1280"' in door
+    assert '"1024"' in door and '"1280"' in door and str(tiny_ckpt) not in door  # no paths for clients to read
+    from ziya_trt.serving.config import ServeConfig
+
+    assert ServeConfig.for_model({"model_repository": str(tmp_path / "repo" / "ziya")}).tokenizer_dir == tiny_ckpt
 
 
 def test_mpi_launch_command_for_two_ranks(tmp_path):
@@ -85,4 +88,6 @@ def test_mpi_launch_command_for_two_ranks(tmp_path):
     assert cmd[:2] == ["mpirun", "--allow-run-as-root"] and cmd.count("-n") == 2 and ":" in cmd
     rank1 = cmd[cmd.index(":") + 1:]
     assert "--allow-http=false" in rank1 and not any(a.startswith("--http-port") for a in rank1)
-    assert "--backend-config=python,shm-region-prefix-name=prefix1_" in rank1
+    rank0 = cmd[: cmd.index(":")]
+    shm = [[x for x in r if x.startswith("--backend-config=python,shm-region-prefix-name=")] for r in (rank0, rank1)]
+    assert len(shm[0]) == len(shm[1]) == 1 and shm[0] != shm[1] and shm[1][0].endswith("1_")  # a prefix per rank

@@ -108,3 +108,12 @@ def test_torch_bin_checkpoints_are_read_without_loading(tiny_ckpt, tmp_path):
 def test_header_reader(tiny_ckpt):
     h = safetensors_header(tiny_ckpt / "model.safetensors")
     assert h["model.embed_tokens.weight"] == ("BF16", (1000, 64))
+
+
+def test_a_truncated_safetensors_file_is_found(tiny_ckpt, tmp_path):
+    d = shutil.copytree(tiny_ckpt, tmp_path / "cut")
+    f = d / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # an interrupted download
+    with pytest.raises(CheckpointError) as ei:
+        validate_checkpoint(d)
+    assert ei.value.kinds() == {ProblemKind.TRUNCATED} and "bytes shorter than its header says" in str(ei.value)

@@ -63,3 +63,36 @@ def test_arrivals_have_the_requested_rate_and_repeat():
     bursty = arrival_gaps(20000, 10.0, 0.25, 3)
     var = lambda xs: sum((x - sum(xs) / len(xs)) ** 2 for x in xs) / len(xs)  # noqa: E731
     assert sum(bursty) / len(bursty) == pytest.approx(0.1, rel=0.05) and var(bursty) > 3 * var(g)
+
+
+def test_every_request_ends_as_a_record_whatever_it_raises():
+    """A client whose odd requests fail with an exception that is not the project's (a broken event, say):
+    every request is still a record, its error counted by type, and the run goes on."""
+    import asyncio
+
+    from perf.load import LoadConfig, run_load
+    from perf.workload import Item
+
+    class Stream:
+        def __init__(self, i):
+            self.i, self.result = i, None
+
+        async def __aiter__(self):
+            yield "a"
+            if self.i % 2:
+                raise ValueError("bad SSE line")
+            yield "b"
+
+        async def cancel(self):
+            pass
+
+    class Client:
+        n = 0
+
+        def stream_chat_raw(self, prompt, **kw):
+            Client.n += 1
+            return Stream(Client.n)
+
+    records = asyncio.run(run_load(Client(), [Item("x", 2)], LoadConfig(concurrency=2, num_requests=8, warmup=0)))
+    s = calculate_metrics(records)
+    assert len(records) == 8 and (s.completed, s.errors) == (4, 4) and s.error_types == {"ValueError": 4}

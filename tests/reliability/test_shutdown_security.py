@@ -109,6 +109,15 @@ def test_binds_loopback_and_refuses_model_control(syn_server):
         # 127.0.0.1, as IPv4 or IPv4-mapped IPv6 (::ffff:127.0.0.1)
         assert addrs and addrs <= {"0100007F", "0000000000000000FFFF00000100007F"}, f"port {port} listens on {addrs}"
     status, text = http_post(syn_server.http_url, "/v2/repository/models/ziya/unload", {})
-    assert status >= 400 and "not allowed" in text
+    assert status == 403 and "for the operator" in text  # the repository API needs the operator's key
+    import urllib.error
+
+    from ziya_trt.serving.request_checks import ADMIN_HEADER
+
+    req = urllib.request.Request(f"http://{syn_server.http_url}/v2/repository/models/ziya/unload", data=b"{}",
+                                 method="POST", headers={ADMIN_HEADER: syn_server.admin_key})
+    with pytest.raises(urllib.error.HTTPError) as ei:  # and even with it, model control stays off
+        urllib.request.urlopen(req, timeout=10)
+    assert ei.value.code >= 400 and "not allowed" in ei.value.read().decode()
     with urllib.request.urlopen(f"http://{syn_server.http_url}/v2/models/ziya/ready", timeout=5) as r:
         assert r.status == 200

@@ -7,10 +7,13 @@ server) but not the chat.
 
 from __future__ import annotations
 
+import signal
 import sys
+import typing
 
 from ..errors import InvalidRequestError, ZiyaError
-from ..text.prompt import Message, Role, template_class
+from ..finish import FinishReason
+from ..text.prompt import Message, Role
 from ..text.sampling import SamplingParams
 
 HELP = "commands: /reset  /system TEXT  /params [key=value ...]  /exit"
@@ -26,9 +29,30 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def parse_param(key: str, value: str):
+    """One ``/params key=value``, typed by the ``SamplingParams`` field it sets."""
+    types = typing.get_type_hints(SamplingParams)
+    if key not in types:
+        raise InvalidRequestError(f"unknown parameter {key!r}; known: {', '.join(sorted(types))}", key)
+    t = types[key]
+    if value.lower() == "none" and type(None) in typing.get_args(t):
+        return None
+    if t is bool:
+        if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise InvalidRequestError(f"{key}: {value!r} is not true or false", key)
+        return value.lower() in ("1", "true", "yes")
+    if typing.get_origin(t) is tuple:
+        return tuple(v for v in value.split(",") if v)
+    base = next((a for a in typing.get_args(t) if a is not type(None)), t)
+    try:
+        return base(value)
+    except ValueError:
+        raise InvalidRequestError(f"{key}: {value!r} is not a {base.__name__}", key) from None
+
+
 class ChatSession:
-    def __init__(self, client, params: SamplingParams, supports_system: bool):
-        self.client, self.params, self.supports_system = client, params, supports_system
+    def __init__(self, client, params: SamplingParams):
+        self.client, self.params = client, params
         self.history: list[Message] = []
         self.system: str | None = None
 
@@ -41,22 +65,16 @@ class ChatSession:
             self.history.clear()
             print("(history cleared)", file=out)
         elif cmd == "/system":
-            if not self.supports_system:
-                print("(this template has no system role)", file=out)
-            else:
-                self.system = arg.strip() or None
-                print(f"(system prompt {'set' if self.system else 'cleared'})", file=out)
+            self.system = arg.strip() or None
+            print(f"(system prompt {'set' if self.system else 'cleared'})", file=out)
         elif cmd == "/params":
             try:
                 changes = {}
                 for kv in arg.split():
                     k, _, v = kv.partition("=")
-                    cur = getattr(self.params, k, None)
-                    if cur is None and k not in ("seed",):
-                        raise InvalidRequestError(f"unknown parameter {k!r}", k)
-                    changes[k] = (v.lower() in ("1", "true", "yes")) if isinstance(cur, bool) else type(cur or 0)(v)
+                    changes[k] = parse_param(k, v)
                 self.params = self.params.with_(**changes)
-            except (ValueError, ZiyaError) as e:
+            except ZiyaError as e:
                 print(f"(error: {e})", file=out)
             print(self.params.to_dict(), file=out)
         else:
@@ -64,38 +82,67 @@ class ChatSession:
         return True
 
     def ask(self, question: str, out) -> None:
+        """Stream one reply; Ctrl-C stops it (the request is cancelled on the server) and keeps the chat."""
         messages = ([Message(Role.SYSTEM, self.system)] if self.system else []) + self.history + [Message(Role.USER, question)]
-        stream = self.client.stream_chat(messages, **self.params.to_dict())
+        stopped, streams = [], []
+
+        def on_ctrl_c(signum, frame):  # instead of KeyboardInterrupt inside the transport's threads and objects
+            stopped.append(True)
+            for s in streams:
+                s.cancel()
+
         parts: list[str] = []
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
         try:
+            try:
+                streams.append(stream := self.client.stream_chat(messages, **self.params.to_dict()))
+            except InvalidRequestError as e:
+                self._refused(e, out)
+                return
+            if stopped:  # Ctrl-C before the stream was open
+                stream.cancel()
             for delta in stream:
                 parts.append(delta)
                 out.write(delta)
                 out.flush()
-        except KeyboardInterrupt:
-            stream.cancel()
-            out.write(" [stopped]")
-        out.write("\n")
+        except InvalidRequestError as e:
+            if not stopped:
+                self._refused(e, out)
+                return
+        except ZiyaError:
+            if not stopped:
+                raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        out.write(" [stopped]\n" if stopped else "\n")
         out.flush()
         self.history += [Message(Role.USER, question), Message(Role.ASSISTANT, "".join(parts))]
         r = stream.result
         if r is not None and r.turns_dropped:
-            print(f"(dropped {r.turns_dropped} oldest turn(s) to fit the input limit)", file=out)
+            print(f"(the server dropped the {r.turns_dropped} oldest turn(s) to fit its input limit)", file=out)
+        if r is not None and r.finish_reason is FinishReason.LENGTH:
+            print(f"(cut off at max_new_tokens={self.params.max_new_tokens}; /params max_new_tokens=N for more)",
+                  file=out)
+
+    def _refused(self, e: ZiyaError, out) -> None:
+        print(f"\n(error: {e})", file=out)
+        if "system role" in str(e) and self.system is not None:
+            self.system = None
+            print("(system prompt cleared: this server's template has no system role)", file=out)
 
 
 def run(a) -> int:
-    from ..client import ZiyaClient, server_params
+    from ..client import ZiyaClient
 
-    # the server formats the conversation and drops the oldest turns to fit; it says which template it uses
-    template = server_params(a.url, a.model).get("template", "ziya")
-    client = ZiyaClient(a.url, model=a.model)
+    client = ZiyaClient(a.url, model=a.model)  # the server formats the conversation and drops what does not fit
     params = SamplingParams(max_new_tokens=a.max_new_tokens, do_sample=not a.greedy)
-    session = ChatSession(client, params, supports_system=template_class(template).supports_system)
+    session = ChatSession(client, params)
     out = sys.stdout
     if a.once is not None:
         session.ask(a.once, out)
         return 0
-    print(f"chatting with {a.model} at {a.url} ({template} template). {HELP}", file=out)
+    print(f"chatting with {a.model} at {a.url}. {HELP}", file=out)
+    interrupted = False
     while True:
         try:
             line = input("you> ").strip()
@@ -103,8 +150,13 @@ def run(a) -> int:
             print(file=out)
             return 0
         except KeyboardInterrupt:
+            if interrupted:
+                print(file=out)
+                return 0
+            interrupted = True
             print("\n(Ctrl-C again or /exit to quit)", file=out)
             continue
+        interrupted = False
         if not line:
             continue
         if line.startswith("/"):

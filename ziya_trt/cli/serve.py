@@ -39,6 +39,8 @@ def add_serve_options(p) -> None:
     p.add_argument("--repo-dir", type=Path, default=Path("runs/model_repo"), help="where to render the repository")
     p.add_argument("--log-file", type=Path, help="server log (default: beside the repository)")
     p.add_argument("--exit-timeout", type=int, default=30, help="seconds tritonserver waits for in-flight requests")
+    p.add_argument("--admin-key", help="the operator's key for the control, memory, statistics and model-config "
+                                       "APIs (header ziya-admin-key; default: a random one, saved beside the repository)")
     p.add_argument("--http-body-limit", type=int, default=1024 * 1024,
                    help="largest HTTP request body in bytes, enforced in front of tritonserver (0: no guard)")
 
@@ -104,8 +106,7 @@ def server_from_args(a, cfg: ServeConfig) -> TritonServer:
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
     return TritonServer(repo, ports, host=a.host, install=install, log_file=a.log_file, exit_timeout_s=a.exit_timeout,
-                        serve_config=cfg,
-                        http_body_limit=a.http_body_limit or None)
+                        serve_config=cfg, admin_key=a.admin_key, http_body_limit=a.http_body_limit or None)
 
 
 def run(a) -> int:
@@ -119,15 +120,24 @@ def run(a) -> int:
     print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
     if srv.openai_url:
         print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r})", flush=True)
+    if not a.admin_key:
+        key_file = srv.repo.parent / "admin_key"
+        key_file.write_text(srv.admin_key + "\n")
+        key_file.chmod(0o600)
+        print(f"operator key (header ziya-admin-key; over gRPC triton-grpc-protocol-ziya-admin-key): {key_file}",
+              flush=True)
     print(f"models: {', '.join(cfg.front_door_names)} (text) -> {cfg.engine_name} (tokens). Ctrl-C stops.", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     while not done.wait(0.5):
-        if srv.proc.poll() is not None:
-            print(f"tritonserver exited ({srv.proc.returncode}); last log lines:\n{srv.log_tail()}", file=sys.stderr)
+        if not srv.alive:
+            print(f"tritonserver is down and was not brought back; last log lines:\n{srv.log_tail()}", file=sys.stderr)
+            srv.stop()
             return 1
-    print("stopping: draining in-flight requests ...", flush=True)
+    print(f"stopping: draining in-flight requests (up to {srv.drain_timeout_s:.0f} s) ...", flush=True)
     rc = srv.stop()
-    print(f"stopped (exit code {rc})")
-    return 0
+    if rc != 0 and srv.drained:
+        print(f"tritonserver ended with code {rc} after every request was drained", flush=True)
+    print(f"stopped ({'drained' if srv.drained else 'some requests ended with shutting_down'})", flush=True)
+    return 0 if srv.drained or rc == 0 else 1

@@ -90,6 +90,8 @@ class ChatStream(_StreamState):
                 if stop:
                     self._t.cancel()
                     break
+            if self._finished:  # cancelled while iterating
+                return
             tail = self._end()
             if tail:
                 yield tail
@@ -117,8 +119,9 @@ class ChatStream(_StreamState):
 class ZiyaClient(_Base):
     """Blocking client. ``chat`` returns a ``ChatResult``; ``stream_chat`` a ``ChatStream``."""
 
-    def _open(self, req: Request):
-        for delay in [*self._delays(), None]:
+    def _open(self, req: Request, retry: bool = True):
+        """Open the request's stream; while the server cannot be reached, ``connect_retries`` more tries."""
+        for delay in [*(self._delays() if retry else ()), None]:
             try:
                 return SYNC[self.protocol](self.url, req, self.timeout_s)
             except E.APIConnectionError:
@@ -132,10 +135,10 @@ class ZiyaClient(_Base):
 
     def _run(self, req: Request) -> ChatResult:
         """Retry with backoff while the server cannot be reached and nothing has been received (gRPC
-        reports a refused connection only once the stream is open)."""
+        reports a refused connection only once the stream is open): 1 + ``connect_retries`` tries in all."""
         for delay in [*self._delays(), None]:
             try:
-                return self._track(ChatStream(self.core, req, self._open(req))).until_done()
+                return self._track(ChatStream(self.core, req, self._open(req, retry=False))).until_done()
             except E.APIConnectionError:
                 if delay is None or req.t_first is not None:
                     raise
@@ -261,24 +264,3 @@ class AsyncZiyaClient(_Base):
 
     async def __aexit__(self, *exc):
         await self.close()
-
-
-def server_params(url: str, model: str) -> dict[str, str]:
-    """What a front door tells clients about itself (template, limits, tokenizer), from its model
-    config's parameters; empty if the server cannot be asked."""
-    proto, addr = parse_url(url, None)
-    try:
-        if proto == "grpc":
-            import tritonclient.grpc as tg
-
-            c = tg.InferenceServerClient(addr)
-            cfg = c.get_model_config(model, as_json=True)["config"]
-        else:
-            import tritonclient.http as th
-
-            c = th.InferenceServerClient(addr)
-            cfg = c.get_model_config(model)
-        c.close()
-        return {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-    except Exception:
-        return {}

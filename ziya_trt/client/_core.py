@@ -219,8 +219,9 @@ def map_error(exc: BaseException | str, status: int | str | None = None) -> E.Zi
         return E.ServerOverloadedError(f"server overloaded: {msg}")
     if "deadline" in low or "timed out" in low or "timeout" in low or str(status) == "StatusCode.DEADLINE_EXCEEDED":
         return E.APITimeoutError(f"request timed out: {msg}")
-    if any(s in low for s in ("connection refused", "failed to connect", "connect failed", "unavailable",
-                              "cannot connect", "stream removed", "connection reset", "socket closed")):
+    if isinstance(exc, ConnectionError) or any(s in low for s in (
+            "connection refused", "failed to connect", "connect failed", "unavailable", "cannot connect",
+            "stream removed", "connection reset", "socket closed", "broken pipe", "remote end closed")):
         return E.APIConnectionError(f"cannot reach the server: {msg}")
     if "unknown model" in low or "is not found" in low or "not ready" in low or "unexpected" in low or \
             "missing required input" in low or "expected" in low:

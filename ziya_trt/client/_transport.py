@@ -13,7 +13,7 @@ from .. import errors as E
 from ..wire.grpc import is_final
 from ._core import Request, as_array, map_error
 
-_END = object()
+_CANCELLED = object()  # the stream was cancelled here: its iterator ends
 
 
 def _grpc_inputs(req: Request):
@@ -104,6 +104,8 @@ class GrpcStream:
                     result, error = self._q.get(timeout=self.timeout_s)
                 except queue.Empty:
                     raise E.APITimeoutError(f"no response within {self.timeout_s:.2f}s") from None
+                if error is _CANCELLED:
+                    return
                 d, final = _grpc_event(result, error)
                 yield d
                 if final:
@@ -122,6 +124,7 @@ class GrpcStream:
 
     def cancel(self) -> None:
         self._shut(cancel=True)
+        self._q.put((None, _CANCELLED))  # wake an iterator waiting for a response
 
     close = cancel
 
@@ -211,13 +214,19 @@ class AsyncGrpcStream:
                 d, final = _grpc_event(result, error)
                 yield d
                 if final:
-                    return
+                    break
+            # let the server end the call itself: a call cancelled just after its final response leaves
+            # tritonserver 2.51 holding the model at shutdown (it then never unloads)
+            await _within(_drain(agen), self.timeout_s)
+            self._it = None
         except E.ZiyaError:
             raise
+        except asyncio.TimeoutError:
+            raise E.APITimeoutError(f"no response within {self.timeout_s:.2f}s") from None
         except Exception as e:
             raise map_error(e) from e
         finally:
-            await self.cancel()
+            await self.cancel()  # a no-op for a call that ended
 
     async def cancel(self) -> None:
         if self._it is not None:
@@ -226,6 +235,11 @@ class AsyncGrpcStream:
         if self._client is not None and self._owns_client:
             await self._client.close()
         self._client = None
+
+
+async def _drain(agen) -> None:
+    async for _ in agen:
+        pass
 
 
 class AsyncHttpStream:

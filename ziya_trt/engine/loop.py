@@ -98,6 +98,11 @@ class EngineLoop:
                 **self.counters,
             }
 
+    def stop_admitting(self) -> None:
+        """Refuse new requests (``[ziya:shutting_down]``); the running and waiting ones go on."""
+        with self._cv:
+            self._admitting = False
+
     def shutdown(self, drain_timeout_s: float = 30.0) -> None:
         """Stop admitting, let running requests finish within the timeout, fail what is left."""
         with self._cv:

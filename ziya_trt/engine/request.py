@@ -9,7 +9,9 @@ from typing import Callable
 
 from ..errors import InvalidRequestError, ZiyaError
 from ..finish import FinishReason
-from ..text.sampling import MAX_SEED, SamplingParams
+from ..text.sampling import MAX_SEED, MIN_TEMPERATURE, SamplingParams
+
+MAX_WORDS, MAX_WORD_IDS = 64, 4096  # stop_words_list / bad_words_list: words, and ids in all
 
 
 @dataclass
@@ -109,7 +111,8 @@ def validate(req: EngineRequest, lim: EngineLimits) -> None:
     checks = [  # NaN fails every comparison, so it is refused too
         ("runtime_top_k", req.top_k, req.top_k >= 0, "must be >= 0"),
         ("runtime_top_p", req.top_p, 0.0 <= req.top_p <= 1.0, "must be in [0, 1]"),
-        ("temperature", req.temperature, req.temperature >= 0.0, "must be >= 0"),
+        ("temperature", req.temperature, req.temperature == 0.0 or MIN_TEMPERATURE <= req.temperature < math.inf,
+         f"must be 0 (greedy) or finite and at least {MIN_TEMPERATURE}"),
         ("repetition_penalty", req.repetition_penalty, 0.0 < req.repetition_penalty < math.inf, "must be > 0 and finite"),
         ("presence_penalty", req.presence_penalty, -2.0 <= req.presence_penalty <= 2.0, "must be in [-2, 2]"),
         ("frequency_penalty", req.frequency_penalty, -2.0 <= req.frequency_penalty <= 2.0, "must be in [-2, 2]"),
@@ -119,3 +122,11 @@ def validate(req: EngineRequest, lim: EngineLimits) -> None:
     for name, value, ok, why in checks:
         if not ok:
             raise InvalidRequestError(f"{name}: {value} {why}", name)
+    for name, words in (("stop_words_list", req.stop_words), ("bad_words_list", req.bad_words)):
+        n_ids = sum(len(w) for w in words)
+        if len(words) > MAX_WORDS or n_ids > MAX_WORD_IDS:
+            raise InvalidRequestError(f"{name}: {len(words)} words of {n_ids} ids; at most {MAX_WORDS} words "
+                                      f"and {MAX_WORD_IDS} ids", name)
+        bad = [t for w in words for t in w if not 0 <= t < lim.vocab_size]
+        if bad:
+            raise InvalidRequestError(f"{name}: id {bad[0]} outside the vocabulary of {lim.vocab_size}", name)

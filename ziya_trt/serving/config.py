@@ -63,6 +63,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", EngineKind(self.engine))
         problems = []
+        if not self.tokenizer_dir:
+            problems.append(f"the {self.engine.value} engine needs a tokenizer directory (--tokenizer-dir)")
         if self.engine is EngineKind.REFERENCE and not self.model_dir:
             problems.append("the reference engine needs model_dir")
         if self.engine is EngineKind.TENSORRT_LLM and not self.engine_dir:

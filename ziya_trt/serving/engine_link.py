@@ -188,8 +188,12 @@ class EngineLink:
         task.add_done_callback(self._tasks.discard)
 
     async def _send_stop(self, call: _Call, req) -> None:
-        """The stop goes on a stream of its own once the engine has answered the call (so it cannot
+        """A call the engine has not answered yet (queued for a slot) is cancelled itself, so it gives its
+        place back at once. Otherwise the stop goes on a stream of its own (after the answer, so it cannot
         overtake the call's request); its one empty response is read and dropped."""
+        if call.grpc is not None and not call.started.done():
+            call.grpc.cancel()
+            return
         try:
             await call.started
             stream = self._stub.ModelStreamInfer()
@@ -212,7 +216,8 @@ class EngineLink:
                     return
             error = "the stream ended before the final response"
         except asyncio.CancelledError:
-            error = "the link was closed (the model is being unloaded)"
+            error = ("cancelled before the engine answered" if call.stopped
+                     else "the link was closed (the model is being unloaded)")
         except Exception as e:  # grpc.aio.AioRpcError: the server went away or is stopping
             details = getattr(e, "details", lambda: None)() or str(e)
             error = f"{type(e).__name__}: {details}"

@@ -12,28 +12,35 @@ from __future__ import annotations
 
 from typing import Callable
 
+from pathlib import Path
+
 from ..engine.loop import EngineLoop
 from ..engine.request import EngineOutput
 from ..errors import typed
 from ..wire.arrays import engine_output_arrays, engine_request_from_inputs
+from .drain import DrainWatch, drain_file
 from .outbox import Outbox
 from .responder import Responder
 
 
 class EngineService:
     def __init__(self, engine: EngineLoop, *, name: str, send_threads: int = 4, cancel_check_s: float = 0.05,
-                 drain_s: float = 20.0):
+                 drain_s: float = 20.0, drain_path: str | Path | None = None):
         self.engine, self.name, self.drain_s = engine, name, drain_s
         self.outbox = Outbox(self._send, lambda handle: handle[0].is_cancelled(), engine.cancel,
                              threads=send_threads, check_period_s=cancel_check_s, name=name)
+        # draining: no new requests; at the deadline, what is left fails with a typed error
+        self.drain = DrainWatch(drain_path, engine.stop_admitting, lambda: engine.shutdown(0),
+                                name=f"{name}-drain") if drain_path else None
 
     @classmethod
-    def from_config(cls, cfg, name: str) -> "EngineService":
-        """From a ``ServeConfig``."""
+    def from_config(cls, cfg, name: str, repo: str | Path | None = None) -> "EngineService":
+        """From a ``ServeConfig``; ``repo`` is the model repository (where the launcher's drain file goes)."""
         from ..engine.factory import build_engine
 
         return cls(build_engine(cfg, name), name=name, send_threads=cfg.send_threads,
-                   cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s)
+                   cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s,
+                   drain_path=drain_file(repo) if repo is not None else None)
 
     def start(self, responder: Responder, read_inputs: Callable[[], dict], request_id: str,
               wanted: set[str] | None = None) -> None:
@@ -64,7 +71,10 @@ class EngineService:
     def stats(self) -> dict:
         return self.engine.stats()
 
-    def drain(self) -> None:
-        """Stop admitting, let running requests finish within the drain timeout, then stop sending."""
+    def finalize(self) -> None:
+        """The model is being unloaded: stop admitting, let running requests finish within the drain timeout,
+        then stop sending."""
+        if self.drain is not None:
+            self.drain.close()
         self.engine.shutdown(self.drain_s)
         self.outbox.close()

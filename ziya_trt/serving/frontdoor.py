@@ -15,7 +15,7 @@ from ..errors import InvalidRequestError, PromptTooLongError
 from ..finish import FinishReason
 from ..text.detok import TextStream
 from ..text.prompt import Conversation, encode_prompt, get_template, parse_messages
-from ..text.sampling import SamplingParams
+from ..text.sampling import SamplingParams, check_words
 from ..text.tokenizer import ZiyaTokenizer, load_tokenizer
 from ..wire.arrays import scalar
 from ..wire.tensors import FRONT_DOOR_INPUTS as S
@@ -89,8 +89,7 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
         stop=_words(inputs, "stop_words", 4096),
     )
     bad = _words(inputs, "bad_words", 4096)
-    if any(not w for w in bad):
-        raise InvalidRequestError("bad_words: bad words must be non-empty text", "bad_words")
+    check_words("bad_words", bad, "bad words")
     try:
         params = SamplingParams(**kw)
     except InvalidRequestError as e:  # name the field as the client sent it

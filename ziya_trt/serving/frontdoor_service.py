@@ -19,13 +19,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from ..engine.request import EngineOutput
-from ..errors import ServerError, ServerOverloadedError, from_wire, typed
+from ..errors import ServerError, ServerOverloadedError, ServerShuttingDownError, from_wire, typed
 from ..wire.arrays import engine_inputs, stop_request_inputs, text_outputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from .config import ConfigError
+from .drain import DrainWatch, drain_file
 from .engine_link import GRPC_URL_ENV, EngineLink
 from .frontdoor import FrontDoor, TextJob
 from .outbox import Outbox, Sent
@@ -33,16 +35,18 @@ from .responder import Responder
 
 
 class _Request:
-    __slots__ = ("job", "responder", "final_sent")
+    __slots__ = ("job", "responder", "final_sent", "stream")
 
     def __init__(self, job: TextJob, responder: Responder):
-        self.job, self.responder, self.final_sent = job, responder, False
+        self.job, self.responder, self.final_sent, self.stream = job, responder, False, None
 
 
 class FrontDoorService:
     def __init__(self, door: FrontDoor, link, *, max_inflight: int, engine_name: str, name: str = "ziya",
-                 send_threads: int = 4, cancel_check_s: float = 0.05, drain_s: float = 20.0):
-        """``link`` is an ``EngineLink`` or anything with its ``submit``/``stop``/``close``."""
+                 send_threads: int = 4, cancel_check_s: float = 0.05, drain_s: float = 20.0,
+                 drain_path: str | Path | None = None):
+        """``link`` is an ``EngineLink`` or anything with its ``submit``/``stop``/``close``; ``drain_path`` the
+        launcher's drain file (``drain.py``)."""
         self.door, self.link, self.name, self.engine_name = door, link, name, engine_name
         self.max_inflight, self.drain_s = max_inflight, drain_s
         self.outbox = Outbox(self._deliver, lambda r: r.responder.is_cancelled(), self._on_cancel,
@@ -50,9 +54,10 @@ class FrontDoorService:
         self._inflight = threading.BoundedSemaphore(max_inflight)
         self._open: dict[str, _Request] = {}
         self._open_lock = threading.Lock()
+        self.drain = DrainWatch(drain_path, lambda: None, self._shut_down, name=f"{name}-drain") if drain_path else None
 
     @classmethod
-    def from_config(cls, cfg, name: str) -> "FrontDoorService":
+    def from_config(cls, cfg, name: str, repo: str | Path | None = None) -> "FrontDoorService":
         """From a ``ServeConfig``: the engine is called over the server's gRPC address (``cfg.grpc_url``,
         else the launcher's ``ZIYA_TRT_GRPC_URL``)."""
         url = cfg.grpc_url or os.environ.get(GRPC_URL_ENV)
@@ -64,11 +69,16 @@ class FrontDoorService:
         link = EngineLink(url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name=name)
         return cls(FrontDoor.from_config(cfg), link, max_inflight=cfg.front_door_admission_limit,
                    engine_name=cfg.engine_name, name=name, send_threads=cfg.send_threads,
-                   cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s)
+                   cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s,
+                   drain_path=drain_file(repo) if repo is not None else None)
 
     # --- requests in ----------------------------------------------------------------------------
     def start(self, responder: Responder, read_inputs: Callable[[], dict]) -> None:
         """Admit, validate and tokenize one request and call the engine; every failure is answered."""
+        if self.drain is not None and self.drain.draining:
+            responder.send(error=ServerShuttingDownError(f"{self.name}: shutting down, not taking requests"),
+                           final=True)
+            return
         if not self._inflight.acquire(blocking=False):
             err = ServerOverloadedError(f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later")
             responder.send(error=err, final=True)
@@ -80,7 +90,7 @@ class FrontDoorService:
             responder.send(error=typed(e, f"{self.name}: could not start the request"), final=True)
             return
         req = _Request(job, responder)
-        st = self.outbox.open(job.id, req)
+        st = req.stream = self.outbox.open(job.id, req)
         with self._open_lock:
             self._open[job.id] = req
 
@@ -154,10 +164,23 @@ class FrontDoorService:
         self._inflight.release()
 
     # --- shutdown ----------------------------------------------------------------------------------
-    def drain(self) -> None:
-        """Let open requests finish (the engine drains too), up to the drain timeout; then stop."""
+    def _shut_down(self) -> None:
+        """The drain deadline has passed: end every open request with a typed error."""
+        with self._open_lock:
+            left = list(self._open.values())
+        for req in left:
+            err = ServerShuttingDownError(f"{self.name}: shut down before the request finished")
+            self.outbox.put(req.stream, EngineOutput([], final=True, error=err))
+
+    def finalize(self) -> None:
+        """The model is being unloaded: let open requests finish (the engine drains too), up to the drain
+        timeout; then stop."""
         deadline = time.monotonic() + self.drain_s
         while self._open and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self._open:
+            self._shut_down()
+        if self.drain is not None:
+            self.drain.close()
         self.link.close()
         self.outbox.close(timeout_s=max(0.5, deadline - time.monotonic()))

@@ -1,50 +1,105 @@
-"""An HTTP front for tritonserver that enforces a request-body limit and passes everything else through.
+"""The public HTTP port: a front for tritonserver that bounds what a client can send, and serves the
+OpenAI-compatible API beside it (``extensions``).
 
-tritonserver 2.51's own HTTP server crashes (SIGSEGV) on a generate body of a few MB before any model
-sees it, and it has no body-size option. The launcher therefore puts this guard on the public HTTP
-port and moves tritonserver's HTTP to an internal loopback port. Responses, SSE streams included, are
-copied through chunk by chunk; a client that disconnects closes the upstream connection, so Triton
-sees the cancellation.
+tritonserver 2.51's own HTTP server crashes on bodies of a few MB and on deeply nested JSON, wraps
+integers silently, and opens its control APIs to everyone (``request_checks``), so the launcher moves
+it to an internal loopback port and puts this guard on the public one. For every request it:
+- bounds connections: at most ``max_connections`` open; a connection must send a whole request within
+  ``header_timeout_s`` of opening or of its last response, so idle and trickling sockets are closed;
+- bounds bodies: ``max_body`` bytes each, and ``body_budget`` bytes being read at once in all;
+- refuses encoded paths, JSON nested deeper than 64, and numbers that do not fit their tensor;
+- keeps the control, memory, statistics and model-config APIs for requests with the operator's key
+  (``ziya-admin-key`` header; tritonserver checks the same key itself);
+- answers 503 ``[ziya:shutting_down]`` while the launcher restarts or drains the server.
+Responses, server-sent events included, are copied through chunk by chunk; a client that disconnects
+cancels its handler, which closes the upstream request, so Triton sees the cancellation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 
-from ..errors import InvalidRequestError, ServerError
+from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from . import request_checks as checks
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
+class _Watched(asyncio.Protocol):
+    """A connection of the guard: aiohttp's handler inside, and when it last had to answer for itself."""
+
+    __slots__ = ("inner", "guard", "transport", "idle_since", "busy")
+
+    def __init__(self, inner, guard: "HttpGuard"):
+        self.inner, self.guard, self.transport = inner, guard, None
+        self.idle_since, self.busy = time.monotonic(), 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.guard._conns.add(self)
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc):
+        self.guard._conns.discard(self)
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data):
+        self.inner.data_received(data)
+
+    def eof_received(self):
+        return self.inner.eof_received()
+
+    def pause_writing(self):
+        self.inner.pause_writing()
+
+    def resume_writing(self):
+        self.inner.resume_writing()
+
+
 class HttpGuard:
-    """``extensions``: objects with ``async setup(app, session, max_body)`` (add routes; runs on the guard's loop before
-    the pass-through route) and ``async cleanup()``, such as the OpenAI server."""
+    """``extensions``: objects with ``async setup(app, session, guard)`` (add routes; runs on the guard's loop
+    before the pass-through route) and ``async cleanup()``, such as the OpenAI server. ``specs``: the input
+    tensors of each model, by name, for checking ``generate`` bodies."""
 
     def __init__(self, host: str, port: int, upstream_port: int, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 extensions=()):
+                 extensions=(), admin_key: str | None = None, specs: dict | None = None,
+                 max_connections: int = 4096, header_timeout_s: float = 15.0, body_budget: int = 64 * 1024 * 1024):
         self.host, self.port, self.upstream = host, port, f"http://127.0.0.1:{upstream_port}"
-        self.max_body = max_body_bytes
-        self.extensions = tuple(extensions)
+        self.max_body, self.body_budget = max_body_bytes, body_budget
+        self.extensions, self.admin_key, self.specs = tuple(extensions), admin_key, dict(specs or {})
+        self.max_connections, self.header_timeout_s = max_connections, header_timeout_s
+        self.unavailable: str | None = None  # why the server cannot serve now (restarting, draining), or None
+        self._conns: set[_Watched] = set()
+        self._by_inner: dict = {}
+        self._body_bytes = 0  # being read, all requests together
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self.counters = {"refused_connections": 0, "timed_out_connections": 0}
 
     def start(self) -> "HttpGuard":
         self._thread = threading.Thread(target=self._run, name="http-guard", daemon=True)
         self._thread.start()
-        self._ready.wait(10)
+        self._ready.wait(30)
         if self._error:
             raise self._error
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._stop_event.set)
             self._thread.join(10)
+
+    @property
+    def native_id(self) -> int | None:
+        """The OS id of the guard's thread (for reading its CPU time)."""
+        return self._thread.native_id if self._thread else None
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -61,47 +116,128 @@ class HttpGuard:
         import aiohttp
         from aiohttp import web
 
-        # no idle keep-alive connections upstream: tritonserver waits for them at shutdown
+        # no idle keep-alive connections upstream (tritonserver waits for them at shutdown), and no cap on
+        # how many are open at once (aiohttp's default of 100 would make the 101st request wait)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                                              connector=aiohttp.TCPConnector(force_close=True),
+                                              connector=aiohttp.TCPConnector(force_close=True, limit=0),
                                               auto_decompress=False)
-        app = web.Application(client_max_size=self.max_body + 1)
+        @web.middleware
+        async def middleware(request, handler):
+            return await self._checked(request, handler)
+
+        app = web.Application(client_max_size=self.max_body + 1, middlewares=[middleware])
         for ext in self.extensions:
-            await ext.setup(app, self._session, self.max_body)
+            await ext.setup(app, self._session, self)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # a client that disconnects cancels its handler: the upstream request, or an engine call, ends with it
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
+        server = await self._loop.create_server(self._protocol(runner.server), self.host, self.port,
+                                                reuse_address=True, backlog=1024)
+        reaper = asyncio.ensure_future(self._reap())
         self._ready.set()
         await self._stop_event.wait()
+        reaper.cancel()
+        server.close()
         await runner.cleanup()
         for ext in self.extensions:
             await ext.cleanup()
         await self._session.close()
 
-    def _too_big(self, n: int):
-        from aiohttp import web
+    # --- connections ---------------------------------------------------------------------------------
+    def _protocol(self, factory):
+        def make():
+            inner = factory()
+            if len(self._conns) >= self.max_connections:
+                self.counters["refused_connections"] += 1
+                return _Refused()
+            w = _Watched(inner, self)
+            self._by_inner[inner] = w
+            return w
 
-        err = InvalidRequestError(f"request body: {n} bytes, over the limit of {self.max_body} bytes", "body")
-        return web.json_response({"error": err.to_wire()}, status=413)
+        return make
+
+    async def _reap(self) -> None:
+        """Close connections that sent no whole request within the header timeout of becoming idle."""
+        while True:
+            await asyncio.sleep(min(1.0, self.header_timeout_s / 4))
+            deadline = time.monotonic() - self.header_timeout_s
+            for w in [w for w in self._conns if not w.busy and w.idle_since < deadline]:
+                self.counters["timed_out_connections"] += 1
+                w.transport.close()
+            self._by_inner = {i: w for i, w in self._by_inner.items() if w in self._conns or w.transport is None}
+
+    def _conn(self, request) -> _Watched | None:
+        return self._by_inner.get(request.protocol)
+
+    # --- every request ---------------------------------------------------------------------------------
+    def _admin(self, request) -> bool:
+        return self.admin_key is not None and request.headers.get(checks.ADMIN_HEADER) == self.admin_key
+
+    async def _checked(self, request, handler):
+        conn = self._conn(request)
+        if conn is not None:
+            conn.busy += 1
+        try:
+            checks.check_path(request.raw_path)
+            if checks.is_restricted(request.path) and not self._admin(request):
+                return _error(403, InvalidRequestError(
+                    f"path: {request.path} is for the operator (the {checks.ADMIN_HEADER} header)", "path"), request)
+            if self.unavailable and not request.path.startswith("/v2/health") and request.path != "/health":
+                return _error(503, ServerShuttingDownError(f"the server is {self.unavailable}; retry later"), request)
+            return await handler(request)
+        except ZiyaError as e:
+            return _error(400, e, request)
+        finally:
+            if conn is not None:
+                conn.busy -= 1
+                conn.idle_since = time.monotonic()
+
+    async def read_body(self, request) -> bytes:
+        """The request's body within the size limit and the shared budget, and not nested too deep."""
+        n = request.content_length
+        if n is not None and n > self.max_body:
+            raise checks.BodyTooLargeError(n, self.max_body)
+        if self._body_bytes + (n or 0) > self.body_budget:
+            raise ServerOverloadedError("request bodies: too many being received at once; retry later")
+        body, counted = bytearray(), 0
+        try:
+            async with asyncio.timeout(self.header_timeout_s):  # a stalled body is a stalled request
+                async for chunk in request.content.iter_any():
+                    body += chunk
+                    self._body_bytes += len(chunk)
+                    counted += len(chunk)
+                    if len(body) > self.max_body:
+                        raise checks.BodyTooLargeError(len(body), self.max_body)
+                    if self._body_bytes > self.body_budget:
+                        raise ServerOverloadedError("request bodies: too many being received at once; retry later")
+        except TimeoutError:
+            raise InvalidRequestError(f"request body: not received within {self.header_timeout_s:g} s", "body") from None
+        finally:
+            self._body_bytes -= counted
+        body = bytes(body)
+        if checks.json_depth_over(body):
+            raise InvalidRequestError(f"request body: JSON nested deeper than {checks.MAX_JSON_DEPTH} levels", "body")
+        return body
 
     async def _handle(self, request):
+        """Everything else: checked, then passed through to tritonserver."""
         from aiohttp import web
-
-        if request.content_length is not None and request.content_length > self.max_body:
-            return self._too_big(request.content_length)
-        body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > self.max_body:
-                return self._too_big(len(body))
         import aiohttp
 
+        if request.path == "/v2/health/ready" and self.unavailable:
+            return web.Response(status=503)
+        try:
+            body = await self.read_body(request)
+            self._check_generate(request.path, body)
+        except checks.BodyTooLargeError as e:
+            return _error(413, e)
+        except ZiyaError as e:
+            return _error(429 if isinstance(e, ServerOverloadedError) else 400, e)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         resp = None
         try:
-            async with self._session.request(request.method, self.upstream + request.path_qs, data=bytes(body),
+            async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
                                              headers=headers) as up:
                 resp = web.StreamResponse(status=up.status, reason=up.reason)
                 for k, v in up.headers.items():
@@ -115,7 +251,44 @@ class HttpGuard:
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             return resp  # the client went away; leaving the block closed the upstream request
         except aiohttp.ClientError:
-            if resp is not None:  # tritonserver went away mid-response
-                return resp
-            err = ServerError("tritonserver is not reachable (starting or stopping); retry later")
-            return web.json_response({"error": err.to_wire()}, status=503)
+            err = ServerShuttingDownError("tritonserver went away (restarting or stopping); retry later")
+            if resp is None:
+                return _error(503, err)
+            if "text/event-stream" in (resp.headers.get("Content-Type") or ""):  # say so in the stream
+                try:
+                    await resp.write(b"data: " + json.dumps({"error": err.to_wire()}).encode() + b"\n\n")
+                except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                    pass
+            return resp
+
+    def _check_generate(self, path: str, body: bytes) -> None:
+        target = checks.generate_model(path)
+        if target is None or target[0] not in self.specs:
+            return
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return  # not JSON: tritonserver says so itself
+        checks.check_generate_body(parsed, self.specs[target[0]], streaming=target[1])
+
+
+class _Refused(asyncio.Protocol):
+    """Over the connection cap: closed at once."""
+
+    def connection_made(self, transport):
+        transport.close()
+
+
+def _error(status: int, err: ZiyaError, request=None):
+    """Triton's error shape, or OpenAI's on the OpenAI API's paths."""
+    from aiohttp import web
+
+    if request is not None and request.path.startswith("/v1/"):
+        param = getattr(err, "field", None)
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return web.json_response({"error": {"message": err.to_wire(), "type": kind, "param": param, "code": None}},
+                                 status=status)
+    return web.json_response({"error": err.to_wire()}, status=status)
+
+
+__all__ = ["DEFAULT_MAX_BODY", "HttpGuard", "ServerError"]

@@ -1,70 +1,31 @@
-"""Start, wait for, and stop a tritonserver hosting a rendered model repository.
-
-By default it runs the tritonserver 2.51 binary that the ``nvidia-pytriton`` wheel ships (CPU, with
-the python backend), laid out once under the cache directory. ``tritonserver=PATH`` uses an existing
-binary instead, e.g. ``/opt/tritonserver/bin/tritonserver`` in the 25.12-trtllm container.
-"""
+"""Start, supervise, drain and stop a tritonserver hosting a rendered model repository (``TritonServer``),
+or ``ziya-trt serve`` as a process of its own (``ServeProcess``). Which binary runs is ``install``'s."""
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import cache_dir
-from ..errors import ZiyaError
+from ..wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
+from .drain import clear_drain, start_drain
 from .engine_link import GRPC_URL_ENV
+from .gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
 from .http_guard import DEFAULT_MAX_BODY, HttpGuard
+from .install import ServerStartError, TritonInstall, bundled_triton, external_triton  # noqa: F401 (re-exported)
+from .request_checks import ADMIN_HEADER, RESTRICTED_APIS
 
-
-class ServerStartError(ZiyaError):
-    """tritonserver could not be found or did not become ready."""
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    binary: Path
-    backend_dir: Path
-    lib_dirs: tuple[Path, ...] = ()
-
-
-def bundled_triton() -> TritonInstall:
-    """Lay out the pytriton wheel's tritonserver (bin, backends, caches, python stub) once."""
-    try:
-        import pytriton
-    except ImportError as e:
-        raise ServerStartError("nvidia-pytriton is not installed; pass --tritonserver PATH instead") from e
-    pkg = Path(pytriton.__file__).parent / "tritonserver"
-    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = pkg / "python_backend_stubs" / ver / "triton_python_backend_stub"
-    if not stub.exists():
-        raise ServerStartError(f"nvidia-pytriton has no python backend stub for Python {ver}")
-    dest = cache_dir("tritonserver", f"py{ver}")
-    marker = dest / ".complete"
-    if not marker.exists() or marker.read_text() != str(pkg):
-        for part in ("bin", "backends", "caches"):
-            if (dest / part).exists():
-                shutil.rmtree(dest / part)
-            shutil.copytree(pkg / part, dest / part)
-        shutil.copy2(stub, dest / "backends" / "python" / "triton_python_backend_stub")
-        marker.write_text(str(pkg))
-    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
-    return TritonInstall(dest / "bin" / "tritonserver", dest / "backends", (libs,))
-
-
-def external_triton(binary: str | Path) -> TritonInstall:
-    b = Path(binary)
-    if not b.exists():
-        raise ServerStartError(f"tritonserver binary {b} does not exist")
-    return TritonInstall(b, b.resolve().parent.parent / "backends")
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -115,7 +76,17 @@ class _Endpoints:
 
 
 class TritonServer(_Endpoints):
-    """A running tritonserver. Use as a context manager, or call ``start``/``stop``."""
+    """A running tritonserver, and what keeps it honest. Use as a context manager, or ``start``/``stop``.
+
+    - The control, memory, statistics and model-config APIs need the operator's key (``admin_key``, a
+      fresh random one unless given), in tritonserver's own restriction flags and in the HTTP guard.
+    - ``supervise``: a dead Python stub (or tritonserver itself) is a restart of the whole server on the
+      same ports, with readiness false meanwhile; open streams end with an error at once. Past
+      ``restart_limit`` restarts in a minute it gives up (``alive`` turns false).
+    - ``stop`` drains first (``drain.py``): new requests are refused, running ones get the drain timeout to
+      finish, and what is left ends with ``[ziya:shutting_down]``; only then is tritonserver stopped.
+    - Its Python backend's shared-memory regions carry a prefix of this server's own, removed at stop.
+    """
 
     def __init__(
         self,
@@ -128,9 +99,13 @@ class TritonServer(_Endpoints):
         extra_args: tuple[str, ...] = (),
         http_body_limit: int | None = DEFAULT_MAX_BODY,
         serve_config=None,
+        admin_key: str | None = None,
+        supervise: bool = True,
+        restart_limit: int = 3,
+        guard_options: dict | None = None,
     ):
         """``serve_config``: the ``ServeConfig`` the repository was rendered from; with it (and the HTTP guard)
-        the OpenAI-compatible API is served on the HTTP port too."""
+        the OpenAI-compatible API is served on the HTTP port too, and the guard checks ``generate`` bodies."""
         self.repo = Path(repo)
         self.ports = ports or Ports.free()
         self.host = host
@@ -144,9 +119,21 @@ class TritonServer(_Endpoints):
         self._triton_http_port = free_port() if http_body_limit else self.ports.http
         self._guard: HttpGuard | None = None
         self.serve_config = serve_config
+        self.admin_key = admin_key or secrets.token_urlsafe(24)
+        self.shm_prefix = f"ziya{os.getpid()}p{self.ports.grpc}_"
+        self.drain_timeout_s = serve_config.drain_timeout_s if serve_config is not None else 20.0
+        self.supervise, self.restart_limit = supervise, restart_limit
+        self.guard_options = dict(guard_options or {})  # HttpGuard's limits: connections, timeouts, body budget
+        self.restarts: list[float] = []
+        self.drained: bool | None = None  # after stop: whether nothing was in flight when tritonserver stopped
+        self.gave_up = False
+        self._stubs: dict[int, str] = {}
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def command(self) -> list[str]:
         inst = self.install
+        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}"
         return [
             str(inst.binary),
             f"--model-repository={self.repo}",
@@ -158,6 +145,9 @@ class TritonServer(_Endpoints):
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",
             "--model-control-mode=none",  # clients cannot load or unload models
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             "--allow-metrics=true",
             "--metrics-interval-ms=100",
@@ -171,10 +161,12 @@ class TritonServer(_Endpoints):
         base = self.command()
         out = ["mpirun", "--allow-run-as-root"]
         for rank in range(world_size):
-            args = [a for a in base if rank == 0 or not a.startswith(("--http-", "--grpc-", "--metrics-"))]
+            args = [a for a in base if (rank == 0 or not a.startswith(("--http-", "--grpc-", "--metrics-")))
+                    and not a.startswith("--backend-config=python,shm-region-prefix-name")]
             if rank:
                 args += ["--allow-http=false", "--allow-grpc=false", "--allow-metrics=false"]
-            args += ["--disable-auto-complete-config", f"--backend-config=python,shm-region-prefix-name=prefix{rank}_"]
+            args += ["--disable-auto-complete-config",
+                     f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}{rank}_"]
             out += ["-n", "1", *args, ":"]
         return out[:-1]
 
@@ -190,24 +182,34 @@ class TritonServer(_Endpoints):
         env[GRPC_URL_ENV] = self.grpc_url  # the front door calls the engine through this server's gRPC endpoint
         return env
 
+    # --- start ---------------------------------------------------------------------------------------
     def start(self, ready_timeout_s: float = 180.0) -> "TritonServer":
         if self.install is None:
             self.install = bundled_triton()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True
-        )
-        log.close()
+        raise_open_files_limit()
+        clear_drain(self.repo)
+        self._spawn()
         try:
             if self.http_body_limit:
                 self._guard = HttpGuard(self.host, self.ports.http, self._triton_http_port, self.http_body_limit,
-                                        extensions=self._guard_extensions()).start()
+                                        extensions=self._guard_extensions(), admin_key=self.admin_key,
+                                        specs=self._guard_specs(),
+                                        **({"max_connections": max(64, open_files_limit() - 256)}
+                                           | self.guard_options)).start()
             self.wait_ready(ready_timeout_s)
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._supervisor.start()
         return self
+
+    def _spawn(self) -> None:
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                         start_new_session=True)
 
     def _guard_extensions(self) -> list:
         if self.serve_config is None:
@@ -216,10 +218,23 @@ class TritonServer(_Endpoints):
 
         return [OpenAIServer(self.serve_config.resolved(), self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}")]
 
+    def _guard_specs(self) -> dict:
+        if self.serve_config is None:
+            return {}
+        c = self.serve_config
+        return {c.engine_name: ENGINE_INPUTS} | {name: FRONT_DOOR_INPUTS for name in c.front_door_names}
+
     @property
     def openai_url(self) -> str | None:
         """The OpenAI-compatible API's base URL (``…/v1``), when it is served."""
         return f"http://{self.http_url}/v1" if self.serve_config is not None and self.http_body_limit else None
+
+    @property
+    def alive(self) -> bool:
+        """Serving, or being restarted; False once it exited unsupervised or the supervisor gave up."""
+        if self.gave_up or self.proc is None:
+            return False
+        return self.supervise or self.proc.poll() is None
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -228,10 +243,19 @@ class TritonServer(_Endpoints):
                 raise ServerStartError(
                     f"tritonserver exited with code {self.proc.returncode}; last log lines:\n{self.log_tail()}"
                 )
-            if self.is_ready():
+            if self._triton_ready():
+                self._stubs = python_stubs(self.proc.pid)
                 return
             time.sleep(0.2)
         raise ServerStartError(f"tritonserver not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
+
+    def _triton_ready(self) -> bool:
+        """tritonserver's own readiness, behind the guard if there is one."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self._triton_http_port}/v2/health/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -239,33 +263,161 @@ class TritonServer(_Endpoints):
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM, wait for the exit timeout (plus margin), then kill the whole process group."""
-        if self.proc is None:
-            return None
+    # --- supervision -------------------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.5):
+            why = self._trouble()
+            if why is None:
+                continue
+            if self.proc.poll() == 0:  # told to stop (SIGTERM to tritonserver itself), and it did, cleanly
+                log.info("tritonserver stopped (exit code 0); not restarting it")
+                self.gave_up = True
+                return
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+            if len(self.restarts) > self.restart_limit:
+                log.error("%s; %d restarts within a minute: giving up", why, len(self.restarts) - 1)
+                self.gave_up = True
+                self._set_unavailable("down")
+                self._kill()
+                return
+            self.restart(why)
+
+    def _trouble(self) -> str | None:
+        if self.proc.poll() is not None:
+            return f"tritonserver exited with code {self.proc.returncode}"
+        alive = python_stubs(self.proc.pid)
+        for pid, model in self._stubs.items():
+            if pid not in alive:
+                if not self._triton_ready():  # shutting down: its models' stubs go first
+                    try:
+                        self.proc.wait(self.exit_timeout_s + 10)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    return f"tritonserver exited with code {self.proc.returncode}"
+                return f"the Python backend stub of {model!r} died"
+        return None
+
+    def restart(self, why: str, ready_timeout_s: float = 180.0) -> None:
+        """Restart tritonserver on the same ports; readiness is false (503) until it is back."""
+        log.warning("%s: restarting tritonserver", why)
+        self._set_unavailable(f"restarting ({why})")
+        self._kill()
+        clear_drain(self.repo)
+        self._spawn()
+        try:
+            self.wait_ready(ready_timeout_s)
+        except ServerStartError:
+            log.exception("tritonserver did not come back")
+            return  # the supervisor sees it and tries again, within the restart limit
+        self._set_unavailable(None)
+
+    def _set_unavailable(self, why: str | None) -> None:
         if self._guard is not None:
-            self._guard.stop()
-            self._guard = None
-        timeout_s = self.exit_timeout_s + 10 if timeout_s is None else timeout_s
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # no stub process may outlive the server
+            self._guard.unavailable = why
+
+    def _kill(self) -> None:
+        """The whole process group at once: no stub outlives the server; then its shared memory."""
+        try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        for p in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            p.unlink(missing_ok=True)
+
+    # --- stop ----------------------------------------------------------------------------------------------
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """Drain, then SIGTERM (the models unload), then kill whatever is left of the process group."""
+        if self.proc is None:
+            return None
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5)
         if self.proc.poll() is None:
-            self.proc.wait(5)
+            self.drained = self._drain()
+            self.proc.send_signal(signal.SIGTERM)
+            # nothing is in flight once drained: the stand-ins unload in seconds. (tritonserver 2.51 can keep a
+            # model loaded until its exit timeout after a client cancels a stream it has just finished.)
+            stand_in = self.serve_config is not None and self.serve_config.engine.value != "tensorrt_llm"
+            wait = (5.0 if self.drained and stand_in else self.exit_timeout_s + 10) if timeout_s is None else timeout_s
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not stop within %.0f s of SIGTERM; ending it", wait)
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
+        self._kill()
+        clear_drain(self.repo)
         return self.proc.returncode
+
+    def _drain(self) -> bool:
+        """Refuse new requests, give running ones the drain timeout; True once nothing is in flight."""
+        deadline = time.time() + self.drain_timeout_s
+        start_drain(self.repo, deadline)
+        self._set_unavailable("shutting down")
+        while time.time() < deadline + 2.0:  # after the deadline, the models end what is left
+            if self.in_flight() == 0:
+                return True
+            time.sleep(0.05)
+        return self.in_flight() == 0
+
+    def in_flight(self) -> int:
+        """Requests the front doors, the engine stand-ins and the OpenAI API hold, from their gauges."""
+        n = sum(getattr(e, "inflight", 0) for e in (self._guard.extensions if self._guard else ()))
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return n
+        for line in text.splitlines():
+            if line.startswith((METRIC_FRONT_DOOR_INFLIGHT, METRIC_ACTIVE, METRIC_QUEUED)):
+                n += int(float(line.rsplit(" ", 1)[1]))
+        return n
 
     def __enter__(self) -> "TritonServer":
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def python_stubs(pid: int) -> dict[int, str]:
+    """The Python backend stubs of tritonserver ``pid``: {stub pid: model directory name}."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != pid:
+                continue
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if cmd and cmd[0].endswith(b"triton_python_backend_stub") and len(cmd) > 1:
+            out[int(d.name)] = Path(cmd[1].decode(errors="replace")).parent.parent.name
+    return out
+
+
+def open_files_limit() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_open_files_limit() -> None:
+    """Every connection is a file: take the hard limit, not the (often 1,024) soft one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class ServeProcess(_Endpoints):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import InvalidRequestError, PromptTooLongError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
 from ..text.prompt import Message, Role
 from ..text.sampling import MAX_SEED, MAX_STOP_STRINGS, SamplingParams
+from .request_checks import BodyTooLargeError
 
 CARD = SamplingParams()  # the model card's defaults
 
@@ -169,6 +170,8 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 def openai_error(err: ZiyaError) -> tuple[int, dict]:
     """(HTTP status, body) for a typed error; the message keeps the project's ``[ziya:<code>]`` prefix."""
+    if isinstance(err, BodyTooLargeError):
+        return 413, error_body(err.to_wire(), "invalid_request_error", "body", "request_too_large")
     if isinstance(err, PromptTooLongError):
         return 400, error_body(err.to_wire(), "invalid_request_error", "messages", "context_length_exceeded")
     if isinstance(err, InvalidRequestError):

@@ -41,8 +41,8 @@ class OpenAIServer:
         self.created = int(time.time())
 
     # --- the guard's extension hooks (on its event loop) ---------------------------------------------
-    async def setup(self, app, session, max_body: int) -> None:
-        self.session, self.max_body = session, max_body
+    async def setup(self, app, session, guard) -> None:
+        self.session, self.guard = session, guard
         await self.link.start_on_running_loop()
         r = app.router
         r.add_post("/v1/chat/completions", self.chat_completions)
@@ -90,14 +90,10 @@ class OpenAIServer:
 
     # --- one request -----------------------------------------------------------------------------------
     async def _handle(self, request, model, chat: bool):
-        from aiohttp import web
-
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _json(413, schema.error_body(
-                f"[ziya:invalid_request] request body: over the limit of {self.max_body} bytes",
-                "invalid_request_error", "body", "request_too_large"))
+            body = await self.guard.read_body(request)  # the size limit, the shared budget, the nesting depth
+        except ZiyaError as e:
+            return _json(*schema.openai_error(e))
         try:
             req = schema.parse(model, _json_body(body))
             if req.model not in self.models:

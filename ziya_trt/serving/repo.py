@@ -71,8 +71,7 @@ def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
     else:
         engine = ModelConfig(cfg.engine_name, "python", cfg.max_batch_size, True, tuple(ENGINE_INPUTS.values()),
                              tuple(ENGINE_OUTPUTS.values()), {"engine_kind": cfg.engine.value})
-    advertised = {  # for clients that ask the server (ziya-trt chat and bench); the model reads the JSON
-        "tokenizer_dir": str(Path(cfg.tokenizer_dir).resolve()),
+    advertised = {  # for the operator reading the config (no paths); the model reads the JSON
         "engine_model_name": cfg.engine_name,
         "max_input_len": str(cfg.max_input_len),
         "max_seq_len": str(cfg.max_seq_len),

@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field, replace
 from ..errors import InvalidRequestError
 
 MAX_SEED = 2**64 - 1  # the engines take the seed as UINT64
-MAX_STOP_STRINGS = 16
+MAX_STOP_STRINGS = 16  # also the most bad words
 MAX_STOP_CHARS = 256
+MIN_TEMPERATURE = 1e-5  # below it (and above 0) logits / temperature overflow: 0 is the greedy setting
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class SamplingParams:
         object.__setattr__(self, "stop", tuple(self.stop))
         _check_int("max_new_tokens", self.max_new_tokens, lo=1)
         _check_float("temperature", self.temperature, lo=0.0, lo_open=False)
+        if 0.0 < self.temperature < MIN_TEMPERATURE:
+            raise InvalidRequestError(f"temperature: {self.temperature} is too small to sample with; use 0 for "
+                                      f"greedy decoding, or at least {MIN_TEMPERATURE}", "temperature")
         _check_float("top_p", self.top_p, lo=0.0, hi=1.0, lo_open=True)
         _check_int("top_k", self.top_k, lo=0)
         _check_float("repetition_penalty", self.repetition_penalty, lo=0.0, lo_open=True)
@@ -41,17 +45,7 @@ class SamplingParams:
         _check_int("min_tokens", self.min_tokens, lo=0)
         if self.seed is not None:
             _check_int("seed", self.seed, lo=0, hi=MAX_SEED)
-        if len(self.stop) > MAX_STOP_STRINGS:
-            raise InvalidRequestError(
-                f"stop: {len(self.stop)} stop strings given, at most {MAX_STOP_STRINGS} allowed", "stop"
-            )
-        for s in self.stop:
-            if not isinstance(s, str) or not s:
-                raise InvalidRequestError("stop: stop strings must be non-empty text", "stop")
-            if len(s) > MAX_STOP_CHARS:
-                raise InvalidRequestError(
-                    f"stop: a stop string is {len(s)} characters, at most {MAX_STOP_CHARS} allowed", "stop"
-                )
+        check_words("stop", self.stop, "stop strings")
 
     @property
     def greedy(self) -> bool:
@@ -79,6 +73,18 @@ class SamplingParams:
         if unknown:
             raise InvalidRequestError(f"unknown sampling parameter(s): {', '.join(unknown)}", unknown[0])
         return cls(**known)
+
+
+def check_words(field: str, words, what: str) -> None:
+    """Stop strings or bad words: at most MAX_STOP_STRINGS, each non-empty text of at most MAX_STOP_CHARS."""
+    if len(words) > MAX_STOP_STRINGS:
+        raise InvalidRequestError(f"{field}: {len(words)} {what} given, at most {MAX_STOP_STRINGS} allowed", field)
+    for s in words:
+        if not isinstance(s, str) or not s:
+            raise InvalidRequestError(f"{field}: {what} must be non-empty text", field)
+        if len(s) > MAX_STOP_CHARS:
+            raise InvalidRequestError(f"{field}: one of the {what} is {len(s)} characters, at most "
+                                      f"{MAX_STOP_CHARS} allowed", field)
 
 
 def _check_int(name: str, v, lo: int | None = None, hi: int | None = None) -> None:

@@ -5,6 +5,8 @@ Everything else (the in-flight batching loop, sending, cancellation, ``stop`` re
 ``ziya_trt.serving.engine_service``, which is tested without a server.
 """
 
+from pathlib import Path
+
 import triton_python_backend_utils as pb_utils
 
 from ziya_trt.serving import gauges
@@ -17,8 +19,8 @@ from ziya_trt.wire.tensors import ENGINE_INPUTS
 
 class TritonPythonModel:
     def initialize(self, args):
-        name = args["model_name"]
-        self.service = EngineService.from_config(ServeConfig.for_model(args), name)
+        name, repo = args["model_name"], Path(args["model_repository"]).parent
+        self.service = EngineService.from_config(ServeConfig.for_model(args), name, repo)
         self.metrics = gauges.mirror(pb_utils, gauges.ENGINE_GAUGES, self.service.stats, {"model": name})
 
     def execute(self, requests):
@@ -29,5 +31,5 @@ class TritonPythonModel:
         return None
 
     def finalize(self):
-        self.service.drain()
+        self.service.finalize()
         self.metrics.close()

@@ -4,6 +4,8 @@ Everything else (admission, tokenizing, the engine call over gRPC, streaming tex
 drain) is ``ziya_trt.serving.frontdoor_service``, which is tested without a server.
 """
 
+from pathlib import Path
+
 import triton_python_backend_utils as pb_utils
 
 from ziya_trt.serving import gauges
@@ -16,8 +18,8 @@ from ziya_trt.wire.tensors import FRONT_DOOR_INPUTS
 
 class TritonPythonModel:
     def initialize(self, args):
-        name = args["model_name"]
-        self.service = FrontDoorService.from_config(ServeConfig.for_model(args), name)
+        name, repo = args["model_name"], Path(args["model_repository"]).parent
+        self.service = FrontDoorService.from_config(ServeConfig.for_model(args), name, repo)
         self.metrics = gauges.mirror(pb_utils, gauges.FRONT_DOOR_GAUGES, self.service.stats, {"model": name})
 
     def execute(self, requests):
@@ -27,5 +29,5 @@ class TritonPythonModel:
         return None
 
     def finalize(self):
-        self.service.drain()
+        self.service.finalize()
         self.metrics.close()

@@ -34,9 +34,14 @@ def test_two_turns_with_ctrl_c_mid_reply(slow_server):
     child.expect("bot> ")
     child.expect("you> ")
     # the synthetic engine replays the prompt from its start: with history kept, that is the first turn
-    assert child.before.strip() == ":tell me"
+    reply, note = child.before.strip().splitlines()
+    assert reply == ":tell me" and note.startswith("(cut off at max_new_tokens=6")
     child.sendline("/system be brief")
+    child.expect("system prompt set")
+    child.sendline("third question")  # the server's ziya template has no system role: it says so
     child.expect("no system role")
+    child.expect("system prompt cleared")
+    child.expect("you> ")
     child.sendline("/reset")
     child.expect("history cleared")
     child.sendline("/exit")
@@ -50,3 +55,35 @@ def test_once_answers_and_exits(slow_server):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0 and "hello" in child.before
+
+
+def test_params_are_typed_by_field_and_replies_say_when_they_were_cut_off(slow_server):
+    child = spawn(slow_server, "--max-new-tokens", "4")
+    child.expect("you> ")
+    child.sendline("/params temperature=0")
+    child.expect("'temperature': 0.0")
+    child.sendline("/params temperature=0.7 seed=5 stop=x,y")
+    child.expect("'temperature': 0.7")
+    child.sendline("/params top_k=lots")
+    child.expect("is not a int")
+    child.sendline("alpha bravo charlie delta echo")
+    child.expect(r"cut off at max_new_tokens=4")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+
+
+def test_ctrl_c_stops_a_reply_cleanly_and_twice_at_the_prompt_quits(slow_server):
+    child = spawn(slow_server, "--max-new-tokens", "400")
+    child.expect("you> ")
+    child.sendline("tell me a long story about spring")
+    child.expect("bot> :tell")  # the reply is under way
+    child.sendintr()
+    child.expect(r"\[stopped\]")
+    child.expect("you> ")
+    child.sendintr()
+    child.expect("Ctrl-C again")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "Exception ignored" not in child.before and "Traceback" not in child.before

@@ -29,3 +29,20 @@ def test_prompt_too_long_is_a_clean_error(tiny_ckpt, capsys):
     assert main(["prompt", msgs, "--tokenizer", str(tiny_ckpt), "--budget", "10"]) == 1
     err = capsys.readouterr().err
     assert "over the limit of 10 tokens" in err and "Traceback" not in err
+
+
+def test_command_line_mistakes_are_clean_errors(tmp_path, capsys):
+    assert main(["serve", "--engine", "synthetic", "--render-only", "--repo-dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "needs a tokenizer directory (--tokenizer-dir)" in err and "Traceback" not in err
+    (tmp_path / "a").mkdir()
+    assert main(["bench", "compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 2
+    assert "results.json does not exist" in capsys.readouterr().out
+    assert main(["bench", "compare", str(tmp_path / "nope.json"), str(tmp_path / "nope.json")]) == 2
+    (tmp_path / "bad.json").write_text("{oops")
+    assert main(["bench", "compare", str(tmp_path / "bad.json"), str(tmp_path / "bad.json")]) == 2
+    assert "is not a results.json" in capsys.readouterr().out
+    from ziya_trt.serving.launcher import free_port
+
+    assert main(["bench", "--url", f"grpc://127.0.0.1:{free_port()}", "--no-plots"]) == 2
+    assert "no server ready at" in capsys.readouterr().out

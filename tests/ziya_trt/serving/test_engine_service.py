@@ -19,7 +19,7 @@ def service():
                           first_token_s=0.0, skip_ids=frozenset())
     svc = EngineService(eng, name="synthetic", send_threads=2, cancel_check_s=0.005, drain_s=1.0)
     yield svc
-    svc.drain()
+    svc.finalize()
 
 
 def request(n, ids=(20, 21, 22), streaming=True):
@@ -75,3 +75,24 @@ def test_bad_input_and_overload_are_typed_errors(service):
     for i in range(3):
         service.start(Responder(), stop_request_inputs, f"run{i}")
     time.sleep(0.05)
+
+
+def test_draining_stops_admitting_and_the_deadline_fails_what_is_left(tmp_path):
+    from ziya_trt.errors import ServerShuttingDownError
+    from ziya_trt.serving.drain import drain_file, start_drain
+
+    eng = SyntheticEngine(EngineLimits(max_slots=2, max_queue=1, vocab_size=100), tokens_per_s=50.0,
+                          first_token_s=0.0, skip_ids=frozenset())
+    svc = EngineService(eng, name="synthetic", send_threads=2, cancel_check_s=0.005, drain_path=drain_file(tmp_path))
+    try:
+        running = Responder()
+        svc.start(running, lambda: request(1000), "long")
+        assert wait(lambda: running.sent)
+        start_drain(tmp_path, time.time() + 0.3)
+        assert wait(lambda: svc.drain.draining)
+        late = Responder()
+        svc.start(late, lambda: request(4), "late")
+        assert late.done.wait(3) and isinstance(late.sent[0][1], ServerShuttingDownError)
+        assert running.done.wait(3) and isinstance(running.finals()[0][1], ServerShuttingDownError)
+    finally:
+        svc.finalize()

@@ -225,7 +225,7 @@ def test_drain_waits_for_open_requests_then_closes_the_link(make, tok):
     svc, r = make(drain_s=5.0), Responder()
     svc.start(r, lambda: inputs())
     rid = svc.link.only()
-    t = threading.Thread(target=svc.drain)
+    t = threading.Thread(target=svc.finalize)
     t.start()
     time.sleep(0.2)
     assert t.is_alive() and not svc.link.closed  # still waiting for the open request
@@ -242,3 +242,26 @@ def test_without_a_grpc_address_the_front_door_says_how_to_give_one(monkeypatch,
     with pytest.raises(ConfigError, match="--grpc-port"):
         FrontDoorService.from_config(ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt), "ziya")
 
+
+
+def test_draining_refuses_new_requests_and_its_deadline_ends_the_rest_typed(tok, tmp_path):
+    from ziya_trt.errors import ServerShuttingDownError
+    from ziya_trt.serving.drain import drain_file, start_drain
+
+    svc = FrontDoorService(FrontDoor(tok, FrontDoorLimits(256, 512)), Link(), max_inflight=4, engine_name="synthetic",
+                           send_threads=2, cancel_check_s=0.005, drain_path=drain_file(tmp_path))
+    try:
+        running = Responder()
+        svc.start(running, lambda: inputs())
+        start_drain(tmp_path, time.time() + 0.4)
+        assert wait(lambda: svc.drain.draining)
+        late = Responder()
+        svc.start(late, lambda: inputs())
+        assert isinstance(late.sent[0][1], ServerShuttingDownError)
+        assert running.done.wait(3)  # the deadline: the running request ends with a typed error
+        (_, err, final), = running.finals()
+        assert isinstance(err, ServerShuttingDownError) and final
+        assert wait(lambda: svc.stats() == {"inflight": 0})
+    finally:
+        svc.drain.close()
+        svc.outbox.close(timeout_s=0.5)

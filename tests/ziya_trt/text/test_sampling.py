@@ -54,3 +54,9 @@ def test_dict_round_trip_and_unknown_keys():
     assert SamplingParams.from_dict(p.to_dict()) == p
     with pytest.raises(InvalidRequestError, match="topp"):
         SamplingParams.from_dict({"topp": 0.5})
+
+
+def test_temperatures_too_small_to_sample_with_are_refused_and_zero_is_greedy():
+    with pytest.raises(InvalidRequestError, match="too small to sample with; use 0 for greedy"):
+        SamplingParams(temperature=1e-40)
+    assert SamplingParams(temperature=0.0).greedy and SamplingParams(temperature=1e-5).temperature == 1e-5
