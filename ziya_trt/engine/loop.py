@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
 from ..finish import FinishReason
@@ -30,6 +31,7 @@ class Live:
     slot: int = -1
     generated: list[int] = field(default_factory=list)
     sent: int = 0  # tokens already streamed
+    t_submit: float = 0.0
     t_admit: float = 0.0
     cancelled: bool = False
 
@@ -49,6 +51,7 @@ class EngineLoop:
         self._closed = False
         self._ids = itertools.count()
         self.counters = {"generated_tokens": 0, "cancelled": 0, "completed": 0, "failed": 0, "rejected": 0}
+        self.on_queue_time: Callable[[float], None] | None = None  # each admitted request's wait for a slot
         self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
         self._thread.start()
 
@@ -70,7 +73,7 @@ class EngineLoop:
                     f"{self.name}: overloaded, {len(self._active)} running and {len(self._waiting)} waiting "
                     f"(max_queue {self.limits.max_queue}); retry later"
                 )
-            self._waiting.append(Live(req, sink))
+            self._waiting.append(Live(req, sink, t_submit=time.monotonic()))
             self._cv.notify()
         return req.id
 
@@ -142,6 +145,8 @@ class EngineLoop:
                     live.t_admit = time.monotonic()
                     self._active[live.req.id] = live
                     admit.append(live)
+                    if self.on_queue_time is not None:
+                        self.on_queue_time(live.t_admit - live.t_submit)
                 active = list(self._active.values())
             for live in admit:
                 self._guard(live, self._admit)

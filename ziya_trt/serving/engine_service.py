@@ -20,6 +20,7 @@ from ..errors import typed
 from ..wire.arrays import engine_output_arrays, engine_request_from_inputs
 from .drain import DrainWatch, drain_file
 from .outbox import Outbox
+from .request_metrics import ENGINE_QUEUE_TIME
 from .responder import Responder
 
 
@@ -34,11 +35,16 @@ class EngineService:
                                 name=f"{name}-drain") if drain_path else None
 
     @classmethod
-    def from_config(cls, cfg, name: str, repo: str | Path | None = None) -> "EngineService":
-        """From a ``ServeConfig``; ``repo`` is the model repository (where the launcher's drain file goes)."""
+    def from_config(cls, cfg, name: str, repo: str | Path | None = None,
+                    observe: Callable[[str, float], None] | None = None) -> "EngineService":
+        """From a ``ServeConfig``; ``repo`` is the model repository (where the launcher's drain file goes);
+        ``observe(metric, value)`` gets each request's wait for a slot (``ziya_engine_queue_time_seconds``)."""
         from ..engine.factory import build_engine
 
-        return cls(build_engine(cfg, name), name=name, send_threads=cfg.send_threads,
+        engine = build_engine(cfg, name)
+        if observe is not None:
+            engine.on_queue_time = lambda s: observe(ENGINE_QUEUE_TIME.name, s)
+        return cls(engine, name=name, send_threads=cfg.send_threads,
                    cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s,
                    drain_path=drain_file(repo) if repo is not None else None)
 

@@ -31,22 +31,25 @@ from .drain import DrainWatch, drain_file
 from .engine_link import GRPC_URL_ENV, EngineLink
 from .frontdoor import FrontDoor, TextJob
 from .outbox import Outbox, Sent
+from .request_metrics import RecordFn, RequestOutcome
 from .responder import Responder
 
 
 class _Request:
-    __slots__ = ("job", "responder", "final_sent", "stream")
+    __slots__ = ("job", "responder", "final_sent", "stream", "t0", "t_first")
 
-    def __init__(self, job: TextJob, responder: Responder):
+    def __init__(self, job: TextJob, responder: Responder, t0: float):
         self.job, self.responder, self.final_sent, self.stream = job, responder, False, None
+        self.t0, self.t_first = t0, None
 
 
 class FrontDoorService:
     def __init__(self, door: FrontDoor, link, *, max_inflight: int, engine_name: str, name: str = "ziya",
                  send_threads: int = 4, cancel_check_s: float = 0.05, drain_s: float = 20.0,
-                 drain_path: str | Path | None = None):
+                 drain_path: str | Path | None = None, record: RecordFn | None = None):
         """``link`` is an ``EngineLink`` or anything with its ``submit``/``stop``/``close``; ``drain_path`` the
-        launcher's drain file (``drain.py``)."""
+        launcher's drain file (``drain.py``); ``record`` takes each request's ``RequestOutcome`` (metrics)."""
+        self.record = record or (lambda outcome: None)
         self.door, self.link, self.name, self.engine_name = door, link, name, engine_name
         self.max_inflight, self.drain_s = max_inflight, drain_s
         self.outbox = Outbox(self._deliver, lambda r: r.responder.is_cancelled(), self._on_cancel,
@@ -57,7 +60,8 @@ class FrontDoorService:
         self.drain = DrainWatch(drain_path, lambda: None, self._shut_down, name=f"{name}-drain") if drain_path else None
 
     @classmethod
-    def from_config(cls, cfg, name: str, repo: str | Path | None = None) -> "FrontDoorService":
+    def from_config(cls, cfg, name: str, repo: str | Path | None = None,
+                    record: RecordFn | None = None) -> "FrontDoorService":
         """From a ``ServeConfig``: the engine is called over the server's gRPC address (``cfg.grpc_url``,
         else the launcher's ``ZIYA_TRT_GRPC_URL``)."""
         url = cfg.grpc_url or os.environ.get(GRPC_URL_ENV)
@@ -70,26 +74,26 @@ class FrontDoorService:
         return cls(FrontDoor.from_config(cfg), link, max_inflight=cfg.front_door_admission_limit,
                    engine_name=cfg.engine_name, name=name, send_threads=cfg.send_threads,
                    cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s,
-                   drain_path=drain_file(repo) if repo is not None else None)
+                   drain_path=drain_file(repo) if repo is not None else None, record=record)
 
     # --- requests in ----------------------------------------------------------------------------
     def start(self, responder: Responder, read_inputs: Callable[[], dict]) -> None:
         """Admit, validate and tokenize one request and call the engine; every failure is answered."""
+        t0 = time.monotonic()
         if self.drain is not None and self.drain.draining:
-            responder.send(error=ServerShuttingDownError(f"{self.name}: shutting down, not taking requests"),
-                           final=True)
+            self._refuse(responder, ServerShuttingDownError(f"{self.name}: shutting down, not taking requests"))
             return
         if not self._inflight.acquire(blocking=False):
-            err = ServerOverloadedError(f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later")
-            responder.send(error=err, final=True)
+            self._refuse(responder, ServerOverloadedError(
+                f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later"))
             return
         try:
             job = self.door.open(read_inputs())
         except Exception as e:
             self._inflight.release()
-            responder.send(error=typed(e, f"{self.name}: could not start the request"), final=True)
+            self._refuse(responder, typed(e, f"{self.name}: could not start the request"))
             return
-        req = _Request(job, responder)
+        req = _Request(job, responder, t0)
         st = req.stream = self.outbox.open(job.id, req)
         with self._open_lock:
             self._open[job.id] = req
@@ -106,6 +110,10 @@ class FrontDoorService:
             self.link.submit(job.id, engine_inputs(job.engine_request), on_event)
         except Exception as e:  # once the stream is open, its responder belongs to the outbox
             self.outbox.put(st, EngineOutput([], final=True, error=typed(e, f"{self.name}: engine unavailable")))
+
+    def _refuse(self, responder: Responder, err) -> None:
+        responder.send(error=err, final=True)
+        self.record(RequestOutcome.failed(err))
 
     def stats(self) -> dict[str, int]:
         return {"inflight": len(self._open)}
@@ -129,6 +137,7 @@ class FrontDoorService:
             self._send_final(req, error=out.error)
         except Exception:
             pass  # the client is gone: there is no one to tell
+        self.record(RequestOutcome.failed(out.error, time.monotonic() - req.t0))
         return Sent.ENDED
 
     def _respond(self, req: _Request, out: EngineOutput) -> Sent:
@@ -140,12 +149,17 @@ class FrontDoorService:
             if not text:
                 return Sent.HELD  # the first text still goes ahead of other streams' responses
             req.responder.send(text_outputs(text))
+            if req.t_first is None:
+                req.t_first = time.monotonic()
             return Sent.RESPONDED
         if not job.cancelled and req.responder.is_cancelled():
             job.cancel()
         text += job.finish()
         outputs = text_outputs(text, len(job.input_ids), job.n_output, job.finish_reason.value, job.turns_dropped)
         self._send_final(req, outputs=outputs)
+        now = time.monotonic()
+        self.record(RequestOutcome(now - req.t0, len(job.input_ids), job.n_output,
+                                   (req.t_first or now) - req.t0, job.finish_reason.value))
         return Sent.RESPONDED
 
     def _send_final(self, req: _Request, outputs=None, error=None) -> None:

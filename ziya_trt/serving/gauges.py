@@ -12,19 +12,26 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-# the Prometheus series the Python models export next to Triton's own: stats key -> (name, help)
+# the live figures the Python models export next to Triton's own: stats key -> (name, help, kind). A counter
+# follows a monotonic figure by increments too
 METRIC_ACTIVE = "ziya_engine_active_requests"
 METRIC_QUEUED = "ziya_engine_queued_requests"
 METRIC_TOKENS = "ziya_engine_generated_tokens_total"
 METRIC_CANCELLED = "ziya_engine_cancelled_requests_total"
 METRIC_FRONT_DOOR_INFLIGHT = "ziya_frontdoor_inflight_requests"
+METRIC_KV_USED = "ziya_engine_kv_cache_blocks_in_use"
+METRIC_KV_TOTAL = "ziya_engine_kv_cache_blocks_total"
 ENGINE_GAUGES = {
-    "active": (METRIC_ACTIVE, "requests holding an engine slot"),
-    "waiting": (METRIC_QUEUED, "requests waiting for a slot"),
-    "generated_tokens": (METRIC_TOKENS, "tokens generated"),
-    "cancelled": (METRIC_CANCELLED, "requests cancelled"),
+    "active": (METRIC_ACTIVE, "requests holding an engine slot", "gauge"),
+    "waiting": (METRIC_QUEUED, "requests waiting for a slot", "gauge"),
+    "generated_tokens": (METRIC_TOKENS, "tokens generated", "counter"),
+    "cancelled": (METRIC_CANCELLED, "requests cancelled", "counter"),
 }
-FRONT_DOOR_GAUGES = {"inflight": (METRIC_FRONT_DOOR_INFLIGHT, "text requests in flight")}
+KV_GAUGES = {  # engines with a block KV cache (the reference engine)
+    "kv_blocks_in_use": (METRIC_KV_USED, "KV cache blocks holding a running request's or a reusable prefix", "gauge"),
+    "kv_blocks_total": (METRIC_KV_TOTAL, "KV cache blocks in all", "gauge"),
+}
+FRONT_DOOR_GAUGES = {"inflight": (METRIC_FRONT_DOOR_INFLIGHT, "text requests in flight", "gauge")}
 
 
 class GaugeMirror:
@@ -53,10 +60,13 @@ class GaugeMirror:
         self._thread.join(timeout_s)
 
 
-def mirror(pb, specs: dict[str, tuple[str, str]], read: Callable[[], dict[str, float]], labels: dict[str, str],
+def mirror(pb, specs: dict[str, tuple[str, str, str]], read: Callable[[], dict[str, float]], labels: dict[str, str],
            name: str = "metrics") -> GaugeMirror:
-    """Create the gauges of ``specs`` with the Python backend's module ``pb`` and mirror ``read()`` into them."""
-    families = {k: pb.MetricFamily(n, h, pb.MetricFamily.GAUGE) for k, (n, h) in specs.items()}
+    """Create the gauges and counters of ``specs`` with the Python backend's module ``pb`` and mirror ``read()``
+    into them (the keys ``read()`` lacks are left out)."""
+    kinds = {"gauge": pb.MetricFamily.GAUGE, "counter": pb.MetricFamily.COUNTER}
+    present = read()
+    families = {k: pb.MetricFamily(n, h, kinds[kind]) for k, (n, h, kind) in specs.items() if k in present}
     m = GaugeMirror(read, {k: f.Metric(labels=labels) for k, f in families.items()}, name=name)
     m.families = families  # a family must outlive its metrics
     return m

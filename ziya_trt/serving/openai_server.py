@@ -25,6 +25,7 @@ from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from . import openai_schema as schema
 from .engine_link import EngineLink
 from .frontdoor import FrontDoor, TextJob, TextRequest
+from .request_metrics import PromRequestMetrics, RequestOutcome
 
 _REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish reasons
 
@@ -39,6 +40,7 @@ class OpenAIServer:
         self.max_inflight = cfg.max_batch_size + cfg.max_queue_size  # the engine's own limit is exact
         self.inflight = 0
         self.created = int(time.time())
+        self.metrics = PromRequestMetrics({"model": self.models[0], "api": "openai"})
 
     # --- the guard's extension hooks (on its event loop) ---------------------------------------------
     async def setup(self, app, session, guard) -> None:
@@ -50,6 +52,7 @@ class OpenAIServer:
         r.add_get("/v1/models", self.list_models)
         r.add_get("/health", self.health)
         r.add_get("/openapi.json", self.openapi)
+        r.add_get("/metrics", self.prometheus)
         r.add_route("*", "/v1/{tail:.*}", self.not_found)
 
     async def cleanup(self) -> None:
@@ -79,6 +82,12 @@ class OpenAIServer:
             ok = False
         return web.json_response({"status": "ok" if ok else "unavailable"}, status=200 if ok else 503)
 
+    async def prometheus(self, request):
+        """The OpenAI API's own series (the models' are on the metrics port, with Triton's)."""
+        from aiohttp import web
+
+        return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
+
     async def openapi(self, request):
         from aiohttp import web
 
@@ -90,31 +99,37 @@ class OpenAIServer:
 
     # --- one request -----------------------------------------------------------------------------------
     async def _handle(self, request, model, chat: bool):
+        t0 = time.monotonic()
         try:
             body = await self.guard.read_body(request)  # the size limit, the shared budget, the nesting depth
-        except ZiyaError as e:
-            return _json(*schema.openai_error(e))
-        try:
             req = schema.parse(model, _json_body(body))
             if req.model not in self.models:
+                self.metrics.record(RequestOutcome(0.0, error="invalid"))
                 return _json(404, schema.error_body(f"The model '{req.model}' does not exist; served: "
                                                     f"{', '.join(self.models)}", "invalid_request_error", "model",
                                                     "model_not_found"))
             job = self._job(req, chat)
-        except ZiyaError as e:
-            return _json(*schema.openai_error(e))
-        except Exception as e:  # a bug: a generic error, never a traceback
-            return _json(*schema.openai_error(typed(e, "openai: could not start the request")))
-        if self.inflight >= self.max_inflight:
-            return _json(*schema.openai_error(ServerOverloadedError(
-                f"openai: overloaded, {self.inflight} requests in flight; retry later")))
+            if self.inflight >= self.max_inflight:
+                raise ServerOverloadedError(f"openai: overloaded, {self.inflight} requests in flight; retry later")
+        except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
+            err = typed(e, "openai: could not start the request")
+            self.metrics.record(RequestOutcome.failed(err))
+            return _json(*schema.openai_error(err))
         self.inflight += 1
         try:
             if req.stream:
-                return await self._stream(request, req, job, chat)
-            return await self._whole(req, job, chat)
+                return await self._stream(request, req, job, chat, t0)
+            return await self._whole(req, job, chat, t0)
         finally:
             self.inflight -= 1
+
+    def _outcome(self, job: TextJob, t0: float, t_first: float | None, err: ZiyaError | None = None) -> None:
+        now = time.monotonic()
+        if err is not None:
+            self.metrics.record(RequestOutcome.failed(err, now - t0))
+        else:
+            self.metrics.record(RequestOutcome(now - t0, len(job.input_ids), job.n_output,
+                                               (t_first or now) - t0, job.finish_reason.value))
 
     def _job(self, req, chat: bool) -> TextJob:
         if chat:
@@ -162,13 +177,15 @@ class OpenAIServer:
         n_in, n_out = len(job.input_ids), job.n_output
         return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
 
-    async def _whole(self, req, job: TextJob, chat: bool):
+    async def _whole(self, req, job: TextJob, chat: bool, t0: float):
         parts = []
         try:
             async for text, _ in self._events(job):
                 parts.append(text)
         except ZiyaError as e:
+            self._outcome(job, t0, None, e)
             return _json(*schema.openai_error(e))
+        self._outcome(job, t0, None)
         reason = _REASON.get(job.finish_reason.value, "stop")
         rid = _id(chat)
         if chat:
@@ -180,7 +197,7 @@ class OpenAIServer:
                            "created": int(time.time()), "model": req.model, "choices": [choice],
                            "usage": self._usage(job)})
 
-    async def _stream(self, request, req, job: TextJob, chat: bool):
+    async def _stream(self, request, req, job: TextJob, chat: bool, t0: float):
         from aiohttp import web
 
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -207,20 +224,28 @@ class OpenAIServer:
         def text_chunk(text: str) -> bytes:
             return before + json.dumps(text, ensure_ascii=False).encode("utf-8") + after
 
+        t_first = None
         try:
             if chat:
                 await resp.write(chunk(None, None, role=True))
             async for text, final in self._events(job):
                 if text:
                     await resp.write(text_chunk(text))
+                    t_first = t_first or time.monotonic()
                 if final:
                     await resp.write(chunk(None, _REASON.get(job.finish_reason.value, "stop")))
             if usage:
                 await resp.write(_sse(head | {"choices": [], "usage": self._usage(job)}))
         except ZiyaError as e:  # after the headers went out, the error goes in-band, as OpenAI does
+            self._outcome(job, t0, t_first, e)
             await resp.write(_sse(schema.openai_error(e)[1]))
-        except (ConnectionResetError, ConnectionError):
-            return resp  # the client left: _events has stopped the engine
+        except (ConnectionError, asyncio.CancelledError) as e:  # the client left: _events has stopped the engine
+            self.metrics.record(RequestOutcome(time.monotonic() - t0, finish_reason="cancelled"))
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return resp
+        else:
+            self._outcome(job, t0, t_first)
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

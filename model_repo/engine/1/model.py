@@ -12,6 +12,7 @@ import triton_python_backend_utils as pb_utils
 from ziya_trt.serving import gauges
 from ziya_trt.serving.config import ServeConfig
 from ziya_trt.serving.engine_service import EngineService
+from ziya_trt.serving.request_metrics import ENGINE_QUEUE_TIME, TritonRequestMetrics
 from ziya_trt.serving.responder import TritonResponder
 from ziya_trt.wire.arrays import read_inputs
 from ziya_trt.wire.tensors import ENGINE_INPUTS
@@ -20,8 +21,9 @@ from ziya_trt.wire.tensors import ENGINE_INPUTS
 class TritonPythonModel:
     def initialize(self, args):
         name, repo = args["model_name"], Path(args["model_repository"]).parent
-        self.service = EngineService.from_config(ServeConfig.for_model(args), name, repo)
-        self.metrics = gauges.mirror(pb_utils, gauges.ENGINE_GAUGES, self.service.stats, {"model": name})
+        self.requests = TritonRequestMetrics(pb_utils, {"model": name}, defs=(ENGINE_QUEUE_TIME,))
+        self.service = EngineService.from_config(ServeConfig.for_model(args), name, repo, self.requests.observe)
+        self.metrics = gauges.mirror(pb_utils, gauges.ENGINE_GAUGES | gauges.KV_GAUGES, self.service.stats, {"model": name})
 
     def execute(self, requests):
         for r in requests:
@@ -33,3 +35,4 @@ class TritonPythonModel:
     def finalize(self):
         self.service.finalize()
         self.metrics.close()
+        self.requests.close()

@@ -11,6 +11,7 @@ import triton_python_backend_utils as pb_utils
 from ziya_trt.serving import gauges
 from ziya_trt.serving.config import ServeConfig
 from ziya_trt.serving.frontdoor_service import FrontDoorService
+from ziya_trt.serving.request_metrics import TritonRequestMetrics
 from ziya_trt.serving.responder import TritonResponder
 from ziya_trt.wire.arrays import read_inputs
 from ziya_trt.wire.tensors import FRONT_DOOR_INPUTS
@@ -19,7 +20,8 @@ from ziya_trt.wire.tensors import FRONT_DOOR_INPUTS
 class TritonPythonModel:
     def initialize(self, args):
         name, repo = args["model_name"], Path(args["model_repository"]).parent
-        self.service = FrontDoorService.from_config(ServeConfig.for_model(args), name, repo)
+        self.requests = TritonRequestMetrics(pb_utils, {"model": name})
+        self.service = FrontDoorService.from_config(ServeConfig.for_model(args), name, repo, self.requests.record)
         self.metrics = gauges.mirror(pb_utils, gauges.FRONT_DOOR_GAUGES, self.service.stats, {"model": name})
 
     def execute(self, requests):
@@ -31,3 +33,4 @@ class TritonPythonModel:
     def finalize(self):
         self.service.finalize()
         self.metrics.close()
+        self.requests.close()

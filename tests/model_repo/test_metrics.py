@@ -1,0 +1,72 @@
+"""The metrics a real server exports: latency histograms, counters typed as counters, outcomes by finish
+reason and by error kind, from the front door, the engine stand-in and the OpenAI API."""
+
+import re
+import time
+import urllib.request
+
+import openai
+import pytest
+
+from tests.triton_helpers import grpc_stream, scrape
+from ziya_trt.client import ZiyaClient
+from ziya_trt.serving.request_metrics import REQUEST_METRICS
+
+pytestmark = pytest.mark.server
+
+
+def value(text: str, name: str, **labels) -> float:
+    """The sample of ``name`` whose labels include ``labels`` (0 if there is none)."""
+    for line in text.splitlines():
+        m = re.match(rf"{re.escape(name)}\{{(.*)\}} (\S+)$", line)
+        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+            return float(m.group(2))
+    return 0.0
+
+
+def settle(read, pred, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = read()
+        if pred(v) or time.monotonic() > deadline:
+            return v
+        time.sleep(0.05)
+
+
+def test_the_front_door_and_the_engine_export_histograms_and_counters(syn_server):
+    before = scrape(syn_server)
+    c = ZiyaClient(f"grpc://{syn_server.grpc_url}")
+    for i in range(5):
+        c.generate(f"metrics {i}", max_new_tokens=6)
+    _, err = grpc_stream(syn_server.grpc_url, "ziya", {"text_input": "x", "max_tokens": 4, "temperature": -1.0})
+    assert err is not None
+
+    def delta(name, **labels):
+        return value(scrape(syn_server), name, **labels) - value(before, name, **labels)
+
+    assert settle(lambda: delta("ziya_requests_total", model="ziya", finish_reason="length"), lambda v: v >= 5) == 5
+    assert delta("ziya_time_to_first_token_seconds_count", model="ziya") == 5
+    assert delta("ziya_generation_tokens_total", model="ziya") == 30
+    assert settle(lambda: delta("ziya_request_errors_total", model="ziya", kind="invalid"), lambda v: v >= 1) == 1
+    assert settle(lambda: delta("ziya_engine_queue_time_seconds_count", model="synthetic"), lambda v: v >= 5) >= 5
+    text = scrape(syn_server)
+    for m in REQUEST_METRICS:
+        assert f"# TYPE {m.name} {m.kind}" in text, m.name
+    assert "# TYPE ziya_engine_generated_tokens_total counter" in text
+    assert "# TYPE ziya_engine_cancelled_requests_total counter" in text
+    assert "# TYPE ziya_frontdoor_inflight_requests gauge" in text
+    e2e_sum = value(text, "ziya_e2e_request_latency_seconds_sum", model="ziya")
+    assert e2e_sum > 0
+
+
+def test_the_openai_api_exports_the_same_names_on_the_http_port(syn_server):
+    def read():
+        with urllib.request.urlopen(f"http://{syn_server.http_url}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    before = value(read(), "ziya_requests_total", api="openai", finish_reason="length")
+    oa = openai.OpenAI(base_url=syn_server.openai_url, api_key="unused", max_retries=0)
+    oa.chat.completions.create(model="ziya", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    text = read()
+    assert value(text, "ziya_requests_total", api="openai", finish_reason="length") == before + 1
+    assert "# TYPE ziya_time_to_first_token_seconds histogram" in text
