@@ -108,8 +108,9 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
 
 
 def run_bench(cfg: BenchConfig, items: list[Item], tokenizer, out_dir: Path, config_extra: dict,
-              plots: bool = True, console: Console | None = None) -> dict:
-    con = console or Console()
+              plots: bool = True, console: Console | None = None, fmt: str = "table") -> dict:
+    """fmt json: the summary goes to stdout as JSON, and the progress and notes to stderr."""
+    con = console or Console(stderr=fmt == "json")
     out_dir.mkdir(parents=True, exist_ok=True)
     points = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -117,18 +118,19 @@ def run_bench(cfg: BenchConfig, items: list[Item], tokenizer, out_dir: Path, con
         for load in cfg.points:
             for mode in cfg.modes:  # modes side by side at each load point
                 points.append(run_point(cfg, load, items, tokenizer, progress, mode))
-    config = {"url": cfg.url, "model": cfg.model, "modes": list(cfg.modes), "openai_url": cfg.openai_url,
-              "template": cfg.template, "slo": asdict(cfg.slo),
+    config = {"url": cfg.url, "model": cfg.model, "modes": list(cfg.modes), "engine_model": cfg.engine_model,
+              "openai_url": cfg.openai_url, "template": cfg.template, "slo": asdict(cfg.slo),
               "known_ttft_s": cfg.known_ttft_s, "known_itl_s": cfg.known_itl_s, **config_extra}
     files = [report.write_json(out_dir / "results.json", config, points), report.write_csv(out_dir / "requests.csv", points)]
     if plots:
-        files += report.plot(out_dir, points)
-    report.print_table(points, con)
-    for p in points:
-        if p["overhead"]:
-            o = p["overhead"]
-            con.print(f"{p['label']}: stack+client add TTFT p50 {o['added_ttft_p50_ms']:+.2f} ms"
-                      + (f", ITL p50 {o['added_itl_p50_ms']:+.2f} ms, p99 {o['added_itl_p99_ms']:+.2f} ms"
-                         if "added_itl_p50_ms" in o else ""))
+        try:
+            files += report.plot(out_dir, points, config)
+        except ImportError as e:
+            con.print(f"no plots: {e} (pip install 'ziya-trt[plots]')")
+    if fmt == "json":
+        report.print_json(points, files)
+    else:
+        report.print_table(points, con)
+    report.print_overhead(points, con)
     con.print("wrote " + ", ".join(str(f) for f in files))
     return {"points": points, "files": files}

@@ -47,6 +47,8 @@ def add_parser(sub) -> None:
     p.add_argument("--slo-tpot-ms", type=float)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/bench-<time>)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="the summary on stdout: a table, or JSON (progress and notes then go to stderr)")
     p.add_argument("--synthetic-rate", type=float, default=50.0, help="--serve synthetic: tokens/s per stream")
     p.add_argument("--synthetic-ttft", type=float, default=0.02, help="--serve synthetic: first-token delay (s)")
     p.set_defaults(func=run)
@@ -175,7 +177,7 @@ def run(args) -> int:
                  "tokenizer": str(tok_dir) if tok_dir else None,
                  "osl_forced": not args.no_ignore_eos,
                  "token_counts": "tokenizer" if tok is not None else "server-reported"}
-        run_bench(cfg, items, tok, out, extra, plots=not args.no_plots)
+        run_bench(cfg, items, tok, out, extra, plots=not args.no_plots, fmt=args.format)
         return 0
     finally:
         if srv is not None:
