@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -14,7 +15,12 @@ from .fetch import DEFAULT_MODEL
 def _plan_options(p) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="ModelScope id or local checkpoint directory")
     p.add_argument("--revision", help="ModelScope revision (branch, tag or commit)")
-    p.add_argument("--gpu", default="h100-80gb", help="a100-40gb, a100-80gb, l40s, h100-80gb, h200, b200")
+    p.add_argument("--gpu", help="a GPU from `ziya-trt plan --list-gpus` (default h100-80gb), or any name "
+                                 "with --gpu-mem-gib")
+    p.add_argument("--gpu-mem-gib", type=float, help="the GPU's total memory in GiB (nvidia-smi's MiB / 1024), "
+                                                     "for a GPU the table lacks or to override its memory")
+    p.add_argument("--gpu-fp8", action=argparse.BooleanOptionalAction, default=None,
+                   help="whether a --gpu-mem-gib GPU has FP8 tensor cores (default: assumed not)")
     p.add_argument("--dtype", choices=["bf16", "fp8"], default="bf16")
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
@@ -35,8 +41,11 @@ def add_parsers(sub) -> None:
     p.add_argument("model_dir", type=Path)
     p.set_defaults(func=run_validate)
 
-    p = sub.add_parser("plan", help="plan engine limits for a GPU from the model's shape and a workload")
+    p = sub.add_parser("plan", help="plan engine limits for a GPU from the model's shape and a workload "
+                                    "(no download: a local checkpoint, the ModelScope cache or the built-in shape)")
     _plan_options(p)
+    p.add_argument("--cache-dir", help="ModelScope cache to look in (default: modelscope's own)")
+    p.add_argument("--list-gpus", action="store_true", help="print the GPU table and exit")
     p.add_argument("--out", type=Path, default=Path("plan.json"))
     p.set_defaults(func=run_plan)
 
@@ -81,10 +90,18 @@ def run_validate(args) -> int:
     return 0
 
 
-def _make_plan(args, model_dir: Path):
+def _make_plan(args, model_dir: Path | None, shape=None):
+    """The plan for the flags; ``shape`` (a spec.ShapeSource) when the shape is known without reading model_dir."""
+    from .gpus import resolve_gpu
     from .plan import Workload, make_plan
 
-    return make_plan(model_dir, args.gpu, args.dtype, args.tp, args.pp, Workload(args.isl, args.osl, args.min_batch))
+    gpu = resolve_gpu(args.gpu, args.gpu_mem_gib, args.gpu_fp8)
+    workload = Workload(args.isl, args.osl, args.min_batch)
+    if shape is None:
+        return make_plan(model_dir, gpu, args.dtype, args.tp, args.pp, workload)
+    model_id = "" if Path(args.model).expanduser().is_dir() else args.model
+    return make_plan(shape.model_dir, gpu, args.dtype, args.tp, args.pp, workload, spec=shape.spec,
+                     notes=(shape.note,), model_id=model_id)
 
 
 def print_plan(plan, con: Console | None = None) -> None:
@@ -92,6 +109,8 @@ def print_plan(plan, con: Console | None = None) -> None:
     gb = lambda b: f"{b / 1e9:.2f} GB"  # noqa: E731
     t = Table("", "value", title=f"build plan: {plan.gpu}, {plan.dtype}, tp{plan.tp} pp{plan.pp}")
     rows = [
+        ("checkpoint", plan.model_dir or "none (built-in shape)"),
+        ("GPU memory", f"{plan.gpu_memory_mib:,} MiB = {plan.gpu_memory_mib / 1024:.1f} GiB"),
         ("parameters", f"{plan.model['params'] / 1e9:.2f} B"),
         ("weights per GPU", gb(plan.weight_bytes_per_gpu)),
         ("KV bytes per token per GPU", f"{plan.kv_bytes_per_token_per_gpu:,}"),
@@ -108,20 +127,42 @@ def print_plan(plan, con: Console | None = None) -> None:
     for r in rows:
         t.add_row(*r)
     con.print(t)
+    for n in plan.notes:
+        con.print(f"[cyan]note:[/] {n}")
     for p in plan.problems:
         con.print(f"[red]problem:[/] {p}")
     for s in plan.suggestions:
         con.print(f"[yellow]suggestion:[/] {s}")
 
 
+def gpu_table() -> list[str]:
+    """The GPU table as plain lines (no wrapping at any width)."""
+    from .gpus import GPUS, aliases_of
+
+    head = (f"{'name':<15} {'aliases':<30} {'memory MiB':>10} {'GiB':>6} {'FP8':<4} {'TB/s':>5} {'arch':<10} "
+            "nvidia-smi name")
+    lines = [head, "-" * len(head)]
+    for g in sorted(GPUS.values(), key=lambda g: (g.memory_mib, g.name)):
+        mark = "" if g.memory_from == "nvidia-smi" else "*"
+        lines.append(f"{g.name:<15} {', '.join(aliases_of(g.name)):<30} {g.memory_mib:>9,}{mark:1} "
+                     f"{g.memory_gib:>6.1f} {'yes' if g.fp8 else 'no':<4} {g.bandwidth_tb_s:>5g} {g.arch:<10} "
+                     f"{g.smi_name}")
+    lines += ["memory: nvidia-smi's total (* = spec sheet's GB converted); TB/s: spec sheet",
+              "any other GPU: --gpu NAME --gpu-mem-gib N [--gpu-fp8] (no FP8 assumed without --gpu-fp8)"]
+    return lines
+
+
 def run_plan(args) -> int:
-    model_dir = Path(args.model) if Path(args.model).is_dir() else None
-    if model_dir is None:
-        model_dir, _ = _source(args)
-    plan = _make_plan(args, model_dir)
+    if args.list_gpus:
+        print("\n".join(gpu_table()))
+        return 0
+    from .spec import resolve_shape
+
+    shape = resolve_shape(args.model, args.revision, args.cache_dir)
+    plan = _make_plan(args, shape.model_dir, shape)
     print_plan(plan)
-    plan.save(args.out)
-    print(f"saved {args.out}")
+    out = plan.save(args.out).resolve()
+    print(f"saved {out}")
     return 0 if plan.fits else 1
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -10,6 +12,7 @@ from ziya_trt.errors import ZiyaError
 
 DEFAULT_MODEL = "Fengshenbang/Ziya2-13B-Chat"
 MODELSCOPE = "https://www.modelscope.cn"
+MODELSCOPE_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 class FetchError(ZiyaError):
@@ -25,6 +28,26 @@ def reachable(url: str, timeout_s: float = 5.0) -> bool:
         return False
 
 
+def is_modelscope_id(model: str) -> bool:
+    """ModelScope's ``org/name`` form (one slash, no path prefix)."""
+    return MODELSCOPE_ID.fullmatch(model) is not None
+
+
+def looks_like_local_path(model: str) -> bool:
+    """Starts with / . or ~, or has a path separator without being an ``org/name`` id."""
+    if model.startswith(("/", ".", "~")):
+        return True
+    return any(s and s in model for s in (os.sep, os.altsep)) and not is_modelscope_id(model)
+
+
+def check_local_path(model: str) -> None:
+    """A ``model`` that is meant as a local directory but is not one is an error, not a ModelScope id."""
+    local = Path(model).expanduser()
+    if looks_like_local_path(model) and not local.is_dir():
+        what = "is a file, not a checkpoint directory" if local.exists() else "no such directory"
+        raise FetchError(f"model: {model}: {what} ({local.absolute()}); a ModelScope id has the form org/name")
+
+
 def fetch_checkpoint(model: str = DEFAULT_MODEL, revision: str | None = None, cache_dir: str | Path | None = None,
                      offline: bool = False, endpoint: str | None = None) -> Path:
     """A local directory as is; otherwise ModelScope's ``snapshot_download`` (resumes partial files).
@@ -34,6 +57,7 @@ def fetch_checkpoint(model: str = DEFAULT_MODEL, revision: str | None = None, ca
     local = Path(model).expanduser()
     if local.is_dir():
         return local
+    check_local_path(model)
     from modelscope.hub.snapshot_download import snapshot_download
 
     if not offline and not reachable(endpoint or MODELSCOPE):

@@ -1,5 +1,6 @@
 """A LLaMA-architecture model's shape, read from its config.json: parameter count, weight bytes,
-KV bytes per token and the tensor shapes a checkpoint must have."""
+KV bytes per token and the tensor shapes a checkpoint must have. Ziya2-13B-Chat's shape is built in,
+so a plan needs no download."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ziya_trt.errors import ZiyaError
+
+from .fetch import DEFAULT_MODEL, FetchError, check_local_path, fetch_checkpoint, is_modelscope_id
 
 
 class SpecError(ZiyaError):
@@ -119,3 +122,50 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"params": self.params}
+
+
+# Fengshenbang/Ziya2-13B-Chat's config.json facts: LLaMA-2-13B with the vocabulary extended to 39410 tokens
+# (a checkpoint whose embeddings are padded to 39424 rows says so in its own config.json, which then wins).
+ZIYA2_13B_CHAT_CONFIG = dict(
+    architectures=["LlamaForCausalLM"], hidden_size=5120, num_hidden_layers=40, num_attention_heads=40,
+    num_key_value_heads=40, intermediate_size=13824, vocab_size=39410, max_position_embeddings=4096,
+    rope_theta=1e4, rms_norm_eps=1e-6, tie_word_embeddings=False, torch_dtype="bfloat16")
+ZIYA2_13B_CHAT = ModelSpec.from_config(ZIYA2_13B_CHAT_CONFIG)
+BUILTIN_SHAPES = {DEFAULT_MODEL.lower(): ZIYA2_13B_CHAT}
+
+
+@dataclass(frozen=True)
+class ShapeSource:
+    """A model's shape and where it came from; ``model_dir`` is absolute, None for a built-in shape."""
+
+    spec: ModelSpec
+    model_dir: Path | None
+    note: str
+
+
+def _from_cache(model: str, revision: str | None, cache_dir: str | Path | None) -> ShapeSource | None:
+    try:
+        d = fetch_checkpoint(model, revision, cache_dir, offline=True).resolve()
+    except FetchError:
+        return None
+    return ShapeSource(ModelSpec.from_dir(d), d, f"shape from the ModelScope cache: {d}")
+
+
+def resolve_shape(model: str, revision: str | None = None, cache_dir: str | Path | None = None) -> ShapeSource:
+    """A local checkpoint, else the local ModelScope cache (never the network), else a built-in shape."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        d = local.resolve()
+        return ShapeSource(ModelSpec.from_dir(d), d, f"shape from {d / 'config.json'}")
+    check_local_path(model)
+    if not is_modelscope_id(model):
+        raise SpecError(f"model: {model!r} is neither a checkpoint directory nor a ModelScope id (org/name)")
+    cached = _from_cache(model, revision, cache_dir)
+    if cached:
+        return cached
+    builtin = BUILTIN_SHAPES.get(model.lower())
+    if builtin is None:
+        raise SpecError(f"model: {model} is not in the local ModelScope cache and has no built-in shape; "
+                        f"run `ziya-trt fetch --model {model}` first, or pass a checkpoint directory")
+    return ShapeSource(builtin, None, f"no local checkpoint of {model}: planned from the built-in "
+                                      f"Ziya2-13B-Chat shape (the build still needs `ziya-trt fetch`)")
