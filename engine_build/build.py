@@ -1,8 +1,11 @@
 """Run a BuildPlan with TensorRT-LLM 1.2.1 and write the manifest beside the engine.
 
 ``tensorrt_llm`` is imported lazily and only to read its version: it is never faked. Where it is
-missing, ``build`` says so and stops; ``dry_run`` still writes the plan, the commands and a manifest
-marked ``built: false``.
+missing, or is not exactly 1.2.1, ``build`` says so (naming the container that carries 1.2.1) and stops;
+``dry_run`` still writes the plan, the commands and a manifest marked ``built: false``. The manifest's
+``tensorrt_llm_version`` is the version that built the engine (the planned 1.2.1 in a dry run), and
+``check_serving_versions`` refuses to serve an engine where that, the engine's own ``config.json``
+``version`` and the installed TensorRT-LLM disagree: an engine loads only in the version that built it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from ziya_trt.errors import ZiyaError
 
 from .commands import CALIB_DEFAULT, Step, build_steps, llm_api_settings
 from .plan import BuildPlan
+from .target import TRTLLM_VERSION, VersionMismatchError, container_for, plain_version
 
 MANIFEST = "ziya_manifest.json"
-TRTLLM_VERSION = "1.2.1"
+# trtllm-build's config.json: Engine.save writes EngineConfig.to_dict(), whose top-level "version" is
+# tensorrt_llm.__version__ at build time (tensorrt_llm/builder.py: build(), EngineConfig, get_engine_version)
+ENGINE_CONFIG, ENGINE_CONFIG_VERSION_KEY = "config.json", "version"
 EXAMPLES_CANDIDATES = ("/app/tensorrt_llm", "/opt/tensorrt_llm", "/workspace/TensorRT-LLM")
 
 
@@ -69,8 +75,21 @@ def hash_files(d: Path, patterns=("*.json", "*.model", "*.engine", "*.safetensor
     return out
 
 
+def check_build_version(installed: str | None) -> None:
+    """The build's preflight: TensorRT-LLM must be installed, and be exactly the version we build with."""
+    if installed is None:
+        raise BuildError("preflight", None, f"TensorRT-LLM {TRTLLM_VERSION} is not installed here, or does not import "
+                         f"(it needs an NVIDIA GPU and driver); use {container_for(TRTLLM_VERSION)}. `--dry-run` "
+                         "writes the commands.")
+    if installed != TRTLLM_VERSION:
+        raise BuildError("preflight", None, f"TensorRT-LLM {installed} is installed here, but this project builds "
+                         f"with {TRTLLM_VERSION} exactly (an engine loads only in the version that built it); "
+                         f"use {container_for(TRTLLM_VERSION)}")
+
+
 def write_manifest(engine_dir: Path, plan: BuildPlan, steps: list[Step], source: dict, built: bool,
-                   build_time_s: float | None, tokenizer_dir: str) -> Path:
+                   build_time_s: float | None, tokenizer_dir: str, tensorrt_llm_version: str = TRTLLM_VERSION) -> Path:
+    """``tensorrt_llm_version``: the installed version that built the engine; the planned one in a dry run."""
     engine_dir.mkdir(parents=True, exist_ok=True)
     m = {
         "format": 1,
@@ -82,7 +101,7 @@ def write_manifest(engine_dir: Path, plan: BuildPlan, steps: list[Step], source:
         "plan": asdict(plan),
         "dtype": plan.dtype,
         "world_size": plan.world_size,
-        "tensorrt_llm_version": trtllm_version() or f"{TRTLLM_VERSION} (planned; not installed where this ran)",
+        "tensorrt_llm_version": tensorrt_llm_version,
         "commands": [list(s.argv) for s in steps],
         "llm_api_equivalent": llm_api_settings(plan),
         "build_time_s": build_time_s,
@@ -100,6 +119,37 @@ def read_manifest(engine_dir: str | Path) -> dict:
     return json.loads(p.read_text())
 
 
+def engine_config_version(engine_dir: str | Path) -> str | None:
+    """The ``version`` trtllm-build wrote into the engine's ``config.json``; None where there is no engine yet."""
+    p = Path(engine_dir) / ENGINE_CONFIG
+    if not p.exists():
+        return None
+    try:
+        return json.loads(p.read_text()).get(ENGINE_CONFIG_VERSION_KEY)
+    except (OSError, ValueError) as e:
+        raise ZiyaError(f"{p} is not readable JSON ({e})") from None
+
+
+def check_serving_versions(engine_dir: str | Path, manifest: dict, installed: str | None) -> None:
+    """Refuse to serve when the engine's ``config.json`` or the installed TensorRT-LLM differs from the
+    manifest's ``tensorrt_llm_version``. Where TensorRT-LLM does not import (a CPU machine rendering the
+    repository), only the engine directory is checked."""
+    recorded = plain_version(manifest.get("tensorrt_llm_version"))
+    if recorded is None:
+        raise VersionMismatchError(f"{Path(engine_dir) / MANIFEST} records no tensorrt_llm_version: rebuild it "
+                                   "with `ziya-trt build`")
+    in_engine = engine_config_version(engine_dir)
+    if in_engine is not None and in_engine != recorded:
+        raise VersionMismatchError(
+            f"{Path(engine_dir) / ENGINE_CONFIG} says TensorRT-LLM {in_engine} built this engine, but "
+            f"{MANIFEST} says {recorded}: the directory holds an engine the manifest does not describe; rebuild it "
+            "with `ziya-trt build`")
+    if installed is not None and installed != recorded:
+        raise VersionMismatchError(
+            f"this engine was built with TensorRT-LLM {recorded} and loads only in that version, but {installed} "
+            f"is installed here: serve it in {container_for(recorded)}, or rebuild it here")
+
+
 def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, tokenizer_dir: str | None = None,
               trtllm_source: str | Path | None = None, calib: Path = CALIB_DEFAULT, dry_run: bool = False,
               progress=print) -> Path:
@@ -111,10 +161,9 @@ def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, t
     if dry_run:
         for s in steps:
             progress(f"[dry run] {s.name}: {' '.join(s.argv)}")
-        return write_manifest(engine_dir, plan, steps, source, False, None, tokenizer_dir)
-    if trtllm_version() is None:
-        raise BuildError("preflight", None, "TensorRT-LLM 1.2.1 is not installed here (it needs an NVIDIA GPU and "
-                         "driver; use the Triton 25.12-trtllm container). `--dry-run` writes the commands.")
+        return write_manifest(engine_dir, plan, steps, source, False, None, tokenizer_dir, TRTLLM_VERSION)
+    installed = trtllm_version()
+    check_build_version(installed)
     src = find_source_tree(trtllm_source)
     if src is None:
         raise BuildError("preflight", None, "cannot find TensorRT-LLM's examples/ (convert_checkpoint.py, "
@@ -135,4 +184,4 @@ def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, t
         if proc.returncode != 0:
             raise BuildError(s.name, log, f"exit code {proc.returncode}")
         progress(f"[{i}/{len(steps)}] {s.name} done in {time.monotonic() - t0:.0f}s")
-    return write_manifest(engine_dir, plan, steps, source, True, time.monotonic() - t_all, tokenizer_dir)
+    return write_manifest(engine_dir, plan, steps, source, True, time.monotonic() - t_all, tokenizer_dir, installed)

@@ -1,8 +1,10 @@
-"""GPU smoke test, for a machine with TensorRT-LLM 1.2.1 (e.g. the Triton 25.12-trtllm container):
-build a tiny random LLaMA engine in bf16 and fp8 from the test fixture, serve each with tritonserver,
-and run one perf sweep against it. Not run on CPU-only machines.
+"""GPU smoke test, for a machine with TensorRT-LLM 1.2.1 (nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3;
+``engine_build.target`` names the containers that carry it): build a tiny random LLaMA engine in bf16 and
+fp8 from the test fixture, serve each with tritonserver, and run one perf sweep against it. Not run on
+CPU-only machines (not run here).
 
     python -m engine_build.smoke --gpu h100-80gb --out runs/smoke
+    python -m engine_build.smoke --tp 2 --pp 2      # the multi-GPU launch (mpirun, one rank per GPU): 4 GPUs
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from perf.bench import BenchConfig, run_bench
 from perf.load import LoadConfig
 from ziya_trt.fixtures import tiny
 from ziya_trt.serving.config import ServeConfig
-from ziya_trt.serving.launcher import TritonServer, external_triton
+from ziya_trt.serving.launcher import external_triton
+from ziya_trt.serving.multi_gpu import triton_server
 from ziya_trt.serving.repo import render_repo
 from ziya_trt.text.tokenizer import load_tokenizer
 
 from .build import run_build, trtllm_version
 from .plan import Workload, make_plan
+from .target import TRTLLM_VERSION, container_for
 
 
 def main(argv=None) -> int:
@@ -32,23 +36,28 @@ def main(argv=None) -> int:
     ap.add_argument("--tritonserver", default="/opt/tritonserver/bin/tritonserver")
     ap.add_argument("--trtllm-source", help="TensorRT-LLM source tree with examples/ (default: search)")
     ap.add_argument("--dtypes", default="bf16,fp8")
+    ap.add_argument("--tp", type=int, default=1, help="tensor parallelism (the fixture has 4 heads)")
+    ap.add_argument("--pp", type=int, default=1, help="pipeline parallelism (the fixture has 2 layers)")
     a = ap.parse_args(argv)
-    if trtllm_version() is None:
-        print("TensorRT-LLM does not import here: the GPU smoke test needs a GPU machine with TensorRT-LLM 1.2.1")
+    installed = trtllm_version()
+    if installed != TRTLLM_VERSION:
+        found = "does not import here" if installed is None else f"{installed} is installed here"
+        print(f"TensorRT-LLM {found}: the GPU smoke test needs a GPU machine with TensorRT-LLM {TRTLLM_VERSION} "
+              f"({container_for(TRTLLM_VERSION)})")
         return 2
     ckpt = tiny.build_checkpoint(a.out / "fixture")
     tok = load_tokenizer(ckpt)
     summary = {}
     for dtype in a.dtypes.split(","):
-        plan = make_plan(ckpt, a.gpu, dtype, workload=Workload(isl=128, osl=64, min_batch=1))
+        plan = make_plan(ckpt, a.gpu, dtype, a.tp, a.pp, workload=Workload(isl=128, osl=64, min_batch=1))
         engine = a.out / f"engine-{dtype}"
         run_build(plan, engine, a.out / f"work-{dtype}", {"model": "tiny fixture"}, trtllm_source=a.trtllm_source)
         cfg = ServeConfig(engine="tensorrt_llm", tokenizer_dir=ckpt, engine_dir=engine.resolve(),
                           max_batch_size=plan.max_batch_size, max_input_len=plan.max_input_len,
-                          max_seq_len=plan.max_seq_len)
+                          max_seq_len=plan.max_seq_len, world_size=plan.world_size)
         repo = render_repo(cfg, a.out / f"repo-{dtype}")
-        with TritonServer(repo, install=external_triton(a.tritonserver), log_file=a.out / f"triton-{dtype}.log",
-                          serve_config=cfg) as srv:
+        with triton_server(repo, install=external_triton(a.tritonserver), log_file=a.out / f"triton-{dtype}.log",
+                           serve_config=cfg) as srv:
             items = workload.synthetic(tok, 16, 120, 32)
             points = [LoadConfig(concurrency=c, num_requests=32, warmup=2) for c in (1, 8)]
             res = run_bench(BenchConfig(url=f"grpc://{srv.grpc_url}", points=points), items, tok,

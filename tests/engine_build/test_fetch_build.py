@@ -80,6 +80,7 @@ def test_serve_renders_tensorrt_llm_config_from_the_manifest(tiny_ckpt, tmp_path
 
 
 def test_mpi_launch_command_for_two_ranks(tmp_path):
+    """The whole command, per parallel layout, is in tests/ziya_trt/serving/test_launch.py."""
     from ziya_trt.serving.launcher import Ports, TritonInstall, TritonServer
 
     srv = TritonServer(tmp_path, Ports(1, 2, 3), install=TritonInstall(Path("/opt/tritonserver/bin/tritonserver"),
@@ -88,6 +89,7 @@ def test_mpi_launch_command_for_two_ranks(tmp_path):
     assert cmd[:2] == ["mpirun", "--allow-run-as-root"] and cmd.count("-n") == 2 and ":" in cmd
     rank1 = cmd[cmd.index(":") + 1:]
     assert "--allow-http=false" in rank1 and not any(a.startswith("--http-port") for a in rank1)
+    assert rank1[-4:-2] == ["--model-control-mode=explicit", "--load-model=tensorrt_llm"]  # only the engine
     rank0 = cmd[: cmd.index(":")]
     shm = [[x for x in r if x.startswith("--backend-config=python,shm-region-prefix-name=")] for r in (rank0, rank1)]
     assert len(shm[0]) == len(shm[1]) == 1 and shm[0] != shm[1] and shm[1][0].endswith("1_")  # a prefix per rank

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..serving.config import ConfigError, EngineKind, ServeConfig
 from ..serving.launcher import Ports, TritonServer, external_triton
+from ..serving.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
 from ..serving.repo import render_repo
 
 
@@ -54,7 +55,10 @@ def add_parser(sub) -> None:
 
 def config_from_args(a) -> ServeConfig:
     if a.config:
-        return ServeConfig.read(a.config)
+        cfg = ServeConfig.read(a.config)
+        if cfg.engine is EngineKind.TENSORRT_LLM and (Path(cfg.engine_dir) / "ziya_manifest.json").exists():
+            checked_manifest(cfg.engine_dir)
+        return cfg
     stock = a.stock_names
     if a.engine == EngineKind.TENSORRT_LLM.value:
         return config_from_manifest(a)
@@ -77,13 +81,21 @@ def config_from_args(a) -> ServeConfig:
     )
 
 
-def config_from_manifest(a) -> ServeConfig:
-    """The tensorrt_llm model's limits, world size and tokenizer come from the build manifest."""
-    from engine_build.build import read_manifest
+def checked_manifest(engine_dir: Path, installed_version=None) -> dict:
+    """The engine's build manifest, refused where the engine's config.json or the installed TensorRT-LLM
+    (``installed_version()``; default: the one that imports here, if any) differs from its version."""
+    from engine_build.build import check_serving_versions, read_manifest, trtllm_version
 
+    m = read_manifest(engine_dir)
+    check_serving_versions(engine_dir, m, (installed_version or trtllm_version)())
+    return m
+
+
+def config_from_manifest(a, installed_version=None) -> ServeConfig:
+    """The tensorrt_llm model's limits, world size and tokenizer come from the (version-checked) manifest."""
     if not a.engine_dir:
         raise ConfigError("--engine tensorrt_llm needs --engine-dir (a directory built by `ziya-trt build`)")
-    m = read_manifest(a.engine_dir)
+    m = checked_manifest(a.engine_dir, installed_version)
     plan = m["plan"]
     return ServeConfig(
         engine=EngineKind.TENSORRT_LLM,
@@ -101,12 +113,17 @@ def config_from_manifest(a) -> ServeConfig:
     )
 
 
-def server_from_args(a, cfg: ServeConfig) -> TritonServer:
+def server_from_args(a, cfg: ServeConfig, gpu_probe: GpuProbe = count_visible_gpus) -> TritonServer:
+    """The server to start: one tritonserver, or one per GPU under mpirun for an engine built for several.
+    A TensorRT-LLM engine needs ``cfg.world_size`` visible GPUs (counted by ``gpu_probe``), checked first."""
+    if cfg.engine is EngineKind.TENSORRT_LLM:
+        require_gpus(cfg.world_size, gpu_probe)
     repo = render_repo(cfg, a.repo_dir)
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
-    return TritonServer(repo, ports, host=a.host, install=install, log_file=a.log_file, exit_timeout_s=a.exit_timeout,
-                        serve_config=cfg, admin_key=a.admin_key, http_body_limit=a.http_body_limit or None)
+    return triton_server(repo, cfg, gpu_probe, ports=ports, host=a.host, install=install, log_file=a.log_file,
+                         exit_timeout_s=a.exit_timeout, admin_key=a.admin_key,
+                         http_body_limit=a.http_body_limit or None)
 
 
 def run(a) -> int:

@@ -86,6 +86,7 @@ class TritonServer(_Endpoints):
     - ``stop`` drains first (``drain.py``): new requests are refused, running ones get the drain timeout to
       finish, and what is left ends with ``[ziya:shutting_down]``; only then is tritonserver stopped.
     - Its Python backend's shared-memory regions carry a prefix of this server's own, removed at stop.
+    - One tritonserver: an engine built for several GPUs is served by ``multi_gpu.MultiGpuTritonServer``.
     """
 
     def __init__(
@@ -156,19 +157,12 @@ class TritonServer(_Endpoints):
         ]
 
     def mpi_command(self, world_size: int) -> list[str]:
-        """Multi-GPU: one tritonserver per rank under mpirun, as tensorrtllm_backend's launcher does;
-        only rank 0 opens the HTTP/gRPC/metrics ports. (Generated here; run only on a GPU machine.)"""
-        base = self.command()
-        out = ["mpirun", "--allow-run-as-root"]
-        for rank in range(world_size):
-            args = [a for a in base if (rank == 0 or not a.startswith(("--http-", "--grpc-", "--metrics-")))
-                    and not a.startswith("--backend-config=python,shm-region-prefix-name")]
-            if rank:
-                args += ["--allow-http=false", "--allow-grpc=false", "--allow-metrics=false"]
-            args += ["--disable-auto-complete-config",
-                     f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}{rank}_"]
-            out += ["-n", "1", *args, ":"]
-        return out[:-1]
+        """Multi-GPU: this server's command as ``mpirun`` runs it for ``world_size`` ranks (leader mode), the
+        command ``MultiGpuTritonServer`` starts (``multi_gpu.py``; generated here, run only on a GPU machine)."""
+        from .multi_gpu import leader_mode_command
+
+        engine = self.serve_config.engine_name if self.serve_config is not None else "tensorrt_llm"
+        return leader_mode_command(TritonServer.command(self), world_size, self.shm_prefix, engine)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -244,7 +238,7 @@ class TritonServer(_Endpoints):
                     f"tritonserver exited with code {self.proc.returncode}; last log lines:\n{self.log_tail()}"
                 )
             if self._triton_ready():
-                self._stubs = python_stubs(self.proc.pid)
+                self._stubs = python_stubs(self._stub_parent())
                 return
             time.sleep(0.2)
         raise ServerStartError(f"tritonserver not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
@@ -286,7 +280,7 @@ class TritonServer(_Endpoints):
     def _trouble(self) -> str | None:
         if self.proc.poll() is not None:
             return f"tritonserver exited with code {self.proc.returncode}"
-        alive = python_stubs(self.proc.pid)
+        alive = python_stubs(self._stub_parent())
         for pid, model in self._stubs.items():
             if pid not in alive:
                 if not self._triton_ready():  # shutting down: its models' stubs go first
@@ -339,7 +333,7 @@ class TritonServer(_Endpoints):
             self._supervisor.join(5)
         if self.proc.poll() is None:
             self.drained = self._drain()
-            self.proc.send_signal(signal.SIGTERM)
+            self._terminate()
             # nothing is in flight once drained: the stand-ins unload in seconds. (tritonserver 2.51 can keep a
             # model loaded until its exit timeout after a client cancels a stream it has just finished.)
             stand_in = self.serve_config is not None and self.serve_config.engine.value != "tensorrt_llm"
@@ -384,6 +378,15 @@ class TritonServer(_Endpoints):
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # --- what MultiGpuTritonServer (multi_gpu.py, mpirun with a tritonserver per GPU) overrides -----------
+    def _stub_parent(self) -> int:
+        """The tritonserver whose children are the Python stubs."""
+        return self.proc.pid
+
+    def _terminate(self) -> None:
+        """Ask tritonserver to stop: it unloads its models, waiting up to its exit timeout."""
+        self.proc.send_signal(signal.SIGTERM)
 
 
 def python_stubs(pid: int) -> dict[int, str]:
