@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "serve": "ziya_trt.cli.serve",
     "chat": "ziya_trt.cli.chat",
     "bench": "perf.cli",
+    "deploy": "ziya_trt.cli.deploy",
 }
 
 
