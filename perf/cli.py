@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,12 +31,18 @@ def add_parser(sub) -> None:
                                         "or http://HOST:PORT/v1 of an http:// --url)")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the server's, if local)")
     p.add_argument("--template", help="ziya or chat_template (default: the server's)")
-    p.add_argument("--dataset", default="synthetic", help="synthetic, chat (bundled zh/en set), or a JSONL file")
+    p.add_argument("--dataset", default="synthetic",
+                   help="synthetic, chat (bundled zh/en set), multiturn (KV reuse vs none, TTFT per turn), or a JSONL file")
+    p.add_argument("--turns", type=int, default=8, help="multiturn: turns per conversation")
+    p.add_argument("--conversations", type=int, default=4, help="multiturn: conversations per arm")
+    p.add_argument("--question-tokens", type=int, default=150,
+                   help="multiturn: tokens of each new question (each answer is --osl tokens)")
     p.add_argument("--isl", type=int, default=128, help="synthetic: exact input tokens")
     p.add_argument("--osl", type=int, default=64, help="synthetic: exact output tokens (min_tokens = max_tokens)")
     p.add_argument("--num-requests", type=int, default=64)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--concurrency", default="1,4,16", help="closed loop sweep, e.g. 1,2,4,8")
+    p.add_argument("--concurrency", default=None,
+                   help="closed loop sweep, e.g. 1,2,4,8 (default 1,4,16); multiturn: conversations in flight (default 1)")
     p.add_argument("--rate", help="open loop sweep in requests/s, e.g. 2,4,8 (overrides --concurrency)")
     p.add_argument("--max-concurrency", type=int, help="open loop: cap on requests in flight")
     p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape; 1 = Poisson")
@@ -66,9 +73,9 @@ def _results(path: Path) -> dict | None:
     try:
         return json.loads(f.read_text())
     except FileNotFoundError:
-        print(f"error: {f} does not exist")
+        print(f"error: {f} does not exist", file=sys.stderr)
     except (OSError, ValueError) as e:
-        print(f"error: {f} is not a results.json ({type(e).__name__})")
+        print(f"error: {f} is not a results.json ({type(e).__name__})", file=sys.stderr)
     return None
 
 
@@ -96,7 +103,7 @@ def _start_server(args):
 
         ckpt = demo_checkpoint()
         cfg = ServeConfig(engine="reference", tokenizer_dir=ckpt, model_dir=ckpt, template="chat_template",
-                          dtype="bfloat16", max_batch_size=8, max_queue_size=256, max_input_len=1024, max_seq_len=2048)
+                          dtype="bfloat16", max_batch_size=8, max_queue_size=256, max_input_len=3584, max_seq_len=4096)
     else:
         ckpt = fixture_checkpoint()
         kw = dict(synthetic_tokens_per_s=args.synthetic_rate, synthetic_first_token_s=args.synthetic_ttft,
@@ -105,8 +112,49 @@ def _start_server(args):
                                                   max_input_len=1024, max_seq_len=2048)
         cfg = ServeConfig(engine=args.serve, tokenizer_dir=ckpt, **kw)
     d = cache_dir("bench-server", args.serve)
-    print(f"starting ziya-trt serve ({args.serve}) in a process of its own ... (logs in {d})", flush=True)
+    print(f"starting ziya-trt serve ({args.serve}) in a process of its own ... (logs in {d})", file=sys.stderr,
+          flush=True)
     return ServeProcess(cfg.resolved(), d).start(), cfg
+
+
+def _run_multiturn(args, url, model, openai_url, modes, tok, tok_dir) -> int:
+    from ziya_trt.client import AsyncZiyaClient
+
+    from . import multiturn
+
+    if len(modes) != 1 or modes[0] not in ("text", "openai"):
+        print("error: multiturn runs one --mode: text or openai (the paths that report cached tokens)",
+              file=sys.stderr)
+        return 2
+    conc = _ints(args.concurrency or "1")
+    if len(conc) != 1:
+        print("error: multiturn takes one --concurrency (conversations in flight)", file=sys.stderr)
+        return 2
+    try:
+        cfg = multiturn.MultiTurnConfig(conversations=args.conversations, turns=args.turns,
+                                        question_tokens=args.question_tokens, answer_tokens=args.osl,
+                                        concurrency=conc[0], seed=args.seed)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if modes[0] == "openai":
+        if not openai_url:
+            print("error: mode openai needs the server's OpenAI-compatible URL (--openai-url)", file=sys.stderr)
+            return 2
+        from .openai_client import AsyncOpenAIClient
+
+        def make_client():
+            return AsyncOpenAIClient(openai_url, model, timeout_s=args.timeout_s)
+    else:
+        def make_client():
+            return AsyncZiyaClient(url, model=model, timeout_s=args.timeout_s)
+    out = args.out or Path("runs") / time.strftime("multiturn-%Y%m%d-%H%M%S")
+    extra = {"url": url, "model": model, "mode": modes[0], "serve": args.serve,
+             "tokenizer": str(tok_dir) if tok_dir else None,
+             "question_token_counts": "tokenizer" if tok is not None else "about 3 characters a token"}
+    multiturn.run_and_report(make_client, cfg, multiturn.questions(tok, cfg), out, extra,
+                             plots=not args.no_plots, fmt=args.format)
+    return 0
 
 
 def run(args) -> int:
@@ -119,7 +167,7 @@ def run(args) -> int:
     from .metrics import Slo
 
     if not args.url and not args.serve:
-        print("error: give --url of a running server, or --serve synthetic|reference|demo")
+        print("error: give --url of a running server, or --serve synthetic|reference|demo", file=sys.stderr)
         return 2
     srv = None
     known_ttft = known_itl = None
@@ -138,17 +186,19 @@ def run(args) -> int:
             scfg.engine_name if srv else "tensorrt_llm")
         openai_url = args.openai_url or (srv.openai_url if srv else f"{url}/v1" if url.startswith("http://") else None)
         if not srv and not ZiyaClient(url).is_ready():
-            print(f"error: no server ready at {url} (is it running, and is that its gRPC or HTTP port?)")
+            print(f"error: no server ready at {url} (is it running, and is that its gRPC or HTTP port?)", file=sys.stderr)
             return 2
         # a server of this run's own is known; of another, only what the options say (its configuration,
         # which holds paths, is for the operator)
         template = args.template or (scfg.template if srv else "ziya")
         tok_dir = args.tokenizer or (str(scfg.tokenizer_dir) if srv else None)
         tok = load_tokenizer(tok_dir, require_chat_tokens=False) if tok_dir and Path(tok_dir).is_dir() else None
+        if args.dataset == "multiturn":
+            return _run_multiturn(args, url, model, openai_url, modes, tok, tok_dir)
         n_items = args.num_requests + args.warmup
         if args.dataset == "synthetic":
             if tok is None:
-                print("error: the synthetic dataset needs --tokenizer (exact token lengths)")
+                print("error: the synthetic dataset needs --tokenizer (exact token lengths)", file=sys.stderr)
                 return 2
             items = workload.synthetic(tok, min(n_items, 64), args.isl, args.osl, args.seed)
         elif args.dataset == "chat":
@@ -161,16 +211,16 @@ def run(args) -> int:
             points = [LoadConfig(concurrency=args.max_concurrency, rate=r, burstiness=args.burstiness, **common)
                       for r in _floats(args.rate)]
         else:
-            points = [LoadConfig(concurrency=c, **common) for c in _ints(args.concurrency)]
+            points = [LoadConfig(concurrency=c, **common) for c in _ints(args.concurrency or "1,4,16")]
         if "token" in modes and tok is None:
-            print("error: --mode token needs --tokenizer (the client tokenises)")
+            print("error: --mode token needs --tokenizer (the client tokenises)", file=sys.stderr)
             return 2
         try:
             cfg = BenchConfig(url=url, model=model, modes=modes, engine_model=engine_model, openai_url=openai_url,
                               template=template, points=points, slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms),
                               known_ttft_s=known_ttft, known_itl_s=known_itl, timeout_s=args.timeout_s)
         except ValueError as e:
-            print(f"error: {e}")
+            print(f"error: {e}", file=sys.stderr)
             return 2
         out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
         extra = {"dataset": args.dataset, "isl": args.isl, "osl": args.osl, "serve": args.serve, "mode": args.mode,

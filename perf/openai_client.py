@@ -61,7 +61,8 @@ class OpenAIStream:
         usage = usage or {}
         self.result = ChatResult("".join(parts), _REASON.get(reason), usage.get("prompt_tokens"),
                                  usage.get("completion_tokens"), None if t_first is None else t_first - t0,
-                                 time.perf_counter() - t0)
+                                 time.perf_counter() - t0,
+                                 cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
 
     async def cancel(self) -> None:
         if self._resp is not None:
@@ -94,9 +95,11 @@ class AsyncOpenAIClient:
             body["min_tokens"] = min_tokens  # vLLM's extension, which the server takes
         return body | extra
 
-    def stream_chat(self, prompt: str, **sampling) -> OpenAIStream:
-        return OpenAIStream(self, "/chat/completions",
-                            self._body(**sampling) | {"messages": [{"role": "user", "content": prompt}]})
+    def stream_chat(self, messages: str | list[dict], **sampling) -> OpenAIStream:
+        """A user message, or a conversation as ``[{"role", "content"}]``."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        return OpenAIStream(self, "/chat/completions", self._body(**sampling) | {"messages": list(messages)})
 
     def stream_chat_raw(self, prompt: str, **sampling) -> OpenAIStream:
         return OpenAIStream(self, "/completions", self._body(**sampling) | {"prompt": prompt})

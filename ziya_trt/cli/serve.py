@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -27,6 +28,10 @@ def add_serve_options(p) -> None:
     p.add_argument("--max-input-len", type=int, default=1024)
     p.add_argument("--max-seq-len", type=int, default=2048)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--no-kv-cache-reuse", action="store_true",
+                   help="do not reuse earlier requests' KV blocks for a repeated prefix (on by default)")
+    p.add_argument("--no-chunked-context", action="store_true",
+                   help="tensorrt_llm: prefill a long prompt in one piece, not in chunks between decode steps")
     p.add_argument("--synthetic-tokens-per-s", type=float, default=50.0)
     p.add_argument("--synthetic-first-token-s", type=float, default=0.02)
     p.add_argument("--stock-names", action="store_true",
@@ -78,6 +83,8 @@ def config_from_args(a) -> ServeConfig:
         synthetic_tokens_per_s=a.synthetic_tokens_per_s,
         synthetic_first_token_s=a.synthetic_first_token_s,
         drain_timeout_s=max(1.0, a.exit_timeout - 5.0),
+        kv_cache_reuse=not a.no_kv_cache_reuse,
+        chunked_context=not a.no_chunked_context,
     )
 
 
@@ -110,7 +117,20 @@ def config_from_manifest(a, installed_version=None) -> ServeConfig:
         max_seq_len=plan["max_seq_len"],
         kv_cache_free_gpu_mem_fraction=plan["kv_cache_free_gpu_mem_fraction"],
         world_size=m["world_size"],
+        kv_cache_reuse=not a.no_kv_cache_reuse,
+        chunked_context=not a.no_chunked_context,
+        kv_block_tokens=engine_tokens_per_block(a.engine_dir),
     )
+
+
+def engine_tokens_per_block(engine_dir: Path, default: int = 32) -> int:
+    """The engine's KV block size (its config.json ``build_config.plugin_config.tokens_per_block``; trtllm-build's
+    default 32 where absent), so the front door counts reused prompt tokens in the engine's blocks."""
+    try:
+        cfg = json.loads((Path(engine_dir) / "config.json").read_text())
+        return int(cfg["build_config"]["plugin_config"]["tokens_per_block"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
 
 
 def server_from_args(a, cfg: ServeConfig, gpu_probe: GpuProbe = count_visible_gpus) -> TritonServer:

@@ -34,6 +34,7 @@ class ChatResult:
     ttft_s: float | None
     total_s: float
     turns_dropped: int = 0
+    cached_tokens: int | None = None  # prompt tokens the engine's prefix cache served (text mode)
 
 
 def to_messages(messages, history=None) -> list[Message]:
@@ -66,6 +67,7 @@ class Request:
     stream: TextStream | None = None  # token mode: the client detokenises
     prompt_tokens: int | None = None
     turns_dropped: int = 0
+    cached_tokens: int | None = None
     t_start: float = field(default_factory=time.perf_counter)
     t_first: float | None = None
     completion_tokens: int | None = None
@@ -127,6 +129,8 @@ class Core:
                 req.server_reason = "".join(_strings(out["finish_reason"]))
             if out.get("turns_dropped") is not None:
                 req.turns_dropped = _scalar(out["turns_dropped"])
+            if out.get("cached_tokens") is not None:
+                req.cached_tokens = _scalar(out["cached_tokens"])
             req.text_parts.append(text)
             return text
         ids = out.get("output_ids")
@@ -163,6 +167,7 @@ class Core:
             ttft_s=None if req.t_first is None else req.t_first - req.t_start,
             total_s=t_end - req.t_start,
             turns_dropped=req.turns_dropped,
+            cached_tokens=req.cached_tokens,
         )
 
     def done(self, req: Request) -> bool:

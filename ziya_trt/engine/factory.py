@@ -14,7 +14,9 @@ def build_engine(cfg, name: str) -> EngineLoop:
     if kind == "reference":
         from .reference import ReferenceEngine
 
-        return ReferenceEngine.from_pretrained(cfg.model_dir, limits, dtype=cfg.dtype, name=name)
+        return ReferenceEngine.from_pretrained(cfg.model_dir, limits, dtype=cfg.dtype, name=name,
+                                               reuse_bytes=cfg.kv_reuse_bytes if cfg.kv_cache_reuse else 0,
+                                               block_tokens=cfg.kv_block_tokens)
     if kind == "synthetic":
         from ..text.tokenizer import load_tokenizer
         from .synthetic import SyntheticEngine

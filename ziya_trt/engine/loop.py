@@ -34,6 +34,8 @@ class Live:
     t_submit: float = 0.0
     t_admit: float = 0.0
     cancelled: bool = False
+    reused_blocks: int = 0  # KV-cache blocks of an earlier request's prefix it started from
+    failed: bool = False
 
 
 class EngineLoop:
@@ -173,6 +175,7 @@ class EngineLoop:
         with self._cv:
             if live.req.id not in self._active:
                 return
+            live.failed = True  # its KV cannot be trusted for reuse
             self._release(live)
             self.counters["failed"] += 1
         err = e if isinstance(e, ZiyaError) else ServerError(f"{self.name}: request failed in the engine ({type(e).__name__})")
@@ -219,7 +222,8 @@ class EngineLoop:
         elif req.streaming:
             new = live.generated[live.sent :]
             live.sent = len(live.generated)
-            live.sink(EngineOutput(new, num_input_tokens=len(req.input_ids), num_output_tokens=len(live.generated)))
+            live.sink(EngineOutput(new, num_input_tokens=len(req.input_ids), num_output_tokens=len(live.generated),
+                                   reused_blocks=live.reused_blocks))
 
     def _release(self, live: Live) -> None:
         """Give the slot back (caller holds the lock)."""
@@ -241,6 +245,7 @@ class EngineLoop:
                 finish_reason=reason,
                 num_input_tokens=len(req.input_ids),
                 num_output_tokens=len(live.generated),
+                reused_blocks=live.reused_blocks,
             )
         )
 

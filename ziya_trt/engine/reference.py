@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .loop import EngineLoop, Live
+from .prefix_cache import PrefixCache
 from .request import EngineLimits
 from .sampler import Sampler
 
@@ -44,10 +45,11 @@ class SlotModel:
         self.kv_bytes = 2 * self.k.numel() * self.k.element_size()
 
     @torch.inference_mode()
-    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
-        tokens = torch.tensor([ids], dtype=torch.long)
-        pos = torch.arange(len(ids)).unsqueeze(0)
-        return self._forward(tokens, pos, slots=torch.tensor([slot]), prefill=True)[0]
+    def prefill(self, slot: int, ids: list[int], start: int = 0) -> torch.Tensor:
+        """The logits after ``ids``; the KV of ``ids[:start]`` is already in the slot (a reused prefix)."""
+        tokens = torch.tensor([ids[start:]], dtype=torch.long)
+        pos = torch.arange(start, len(ids)).unsqueeze(0)
+        return self._forward(tokens, pos, slots=torch.tensor([slot]), prefill=True, start=start)[0]
 
     @torch.inference_mode()
     def decode(self, slots: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
@@ -55,7 +57,7 @@ class SlotModel:
         pos = torch.tensor(positions, dtype=torch.long).unsqueeze(1)
         return self._forward(t, pos, slots=torch.tensor(slots), prefill=False)
 
-    def _forward(self, tokens, pos, slots, prefill: bool) -> torch.Tensor:
+    def _forward(self, tokens, pos, slots, prefill: bool, start: int = 0) -> torch.Tensor:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         m = self.model.model
@@ -66,6 +68,8 @@ class SlotModel:
         mask = None
         if not prefill:  # each row attends to its own positions 0..pos
             mask = torch.arange(L).view(1, 1, 1, L) <= pos.view(B, 1, 1, 1)
+        elif start:  # the new tokens attend to the reused prefix and causally to each other
+            mask = torch.arange(L).view(1, 1, 1, L) <= pos.view(1, 1, T, 1)
         for i, layer in enumerate(m.layers):
             a = layer.self_attn
             x = layer.input_layernorm(h)
@@ -74,9 +78,13 @@ class SlotModel:
             v = a.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
             if prefill:
-                self.k[i, slots[0], :, :T] = k[0]
-                self.v[i, slots[0], :, :T] = v[0]
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+                self.k[i, slots[0], :, start : start + T] = k[0]
+                self.v[i, slots[0], :, start : start + T] = v[0]
+                if start:
+                    kc, vc = self.k[i, slots, :, :L], self.v[i, slots, :, :L]
+                    o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
+                else:
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
             else:
                 p = pos[:, 0]
                 self.k[i, slots, :, p] = k[:, :, 0]
@@ -90,7 +98,11 @@ class SlotModel:
 
 
 class ReferenceEngine(EngineLoop):
-    def __init__(self, model, limits: EngineLimits, name: str = "reference"):
+    """``reuse_bytes``: keep finished requests' KV blocks (``block_tokens`` each) for prefix reuse, up to that
+    many bytes; 0 turns reuse off."""
+
+    def __init__(self, model, limits: EngineLimits, name: str = "reference", reuse_bytes: int = 0,
+                 block_tokens: int = 32):
         limits = EngineLimits(
             max_slots=limits.max_slots,
             max_queue=limits.max_queue,
@@ -99,17 +111,32 @@ class ReferenceEngine(EngineLoop):
             vocab_size=model.config.vocab_size,
         )
         self.slots = SlotModel(model, limits.max_slots, limits.max_seq_len)
+        s = self.slots
+        self.cache = PrefixCache.for_bytes(reuse_bytes, block_tokens, s.k.shape[0], s.n_kv, s.head_dim,
+                                           s.k.dtype) if reuse_bytes else None
         self._samplers: dict[str, Sampler] = {}
         super().__init__(limits, name)
 
     @classmethod
-    def from_pretrained(cls, model_dir, limits: EngineLimits, dtype: str = "float32", name: str = "reference"):
-        return cls(load_model(model_dir, dtype), limits, name)
+    def from_pretrained(cls, model_dir, limits: EngineLimits, dtype: str = "float32", name: str = "reference",
+                        reuse_bytes: int = 0, block_tokens: int = 32):
+        return cls(load_model(model_dir, dtype), limits, name, reuse_bytes, block_tokens)
 
     def _admit(self, live: Live) -> None:
         sampler = self._samplers[live.req.id] = Sampler(live.req.seed)
-        logits = self.slots.prefill(live.slot, live.req.input_ids)
-        self.append_token(live, sampler.choose(logits, live.req, live.req.input_ids, live.generated))
+        ids, start = live.req.input_ids, 0
+        if self.cache is not None:
+            blocks = self.cache.match(ids)
+            start = self.cache.load(blocks, self.slots.k[:, live.slot], self.slots.v[:, live.slot])
+            live.reused_blocks = len(blocks)
+        logits = self.slots.prefill(live.slot, ids, start)
+        self.append_token(live, sampler.choose(logits, live.req, ids, live.generated))
+
+    def stats(self) -> dict:
+        out = super().stats()
+        if self.cache is not None:
+            out |= {"kv_blocks_in_use": self.cache.in_use, "kv_blocks_total": self.cache.max_blocks}
+        return out
 
     def _step(self, active: list[Live]) -> None:
         # a request finishing at prefill (max 1 token, eos) has already left
@@ -128,3 +155,6 @@ class ReferenceEngine(EngineLoop):
 
     def _on_release(self, live: Live) -> None:
         self._samplers.pop(live.req.id, None)
+        if self.cache is not None and live.generated and not live.failed:  # every position but the last token's has its KV
+            ids = live.req.input_ids + live.generated[:-1]
+            self.cache.store(ids, self.slots.k[:, live.slot], self.slots.v[:, live.slot])

@@ -35,10 +35,12 @@ class EngineRequest:
     exclude_input: bool = True
     stop_words: list[list[int]] = field(default_factory=list)
     bad_words: list[list[int]] = field(default_factory=list)
+    return_perf_metrics: bool = False  # tensorrt_llm then fills kv_cache_reused_blocks
 
     @classmethod
     def from_params(cls, input_ids: list[int], params: SamplingParams, *, end_id: int | None, pad_id: int,
-                    request_id: str = "", stop_words=(), bad_words=()) -> "EngineRequest":
+                    request_id: str = "", stop_words=(), bad_words=(), return_perf_metrics: bool = False
+                    ) -> "EngineRequest":
         """The streaming engine request for a prompt and its sampling settings (the front door's and the
         client's token mode's one rule)."""
         return cls(
@@ -58,6 +60,7 @@ class EngineRequest:
             streaming=True,
             stop_words=[list(w) for w in stop_words],
             bad_words=[list(w) for w in bad_words],
+            return_perf_metrics=return_perf_metrics,
         )
 
     @property
@@ -74,6 +77,7 @@ class EngineOutput:
     num_input_tokens: int = 0
     num_output_tokens: int = 0
     error: ZiyaError | None = None
+    reused_blocks: int = 0  # KV-cache blocks of an earlier request's prefix this one started from
 
 
 Sink = Callable[[EngineOutput], None]

@@ -59,6 +59,14 @@ class ServeConfig:
     # front-door model instances (stub processes). Each takes requests one ``execute`` at a time, about
     # 11 ms apart on 2 busy cores, so one instance caps intake near 90 requests/s
     front_door_instances: int = 2
+    # KV-cache reuse across requests (multi-turn chat re-sends its history) and chunked context (a long prompt
+    # does not stall every stream's decoding): tensorrt_llm's enable_kv_cache_reuse / enable_chunked_context;
+    # the reference engine keeps up to kv_reuse_bytes of finished requests' KV blocks of kv_block_tokens tokens
+    # (TensorRT-LLM's default tokens_per_block is 32)
+    kv_cache_reuse: bool = True
+    chunked_context: bool = True
+    kv_block_tokens: int = 32
+    kv_reuse_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "engine", EngineKind(self.engine))
@@ -75,6 +83,8 @@ class ServeConfig:
             problems.append(f"need 1 <= max_input_len ({self.max_input_len}) < max_seq_len ({self.max_seq_len})")
         if self.max_batch_size < 1 or self.max_queue_size < 0:
             problems.append("max_batch_size must be >= 1 and max_queue_size >= 0")
+        if self.kv_block_tokens < 1 or self.kv_reuse_bytes < 0:
+            problems.append("kv_block_tokens must be >= 1 and kv_reuse_bytes >= 0")
         if self.cancel_check_ms < 1 or self.send_threads < 1 or self.front_door_instances < 1:
             problems.append("cancel_check_ms, send_threads and front_door_instances must be >= 1")
         if self.grpc_url is not None and not is_host_port(self.grpc_url):

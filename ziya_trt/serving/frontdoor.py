@@ -120,16 +120,18 @@ class FrontDoorLimits:
 class FrontDoor:
     """What every request of a front door shares: the tokenizer, the limits, the template."""
 
-    def __init__(self, tokenizer: ZiyaTokenizer, limits: FrontDoorLimits, template: str = "ziya"):
+    def __init__(self, tokenizer: ZiyaTokenizer, limits: FrontDoorLimits, template: str = "ziya",
+                 kv_block_tokens: int = 32):
         self.tok = tokenizer
         self.limits = limits
         self.template = get_template(template, tokenizer)
+        self.kv_block_tokens = kv_block_tokens  # the engine's KV block size, to count reused prompt tokens
 
     @classmethod
     def from_config(cls, cfg) -> "FrontDoor":
         """From a ``ServeConfig``."""
         tok = load_tokenizer(cfg.tokenizer_dir, require_chat_tokens=cfg.template == "ziya")
-        return cls(tok, FrontDoorLimits(cfg.max_input_len, cfg.max_seq_len), cfg.template)
+        return cls(tok, FrontDoorLimits(cfg.max_input_len, cfg.max_seq_len), cfg.template, cfg.kv_block_tokens)
 
     def open(self, inputs: dict) -> "TextJob":
         return TextJob(self, parse_text_request(inputs, self.limits.max_prompt_bytes))
@@ -190,7 +192,10 @@ class TextJob:
         # the front door always streams from the engine, to stop on text
         self.engine_request = EngineRequest.from_params(
             self.input_ids, p, end_id=end_id, pad_id=req.pad_id if req.pad_id is not None else tok.pad_id,
-            request_id=self.id, stop_words=door.word_ids(stops), bad_words=door.word_ids(req.bad_words))
+            request_id=self.id, stop_words=door.word_ids(stops), bad_words=door.word_ids(req.bad_words),
+            return_perf_metrics=True)  # for the engine's count of reused KV blocks
+        self.kv_block_tokens = door.kv_block_tokens
+        self.reused_blocks = 0
         self.stream = TextStream(tok.table, stops=stops, eos_ids=[end_id], max_new_tokens=p.max_new_tokens)
         self.pending: list[str] = [] if req.exclude_input else [prompt_text]
         self.engine_tokens = 0
@@ -200,6 +205,11 @@ class TextJob:
     @property
     def n_output(self) -> int:
         return self.stream.n_generated
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens whose KV the engine took from its prefix cache instead of computing them."""
+        return min(self.reused_blocks * self.kv_block_tokens, len(self.input_ids))
 
     @property
     def stopped_early(self) -> bool:

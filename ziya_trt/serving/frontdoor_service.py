@@ -24,7 +24,7 @@ from typing import Callable
 
 from ..engine.request import EngineOutput
 from ..errors import ServerError, ServerOverloadedError, ServerShuttingDownError, from_wire, typed
-from ..wire.arrays import engine_inputs, stop_request_inputs, text_outputs
+from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs, text_outputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from .config import ConfigError
 from .drain import DrainWatch, drain_file
@@ -104,7 +104,8 @@ class FrontDoorService:
                 self.outbox.put(st, EngineOutput([], final=True, error=err))
                 return
             ids = outputs.get("output_ids")
-            self.outbox.put(st, EngineOutput(ids.reshape(-1).tolist() if ids is not None else [], final=final))
+            self.outbox.put(st, EngineOutput(ids.reshape(-1).tolist() if ids is not None else [], final=final,
+                                             reused_blocks=reused_blocks(outputs)))
 
         try:
             self.link.submit(job.id, engine_inputs(job.engine_request), on_event)
@@ -142,6 +143,7 @@ class FrontDoorService:
 
     def _respond(self, req: _Request, out: EngineOutput) -> Sent:
         job = req.job
+        job.reused_blocks = max(job.reused_blocks, out.reused_blocks)
         text, stop = job.push(out.tokens)
         if stop:
             self.link.stop(job.id, stop_request_inputs())
@@ -155,7 +157,8 @@ class FrontDoorService:
         if not job.cancelled and req.responder.is_cancelled():
             job.cancel()
         text += job.finish()
-        outputs = text_outputs(text, len(job.input_ids), job.n_output, job.finish_reason.value, job.turns_dropped)
+        outputs = text_outputs(text, len(job.input_ids), job.n_output, job.finish_reason.value, job.turns_dropped,
+                               job.cached_tokens)
         self._send_final(req, outputs=outputs)
         now = time.monotonic()
         self.record(RequestOutcome(now - req.t0, len(job.input_ids), job.n_output,

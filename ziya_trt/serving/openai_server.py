@@ -20,7 +20,7 @@ from typing import AsyncIterator
 
 from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ZiyaError, from_wire, typed
 from ..text.prompt import Conversation
-from ..wire.arrays import engine_inputs, stop_request_inputs
+from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from . import openai_schema as schema
 from .engine_link import EngineLink
@@ -156,9 +156,11 @@ class OpenAIServer:
             while not done:
                 outputs, error, done = await queue.get()
                 tokens = _ids(outputs)
+                job.reused_blocks = max(job.reused_blocks, reused_blocks(outputs))
                 while error is None and not done and not queue.empty():
                     outputs, error, done = queue.get_nowait()
                     tokens += _ids(outputs)
+                    job.reused_blocks = max(job.reused_blocks, reused_blocks(outputs))
                 if error is not None:
                     raise from_wire(error) or ServerError(f"{self.cfg.engine_name}: {error}")
                 text, stop = job.push(tokens)
@@ -175,7 +177,8 @@ class OpenAIServer:
 
     def _usage(self, job: TextJob) -> dict:
         n_in, n_out = len(job.input_ids), job.n_output
-        return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+        return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
+                "prompt_tokens_details": {"cached_tokens": job.cached_tokens}}
 
     async def _whole(self, req, job: TextJob, chat: bool, t0: float):
         parts = []

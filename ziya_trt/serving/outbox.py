@@ -61,6 +61,7 @@ def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
             finish_reason=o.finish_reason,
             num_input_tokens=o.num_input_tokens,
             num_output_tokens=o.num_output_tokens,
+            reused_blocks=o.reused_blocks,
         )
     return merged
 

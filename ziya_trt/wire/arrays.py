@@ -120,6 +120,7 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
         exclude_input=bool(scalar(inputs, S["exclude_input_in_output"], True)),
         stop_words=decode_word_list(inputs.get("stop_words_list")),
         bad_words=decode_word_list(inputs.get("bad_words_list")),
+        return_perf_metrics=bool(scalar(inputs, S["return_perf_metrics"], False)),
     )
     return req, False
 
@@ -131,6 +132,7 @@ def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None) -> d
         "sequence_length": [len(out.tokens)],
         "num_input_tokens": out.num_input_tokens,
         "num_output_tokens": out.num_output_tokens,
+        "kv_cache_reused_blocks": out.reused_blocks,
     }
     return {k: ENGINE_OUTPUTS[k].array(v) for k, v in values.items() if wanted is None or k in wanted}
 
@@ -151,6 +153,8 @@ def engine_fields(req: EngineRequest) -> dict:
         "streaming": req.streaming,
         "exclude_input_in_output": req.exclude_input,
     }
+    if req.return_perf_metrics:
+        d["return_perf_metrics"] = True
     if req.presence_penalty or req.frequency_penalty:  # TensorRT-LLM's defaults are 0
         d["presence_penalty"], d["frequency_penalty"] = req.presence_penalty, req.frequency_penalty
     if req.end_id is not None:
@@ -176,14 +180,22 @@ def stop_request_inputs() -> dict[str, np.ndarray]:
 
 
 def text_outputs(text: str, num_input_tokens: int | None = None, num_output_tokens: int | None = None,
-                 finish_reason: str | None = None, turns_dropped: int | None = None) -> dict[str, np.ndarray]:
+                 finish_reason: str | None = None, turns_dropped: int | None = None,
+                 cached_tokens: int | None = None) -> dict[str, np.ndarray]:
     """One front-door response's outputs: the text, and on the final response the counts and reason."""
     out = {"text_output": _TEXT_OUTPUT.vector(text)}  # the per-token path: one array
     for k, v in (("num_input_tokens", num_input_tokens), ("num_output_tokens", num_output_tokens),
-                 ("finish_reason", finish_reason), ("turns_dropped", turns_dropped)):
+                 ("finish_reason", finish_reason), ("turns_dropped", turns_dropped),
+                 ("cached_tokens", cached_tokens)):
         if v is not None:
             out[k] = FRONT_DOOR_OUTPUTS[k].vector(v)
     return out
 
 
 _TEXT_OUTPUT = FRONT_DOOR_OUTPUTS["text_output"]
+
+
+def reused_blocks(outputs: dict) -> int:
+    """An engine response's count of KV blocks reused from the prefix cache (0 where not reported)."""
+    v = outputs.get("kv_cache_reused_blocks")
+    return int(v.reshape(-1)[0]) if v is not None and v.size else 0

@@ -100,16 +100,19 @@ ENGINE_INPUTS = _specs(
     ("streaming", BOOL, (1,)),
     ("stop", BOOL, (1,)),
     ("exclude_input_in_output", BOOL, (1,)),
+    ("return_perf_metrics", BOOL, (1,)),
 )
 ENGINE_OUTPUTS = _specs(
     ("output_ids", I32, (-1, -1)),
     ("sequence_length", I32, (-1,)),
     ("num_input_tokens", I32, (1,)),
     ("num_output_tokens", I32, (1,)),
+    ("kv_cache_reused_blocks", I32, (1,)),  # filled by tensorrt_llm when return_perf_metrics is set
 )
 # what the front door asks the engine for: tensorrtllm_backend's response filler throws unless a
-# request asks for both output_ids and sequence_length, so asking for output_ids alone fails there
-FRONT_DOOR_ENGINE_OUTPUTS = ("output_ids", "sequence_length")
+# request asks for both output_ids and sequence_length, so asking for output_ids alone fails there;
+# the reused-blocks count comes with return_perf_metrics
+FRONT_DOOR_ENGINE_OUTPUTS = ("output_ids", "sequence_length", "kv_cache_reused_blocks")
 
 # --- the text front door (named like tensorrt_llm_bls so stock clients work unchanged) -------
 FRONT_DOOR_INPUTS = _specs(
@@ -137,8 +140,9 @@ FRONT_DOOR_OUTPUTS = _specs(
     ("num_output_tokens", I32, (1,)),
     ("finish_reason", STR, (1,)),
     ("turns_dropped", I32, (1,)),  # oldest whole turns left out of a conversation to fit
+    ("cached_tokens", I32, (1,)),  # prompt tokens whose KV came from the engine's prefix cache
 )
 # names the stock models do not have; everything else must exist in the 1.2.1 facts
-FRONT_DOOR_EXTRAS = frozenset({"messages", "finish_reason", "turns_dropped"})
+FRONT_DOOR_EXTRAS = frozenset({"messages", "finish_reason", "turns_dropped", "cached_tokens"})
 # required in the stock models, optional here: a request gives text_input or messages
 FRONT_DOOR_RELAXED = frozenset({"text_input"})

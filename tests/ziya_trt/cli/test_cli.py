@@ -37,12 +37,12 @@ def test_command_line_mistakes_are_clean_errors(tmp_path, capsys):
     assert "needs a tokenizer directory (--tokenizer-dir)" in err and "Traceback" not in err
     (tmp_path / "a").mkdir()
     assert main(["bench", "compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 2
-    assert "results.json does not exist" in capsys.readouterr().out
+    assert "results.json does not exist" in capsys.readouterr().err
     assert main(["bench", "compare", str(tmp_path / "nope.json"), str(tmp_path / "nope.json")]) == 2
     (tmp_path / "bad.json").write_text("{oops")
     assert main(["bench", "compare", str(tmp_path / "bad.json"), str(tmp_path / "bad.json")]) == 2
-    assert "is not a results.json" in capsys.readouterr().out
+    assert "is not a results.json" in capsys.readouterr().err
     from ziya_trt.serving.launcher import free_port
 
     assert main(["bench", "--url", f"grpc://127.0.0.1:{free_port()}", "--no-plots"]) == 2
-    assert "no server ready at" in capsys.readouterr().out
+    assert "no server ready at" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 and the other ranks get, the GPU-count refusal, and the process handling (on CPU: no GPU, MPI or TensorRT-LLM
 here, so no rank is ever started; the commands are checked as data, the process code with stand-in processes)."""
 
+import json
 import os
 import shlex
 import signal
@@ -251,3 +252,20 @@ def test_the_supervisor_hooks_of_one_server_are_unchanged(tmp_path):
         assert srv.proc.wait(10) == -signal.SIGTERM
     finally:
         srv._kill()
+
+
+def test_kv_reuse_and_chunked_context_are_on_unless_switched_off(serve_args, tmp_path):
+    from ziya_trt.serving.repo import tensorrt_llm_config
+
+    a = serve_args(1, 1)
+    on = tensorrt_llm_config(config_from_manifest(a, installed_version=lambda: None)).parameters
+    assert on["enable_kv_cache_reuse"] == "true" and on["enable_chunked_context"] == "true"
+    a.no_kv_cache_reuse = a.no_chunked_context = True
+    cfg = config_from_manifest(a, installed_version=lambda: None)
+    off = tensorrt_llm_config(cfg).parameters
+    assert off["enable_kv_cache_reuse"] == "false" and off["enable_chunked_context"] == "false"
+    assert cfg.kv_block_tokens == 32  # the dry-run engine has no config.json: trtllm-build's default
+    # a real engine's block size is read from its config.json, for the front door's cached-token count
+    (a.engine_dir / "config.json").write_text(json.dumps({"version": "1.2.1", "build_config": {
+        "plugin_config": {"tokens_per_block": 64}}}))
+    assert config_from_manifest(a, installed_version=lambda: None).kv_block_tokens == 64

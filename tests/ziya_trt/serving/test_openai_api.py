@@ -258,3 +258,21 @@ def test_every_streamed_chunk_is_the_json_openai_sends(syn_server, tok):
     ids = tok.encode('<human>:quote " back\\slash 你好\n<bot>:')
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == echo(tok, ids, 12)
     assert chunks[-1]["usage"]["completion_tokens"] == 12 and len({c["id"] for c in chunks}) == 1
+
+
+def test_a_resent_history_is_served_from_the_prefix_cache_and_says_so(ref_server, syn_server):
+    """Turn 2 re-sends turn 1 and its answer: the reference engine reuses their KV blocks (32 tokens each),
+    and both clients report how many prompt tokens that was."""
+    zc = ZiyaClient(f"grpc://{ref_server.grpc_url}")
+    conv = [{"role": "user", "content": "请把这段话复述一遍：the quick brown fox jumps over the lazy dog. " * 3}]
+    first = zc.chat(conv, max_new_tokens=16, do_sample=False)
+    conv += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "再说一遍 once more"}]
+    second = zc.chat(conv, max_new_tokens=8, do_sample=False)
+    assert first.prompt_tokens > 64
+    assert second.cached_tokens >= first.prompt_tokens // 32 * 32 and second.cached_tokens % 32 == 0
+    assert second.cached_tokens < second.prompt_tokens
+    conv += [{"role": "assistant", "content": second.text}, {"role": "user", "content": "谢谢"}]
+    oa = client(ref_server).chat.completions.create(model="ziya", messages=conv, max_tokens=4, temperature=0)
+    assert oa.usage.prompt_tokens_details.cached_tokens >= second.prompt_tokens // 32 * 32
+    # an engine that does not reuse reports none
+    assert ZiyaClient(f"grpc://{syn_server.grpc_url}").chat(conv, max_new_tokens=4).cached_tokens == 0

@@ -150,9 +150,17 @@ def test_render_only_names_the_grpc_port_for_a_server_started_by_hand(tmp_path, 
     assert read_back(tmp_path / "repo", "ziya").grpc_url == "127.0.0.1:9101"
 
 
-def test_front_door_asks_the_engine_for_tensorrt_llm_outputs_it_always_fills():
+def test_front_door_asks_the_engine_for_tensorrt_llm_outputs_it_fills():
     outs = by_name(facts()["triton_models"]["models"]["tensorrt_llm"]["outputs"])
-    assert set(FRONT_DOOR_ENGINE_OUTPUTS) == {"output_ids", "sequence_length"} and set(FRONT_DOOR_ENGINE_OUTPUTS) <= set(outs)
+    assert {"output_ids", "sequence_length"} <= set(FRONT_DOOR_ENGINE_OUTPUTS) <= set(outs)
+    # the reused-blocks count is a perf metric: tensorrt_llm fills it only for return_perf_metrics
+    from ziya_trt.engine.request import EngineRequest
+    from ziya_trt.text.sampling import SamplingParams
+    from ziya_trt.wire.arrays import engine_fields
+
+    assert "kv_cache_reused_blocks" in FRONT_DOOR_ENGINE_OUTPUTS
+    req = EngineRequest.from_params([1, 5], SamplingParams(), end_id=2, pad_id=0, return_perf_metrics=True)
+    assert engine_fields(req)["return_perf_metrics"] is True
 
 
 def test_front_door_instances_share_the_admission_limit():
