@@ -12,13 +12,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ziya_trt.client import AsyncZiyaClient
 
-from . import report
+from . import report, server_metrics
 from .load import LoadConfig, run_load
 from .metrics import Slo, calculate_metrics
 from .workload import Item
 
 
 MODES = ("text", "token", "openai")
+SETTLE_S = 0.3
 
 
 @dataclass
@@ -36,6 +37,7 @@ class BenchConfig:
     known_ttft_s: float | None = None  # the synthetic engine's configured figures, when known
     known_itl_s: float | None = None
     timeout_s: float = 120.0
+    metrics_urls: tuple[str, ...] = ()  # the server's /metrics, scraped before and after each point
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -93,9 +95,14 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
         finally:
             await client.close()
 
+    before = server_metrics.scrape(cfg.metrics_urls) if cfg.metrics_urls else None
     t0 = time.time()
     records = asyncio.run(go())
     summary = calculate_metrics(records, cfg.slo)
+    seen = None
+    if before is not None:
+        time.sleep(SETTLE_S)  # a request's metrics are recorded just after its final response
+        seen = server_metrics.record(before, server_metrics.scrape(cfg.metrics_urls))
     return {
         "label": name,
         "mode": mode,
@@ -103,6 +110,7 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
         "started_at": t0,
         "summary": summary.to_dict(),
         "overhead": overhead(summary, cfg.known_ttft_s, cfg.known_itl_s),
+        "server_metrics": seen,  # warm-up requests included: the server cannot tell them apart
         "records": [r.to_dict() for r in sorted(records, key=lambda r: r.index)],
     }
 
@@ -120,7 +128,8 @@ def run_bench(cfg: BenchConfig, items: list[Item], tokenizer, out_dir: Path, con
                 points.append(run_point(cfg, load, items, tokenizer, progress, mode))
     config = {"url": cfg.url, "model": cfg.model, "modes": list(cfg.modes), "engine_model": cfg.engine_model,
               "openai_url": cfg.openai_url, "template": cfg.template, "slo": asdict(cfg.slo),
-              "known_ttft_s": cfg.known_ttft_s, "known_itl_s": cfg.known_itl_s, **config_extra}
+              "known_ttft_s": cfg.known_ttft_s, "known_itl_s": cfg.known_itl_s,
+              "metrics_urls": list(cfg.metrics_urls), **config_extra}
     files = [report.write_json(out_dir / "results.json", config, points), report.write_csv(out_dir / "requests.csv", points)]
     if plots:
         try:
@@ -132,5 +141,6 @@ def run_bench(cfg: BenchConfig, items: list[Item], tokenizer, out_dir: Path, con
     else:
         report.print_table(points, con)
     report.print_overhead(points, con)
+    server_metrics.print_digests(points, con)
     con.print("wrote " + ", ".join(str(f) for f in files))
     return {"points": points, "files": files}

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
                         "OpenAI-compatible chat endpoint. Several, e.g. text,token,openai: side by side at each point")
     p.add_argument("--openai-url", help="the OpenAI-compatible API's base URL (default: the started server's, "
                                         "or http://HOST:PORT/v1 of an http:// --url)")
+    p.add_argument("--metrics-url", action="append", default=None,
+                   help="the server's Prometheus endpoint, scraped before and after each point into results.json "
+                        "(repeatable; default with --serve: its metrics port and the OpenAI API's /metrics)")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the server's, if local)")
     p.add_argument("--template", help="ziya or chat_template (default: the server's)")
     p.add_argument("--dataset", default="synthetic",
@@ -218,7 +221,9 @@ def run(args) -> int:
         try:
             cfg = BenchConfig(url=url, model=model, modes=modes, engine_model=engine_model, openai_url=openai_url,
                               template=template, points=points, slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms),
-                              known_ttft_s=known_ttft, known_itl_s=known_itl, timeout_s=args.timeout_s)
+                              known_ttft_s=known_ttft, known_itl_s=known_itl, timeout_s=args.timeout_s,
+                              metrics_urls=tuple(args.metrics_url or (
+                                  (srv.metrics_url, f"http://{srv.http_url}/metrics") if srv else ())))
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

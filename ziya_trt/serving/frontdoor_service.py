@@ -162,7 +162,8 @@ class FrontDoorService:
         self._send_final(req, outputs=outputs)
         now = time.monotonic()
         self.record(RequestOutcome(now - req.t0, len(job.input_ids), job.n_output,
-                                   (req.t_first or now) - req.t0, job.finish_reason.value))
+                                   (req.t_first or now) - req.t0, job.finish_reason.value,
+                                   cached_tokens=job.cached_tokens))
         return Sent.RESPONDED
 
     def _send_final(self, req: _Request, outputs=None, error=None) -> None:

@@ -129,7 +129,8 @@ class OpenAIServer:
             self.metrics.record(RequestOutcome.failed(err, now - t0))
         else:
             self.metrics.record(RequestOutcome(now - t0, len(job.input_ids), job.n_output,
-                                               (t_first or now) - t0, job.finish_reason.value))
+                                               (t_first or now) - t0, job.finish_reason.value,
+                                               cached_tokens=job.cached_tokens))
 
     def _job(self, req, chat: bool) -> TextJob:
         if chat:

@@ -44,6 +44,8 @@ REQUEST_METRICS = (
     MetricDef("ziya_request_generation_tokens", "histogram", "tokens generated per request", TOKEN_BUCKETS),
     MetricDef("ziya_prompt_tokens_total", "counter", "prompt tokens of the requests served"),
     MetricDef("ziya_generation_tokens_total", "counter", "tokens generated for the requests served"),
+    MetricDef("ziya_prompt_cached_tokens_total", "counter",
+              "prompt tokens whose KV came from the engine's prefix cache (KV-cache reuse)"),
     MetricDef("ziya_requests_total", "counter", "requests that ended with a result, by finish reason",
               label="finish_reason"),
     MetricDef("ziya_request_errors_total", "counter", "requests that ended without one, by kind", label="kind"),
@@ -75,6 +77,7 @@ class RequestOutcome:
     ttft_s: float | None = None
     finish_reason: str | None = None
     error: str | None = None
+    cached_tokens: int = 0
 
     @classmethod
     def failed(cls, err: ZiyaError, e2e_s: float = 0.0, **kw) -> "RequestOutcome":
@@ -93,7 +96,8 @@ def observations(o: RequestOutcome) -> list[Observation]:
                               ("ziya_request_prompt_tokens", None, o.prompt_tokens),
                               ("ziya_request_generation_tokens", None, o.output_tokens),
                               ("ziya_prompt_tokens_total", None, o.prompt_tokens),
-                              ("ziya_generation_tokens_total", None, o.output_tokens)]
+                              ("ziya_generation_tokens_total", None, o.output_tokens),
+                              ("ziya_prompt_cached_tokens_total", None, o.cached_tokens)]
     if o.ttft_s is not None:
         out.append(("ziya_time_to_first_token_seconds", None, o.ttft_s))
         if o.output_tokens > 1:

@@ -16,12 +16,13 @@ from ziya_trt.serving.request_metrics import (
 
 
 def test_a_finished_request_observes_its_latencies_and_tokens():
-    obs = {(n, label): v for n, label, v in observations(RequestOutcome(2.0, 30, 11, 0.5, "length"))}
+    obs = {(n, label): v for n, label, v in observations(RequestOutcome(2.0, 30, 11, 0.5, "length", cached_tokens=16))}
     assert obs[("ziya_requests_total", "length")] == 1.0
     assert obs[("ziya_time_to_first_token_seconds", None)] == 0.5
     assert obs[("ziya_inter_token_latency_seconds", None)] == pytest.approx(1.5 / 10)
     assert obs[("ziya_e2e_request_latency_seconds", None)] == 2.0
     assert obs[("ziya_prompt_tokens_total", None)] == 30 and obs[("ziya_generation_tokens_total", None)] == 11
+    assert obs[("ziya_prompt_cached_tokens_total", None)] == 16
 
 
 @pytest.mark.parametrize("err, kind", [(InvalidRequestError("x"), "invalid"), (ServerOverloadedError("x"), "overload"),
