@@ -4,6 +4,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -110,7 +111,6 @@ def test_binds_loopback_and_refuses_model_control(syn_server):
         assert addrs and addrs <= {"0100007F", "0000000000000000FFFF00000100007F"}, f"port {port} listens on {addrs}"
     status, text = http_post(syn_server.http_url, "/v2/repository/models/ziya/unload", {})
     assert status == 403 and "for the operator" in text  # the repository API needs the operator's key
-    import urllib.error
 
     from ziya_trt.serving.request_checks import ADMIN_HEADER
 

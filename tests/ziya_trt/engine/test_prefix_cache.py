@@ -128,7 +128,7 @@ def test_multi_turn_greedy_output_is_the_same_with_and_without_reuse(model):
     """Each turn re-sends the history; with reuse it starts from the earlier turns' blocks."""
     on, off = _engine(model, reuse_bytes=1 << 24), _engine(model, reuse_bytes=0)
     try:
-        history = [1] + [(i * 53) % 900 + 5 for i in range(40)]
+        history, new = [1] + [(i * 53) % 900 + 5 for i in range(40)], []
         for turn in range(4):
             a, reused_on = _run(on, history)
             b, reused_off = _run(off, history)
