@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from .fetch import DEFAULT_MODEL
+from ziya_trt.errors import ZiyaError
+
+from .fetch import DEFAULT_MODEL, FetchError
+
+if TYPE_CHECKING:
+    from .plan import BuildPlan
+
+
+class BuildPlanError(ZiyaError):
+    """A plan.json that `ziya-trt build` cannot build from as it stands; the message says what to run."""
 
 
 def _plan_options(p) -> None:
@@ -51,7 +61,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("build", help="build a bf16 or fp8 TensorRT-LLM 1.2.1 engine from a plan")
     _plan_options(p)
-    p.add_argument("--plan", type=Path, help="a plan.json from `ziya-trt plan` (overrides the plan flags)")
+    p.add_argument("--plan", type=Path, help="a plan.json from `ziya-trt plan` (overrides the plan flags); a plan "
+                                             "made from the built-in shape fetches its model first")
+    p.add_argument("--cache-dir", help="ModelScope cache to fetch into (default: modelscope's own)")
     p.add_argument("--engine-dir", type=Path, default=Path("engines/ziya2-13b"))
     p.add_argument("--work-dir", type=Path, help="converted checkpoint and logs (default: ENGINE_DIR.work)")
     p.add_argument("--calib-dataset", type=Path, help="calibration directory with a 'text' column (fp8)")
@@ -61,11 +73,49 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=run_build)
 
 
-def _source(args) -> tuple[Path, dict]:
+def _source(args, model: str | None = None) -> tuple[Path, dict]:
+    """The checkpoint directory (absolute) for ``model`` (default --model), fetched where it is not local.
+    A dry run never downloads: it looks only in the local ModelScope cache."""
     from .fetch import fetch_checkpoint
 
-    d = fetch_checkpoint(args.model, getattr(args, "revision", None))
-    return d, {"model": args.model, "revision": getattr(args, "revision", None), "local_dir": str(d)}
+    model = model or args.model
+    revision = getattr(args, "revision", None)
+    d = fetch_checkpoint(model, revision, getattr(args, "cache_dir", None),
+                         offline=getattr(args, "dry_run", False)).resolve()
+    return d, {"model": model, "revision": revision, "local_dir": str(d)}
+
+
+def _plan_checkpoint(args, plan: BuildPlan) -> tuple[BuildPlan, Path, dict]:
+    """A loaded plan with its checkpoint: its model_dir, or, for a plan made from a built-in shape, its
+    model_id fetched (the same path as `ziya-trt fetch`) and checked to have the shape that was planned."""
+    from dataclasses import replace
+
+    from .spec import ModelSpec
+
+    if plan.model_dir:
+        return plan, Path(plan.model_dir), {"model": plan.model_id or plan.model_dir, "revision": None}
+    if not plan.model_id:
+        raise BuildPlanError(f"{args.plan} names no checkpoint (no model_dir, no model_id): make it again with "
+                             "`ziya-trt plan --model DIR_OR_MODELSCOPE_ID`")
+    try:
+        model_dir, source = _source(args, plan.model_id)
+    except FetchError as e:
+        how = "a dry run looks only in the local ModelScope cache" if args.dry_run else "fetching it failed"
+        raise BuildPlanError(f"{args.plan} was planned from the built-in shape of {plan.model_id}, without a "
+                             f"checkpoint, and {how}: {e} Fetch it first with `ziya-trt fetch --model "
+                             f"{plan.model_id}{_cache_flag(args)}`, then run this build again") from e
+    got = {k: v for k, v in ModelSpec.from_dir(model_dir).to_dict().items() if k != "dtype"}
+    planned = {k: v for k, v in plan.model.items() if k != "dtype"}
+    if got != planned:
+        differ = ", ".join(f"{k} {planned.get(k)} planned, {got.get(k)} in the checkpoint"
+                           for k in sorted(set(got) | set(planned)) if got.get(k) != planned.get(k))
+        raise BuildPlanError(f"{model_dir} does not have the shape {args.plan} was planned for ({differ}): plan "
+                             f"again from it with `ziya-trt plan --model {model_dir}`")
+    return replace(plan, model_dir=str(model_dir)), model_dir, source
+
+
+def _cache_flag(args) -> str:
+    return f" --cache-dir {args.cache_dir}" if getattr(args, "cache_dir", None) else ""
 
 
 def run_fetch(args) -> int:
@@ -173,8 +223,7 @@ def run_build(args) -> int:
     from .validate import validate_checkpoint
 
     if args.plan:
-        plan = BuildPlan.load(args.plan)
-        model_dir, source = Path(plan.model_dir), {"model": plan.model_dir, "revision": None}
+        plan, model_dir, source = _plan_checkpoint(args, BuildPlan.load(args.plan))
     else:
         model_dir, source = _source(args)
         plan = _make_plan(args, model_dir)

@@ -168,4 +168,4 @@ def resolve_shape(model: str, revision: str | None = None, cache_dir: str | Path
         raise SpecError(f"model: {model} is not in the local ModelScope cache and has no built-in shape; "
                         f"run `ziya-trt fetch --model {model}` first, or pass a checkpoint directory")
     return ShapeSource(builtin, None, f"no local checkpoint of {model}: planned from the built-in "
-                                      f"Ziya2-13B-Chat shape (the build still needs `ziya-trt fetch`)")
+                                      f"Ziya2-13B-Chat shape (`ziya-trt build` fetches the checkpoint)")

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from engine_build.build import BuildError, MANIFEST, read_manifest, run_build, trtllm_version
-from engine_build.fetch import FetchError, fetch_checkpoint
+from engine_build.fetch import DEFAULT_MODEL, FetchError, fetch_checkpoint
 from engine_build.plan import make_plan
+from engine_build.spec import ZIYA2_13B_CHAT, ModelSpec
 from ziya_trt.cli import main
 
 
@@ -93,3 +94,71 @@ def test_mpi_launch_command_for_two_ranks(tmp_path):
     rank0 = cmd[: cmd.index(":")]
     shm = [[x for x in r if x.startswith("--backend-config=python,shm-region-prefix-name=")] for r in (rank0, rank1)]
     assert len(shm[0]) == len(shm[1]) == 1 and shm[0] != shm[1] and shm[1][0].endswith("1_")  # a prefix per rank
+
+
+# --- build from a plan made without a checkpoint; a relative --model ------------------------------------
+
+
+def _cache_with(ckpt: Path, cache: Path) -> Path:
+    """``ckpt`` laid out in a ModelScope cache as Fengshenbang/Ziya2-13B-Chat (as snapshot_download lays it out)."""
+    import shutil
+
+    root = cache / "models" / "Fengshenbang--Ziya2-13B-Chat"
+    snap = root / "snapshots" / "rev1"
+    shutil.copytree(ckpt, snap)
+    (root / "refs").mkdir()
+    (root / "refs" / "master").write_text("rev1")
+    return snap
+
+
+def _builtin_style_plan(ckpt: Path, path: Path) -> Path:
+    """A plan as `plan` writes it from a built-in shape (empty model_dir, model_id set), with ``ckpt``'s shape."""
+    plan = make_plan(None, "h200", spec=ModelSpec.from_dir(ckpt), model_id=DEFAULT_MODEL)
+    assert plan.model_dir == "" and plan.fits
+    return plan.save(path)
+
+
+def test_build_of_a_builtin_shape_plan_fetches_its_model(tiny_ckpt, tmp_path):
+    snap = _cache_with(tiny_ckpt, tmp_path / "cache")
+    plan = _builtin_style_plan(tiny_ckpt, tmp_path / "plan.json")
+    assert main(["build", "--plan", str(plan), "--cache-dir", str(tmp_path / "cache"),
+                 "--engine-dir", str(tmp_path / "eng"), "--dry-run"]) == 0
+    m = read_manifest(tmp_path / "eng")
+    assert m["plan"]["model_dir"] == m["tokenizer_dir"] == m["source"]["local_dir"] == str(snap.resolve())
+    assert m["source"]["model"] == "Fengshenbang/Ziya2-13B-Chat" and "config.json" in m["source_files"]
+    assert m["commands"][0][m["commands"][0].index("--model_dir") + 1] == str(snap.resolve())
+
+
+def test_build_of_a_builtin_shape_plan_not_fetched_says_what_to_run(tmp_path, capsys):
+    cache = str(tmp_path / "cache")
+    assert main(["plan", "--cache-dir", cache, "--gpu", "h200", "--out", str(tmp_path / "plan.json")]) == 0
+    capsys.readouterr()
+    assert main(["build", "--plan", str(tmp_path / "plan.json"), "--cache-dir", cache,
+                 "--engine-dir", str(tmp_path / "eng"), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "planned from the built-in shape of Fengshenbang/Ziya2-13B-Chat" in err
+    assert f"`ziya-trt fetch --model Fengshenbang/Ziya2-13B-Chat --cache-dir {cache}`" in err
+    assert not (tmp_path / "eng").exists()
+
+
+def test_build_of_a_builtin_shape_plan_refuses_a_checkpoint_of_another_shape(tiny_ckpt, tmp_path):
+    from engine_build.cli import BuildPlanError, _plan_checkpoint
+    from engine_build.plan import BuildPlan
+    from ziya_trt.cli import build_parser
+
+    snap = _cache_with(tiny_ckpt, tmp_path / "cache")
+    plan = make_plan(None, "h200", spec=ZIYA2_13B_CHAT, model_id=DEFAULT_MODEL).save(tmp_path / "plan.json")
+    args = build_parser().parse_args(["build", "--plan", str(plan), "--cache-dir", str(tmp_path / "cache"),
+                                      "--dry-run"])
+    with pytest.raises(BuildPlanError, match="does not have the shape") as ei:
+        _plan_checkpoint(args, BuildPlan.load(plan))
+    assert "hidden_size 5120 planned" in str(ei.value)
+    assert f"`ziya-trt plan --model {snap.resolve()}`" in str(ei.value)
+
+
+def test_build_resolves_a_relative_model(tiny_ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_ckpt.parent)
+    assert main(["build", "--model", tiny_ckpt.name, "--gpu", "h200", "--engine-dir", str(tmp_path / "eng"),
+                 "--dry-run"]) == 0
+    m = read_manifest(tmp_path / "eng")
+    assert m["tokenizer_dir"] == m["source"]["local_dir"] == m["plan"]["model_dir"] == str(tiny_ckpt.resolve())
