@@ -148,7 +148,18 @@ class BuildPlan:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         data["model_dir"] = _old_relative_dir(data.get("model_dir", ""), Path(path))
+        # plans saved before had it on for fp8, which TensorRT-LLM's builder turns off again
+        data["norm_quant_fusion"] = data.get("norm_quant_fusion", False) and norm_quant_fusion_applies(
+            data.get("dtype", ""), data.get("reduce_fusion", False), data.get("model", {}).get("architecture", ""))
         return cls(**data)
+
+
+def norm_quant_fusion_applies(quant: str, reduce_fusion: bool, architecture: str) -> bool:
+    """Whether ``--norm_quant_fusion enable`` (RMSNorm fused with the quantization of its output) survives
+    TensorRT-LLM 1.2's builder, which turns it off unless the quantization is NVFP4, the model is a
+    LlamaForCausalLM and reduce_fusion is off (tensorrt_llm/builder.py, ``build``). This project builds bf16
+    and fp8, so never: fp8 gets no RMSNorm-quantize fusion."""
+    return quant == "nvfp4" and not reduce_fusion and architecture == "LlamaForCausalLM"
 
 
 def _old_relative_dir(model_dir: str, plan_path: Path) -> str:
@@ -232,9 +243,8 @@ def assess(s: Setup, model_dir: str = "", notes: tuple[str, ...] = (), model_id:
         padded_vocab_size=-(-s.spec.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE,
         # TensorRT-LLM pads the vocabulary when it is split across tp ranks
         vocab_padding_needed=s.tp > 1 and s.spec.vocab_size % s.tp != 0,
-        # fp8: fuse RMSNorm with the FP8 quantization of its output; tp: fuse all-reduce with RMSNorm
-        norm_quant_fusion=s.dtype == "fp8",
-        reduce_fusion=s.tp > 1,
+        norm_quant_fusion=norm_quant_fusion_applies(s.dtype, s.tp > 1, s.spec.architecture),  # never for bf16/fp8
+        reduce_fusion=s.tp > 1,  # fuse the all-reduce with RMSNorm
         fits=not found,
         problems=[text for _, text in found],
         model_id=model_id,

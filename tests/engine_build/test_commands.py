@@ -48,7 +48,8 @@ def test_commands_use_only_1_2_1_flags(dtype, tp):
     assert b["--max_batch_size"] == str(plan.max_batch_size) and b["--max_seq_len"] == str(plan.max_seq_len)
     assert b["--gpt_attention_plugin"] == "bfloat16" and b["--context_fmha"] == "enable"
     assert b["--kv_cache_type"] == "paged" and b["--remove_input_padding"] == "enable" and b["--use_fused_mlp"] == "enable"
-    assert ("--reduce_fusion" in b) == (tp > 1) and ("--norm_quant_fusion" in b) == (dtype == "fp8")
+    assert ("--reduce_fusion" in b) == (tp > 1)
+    assert "--norm_quant_fusion" not in b  # TensorRT-LLM 1.2 keeps it only for NVFP4
     assert "--use_fused_rmsnorm" not in b
     if dtype == "fp8":
         q = ckpt.flags()

@@ -63,7 +63,7 @@ def test_h100_h200_plans(gpu, dtype):
     tokens, batch = expected_batch(gpu, dtype, 1)
     assert p.fits and p.kv_cache_tokens == tokens and p.max_batch_size == batch
     assert (p.max_input_len, p.max_seq_len, p.max_num_tokens) == (2048, 2560, 8192)
-    assert p.norm_quant_fusion == (dtype == "fp8") and not p.reduce_fusion
+    assert not p.norm_quant_fusion and not p.reduce_fusion
 
 
 def test_known_values():
@@ -301,6 +301,23 @@ def test_older_plans_still_load(tmp_path, monkeypatch):
     assert (p.gpu_memory_mib, p.notes, p.problem_kinds, p.model_id) == (0, [], [], "")
     monkeypatch.chdir(tmp_path / "old")  # where the relative path was made: kept as it was
     assert BuildPlan.load("plan.json").model_dir == "ckpt"
+
+
+def test_norm_quant_fusion_only_where_tensorrt_llm_keeps_it(tmp_path):
+    """TensorRT-LLM 1.2's builder turns norm_quant_fusion off unless NVFP4 on LlamaForCausalLM without
+    reduce_fusion: never planned for bf16 or fp8, and off in a plan saved when fp8 had it on."""
+    from engine_build.plan import norm_quant_fusion_applies
+
+    for dtype in ("bf16", "fp8"):
+        for tp in (1, 2):
+            assert not plan("h200", dtype, tp).norm_quant_fusion
+    assert norm_quant_fusion_applies("nvfp4", False, "LlamaForCausalLM")
+    assert not norm_quant_fusion_applies("nvfp4", True, "LlamaForCausalLM")
+    assert not norm_quant_fusion_applies("nvfp4", False, "GPTForCausalLM")
+    assert not norm_quant_fusion_applies("fp8", False, "LlamaForCausalLM")
+    old = asdict(plan("h200", "fp8")) | {"norm_quant_fusion": True}
+    (tmp_path / "plan.json").write_text(json.dumps(old))
+    assert not BuildPlan.load(tmp_path / "plan.json").norm_quant_fusion
 
 
 # --- the CLI, offline -----------------------------------------------------------------------------------
