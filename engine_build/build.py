@@ -1,6 +1,6 @@
 """Run a BuildPlan with TensorRT-LLM 1.2.1 and write the manifest beside the engine.
 
-``tensorrt_llm`` is imported lazily and only to read its version: it is never faked. Where it is
+``tensorrt_llm`` is never imported here (its version is read from its metadata) and never faked. Where it is
 missing, or is not exactly 1.2.1, ``build`` says so (naming the container that carries 1.2.1) and stops;
 ``dry_run`` still writes the plan, the commands and a manifest marked ``built: false``. The manifest's
 ``tensorrt_llm_version`` is the version that built the engine (the planned 1.2.1 in a dry run), and
@@ -11,9 +11,11 @@ missing, or is not exactly 1.2.1, ``build`` says so (naming the container that c
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import time
 from dataclasses import asdict
@@ -39,15 +41,27 @@ class BuildError(ZiyaError):
 
 
 def trtllm_version() -> str | None:
-    """The installed TensorRT-LLM's version, or None where it cannot be imported."""
-    if importlib.util.find_spec("tensorrt_llm") is None:
+    """The installed TensorRT-LLM's version, or None where it is not installed. Read without importing it
+    (an import initialises CUDA and takes seconds): its distribution's metadata, else, for a source tree
+    on the path, its ``tensorrt_llm/version.py``."""
+    try:
+        return importlib.metadata.version("tensorrt_llm")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        spec = importlib.util.find_spec("tensorrt_llm")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
         return None
     try:
-        import tensorrt_llm
+        found = _VERSION_PY.search((Path(spec.origin).parent / "version.py").read_text())
+    except OSError:
+        found = None
+    return found.group(1) if found else "unknown"
 
-        return getattr(tensorrt_llm, "__version__", "unknown")
-    except Exception:  # present but broken (no GPU driver, missing CUDA libraries)
-        return None
+
+_VERSION_PY = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 
 
 def find_source_tree(explicit: str | Path | None) -> Path | None:
@@ -78,7 +92,7 @@ def hash_files(d: Path, patterns=("*.json", "*.model", "*.engine", "*.safetensor
 def check_build_version(installed: str | None) -> None:
     """The build's preflight: TensorRT-LLM must be installed, and be exactly the version we build with."""
     if installed is None:
-        raise BuildError("preflight", None, f"TensorRT-LLM {TRTLLM_VERSION} is not installed here, or does not import "
+        raise BuildError("preflight", None, f"TensorRT-LLM {TRTLLM_VERSION} is not installed here "
                          f"(it needs an NVIDIA GPU and driver); use {container_for(TRTLLM_VERSION)}. `--dry-run` "
                          "writes the commands.")
     if installed != TRTLLM_VERSION:
@@ -132,7 +146,7 @@ def engine_config_version(engine_dir: str | Path) -> str | None:
 
 def check_serving_versions(engine_dir: str | Path, manifest: dict, installed: str | None) -> None:
     """Refuse to serve when the engine's ``config.json`` or the installed TensorRT-LLM differs from the
-    manifest's ``tensorrt_llm_version``. Where TensorRT-LLM does not import (a CPU machine rendering the
+    manifest's ``tensorrt_llm_version``. Where TensorRT-LLM is not installed (a CPU machine rendering the
     repository), only the engine directory is checked."""
     recorded = plain_version(manifest.get("tensorrt_llm_version"))
     if recorded is None:

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     installed = trtllm_version()
     if installed != TRTLLM_VERSION:
-        found = "does not import here" if installed is None else f"{installed} is installed here"
+        found = "is not installed here" if installed is None else f"{installed} is installed here"
         print(f"TensorRT-LLM {found}: the GPU smoke test needs a GPU machine with TensorRT-LLM {TRTLLM_VERSION} "
               f"({container_for(TRTLLM_VERSION)})")
         return 2

@@ -118,3 +118,34 @@ def test_serve_refuses_another_installed_version(tiny_ckpt, tmp_path):
     assert config_from_manifest(a, installed_version=lambda: "1.2.1").world_size == 1
     with pytest.raises(VersionMismatchError, match=f"serve it in {C2607}"):
         config_from_manifest(a, installed_version=lambda: "1.2.0")
+
+
+def test_the_installed_version_is_read_without_importing_tensorrt_llm(monkeypatch):
+    import importlib.metadata
+    import sys
+
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "1.2.1" if name == "tensorrt_llm" else pytest.fail(name))
+    assert build.trtllm_version() == "1.2.1" and "tensorrt_llm" not in sys.modules
+
+
+def test_the_installed_version_without_metadata(monkeypatch, tmp_path):
+    """Not installed: None. A source tree on the path (no metadata): its version.py, still not imported."""
+    import importlib.machinery
+    import importlib.metadata
+    import importlib.util
+
+    def no_metadata(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", no_metadata)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert build.trtllm_version() is None
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    spec = importlib.machinery.ModuleSpec("tensorrt_llm", None, origin=str(src / "__init__.py"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    assert build.trtllm_version() == "unknown"
+    (src / "version.py").write_text('# comment\n__version__ = "1.2.1"\n')
+    assert build.trtllm_version() == "1.2.1"

@@ -90,7 +90,7 @@ def config_from_args(a) -> ServeConfig:
 
 def checked_manifest(engine_dir: Path, installed_version=None) -> dict:
     """The engine's build manifest, refused where the engine's config.json or the installed TensorRT-LLM
-    (``installed_version()``; default: the one that imports here, if any) differs from its version."""
+    (``installed_version()``; default: the one installed here, if any, read without importing it) differs from its version."""
     from engine_build.build import check_serving_versions, read_manifest, trtllm_version
 
     m = read_manifest(engine_dir)
