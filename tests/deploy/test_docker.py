@@ -55,6 +55,11 @@ def one(path: Path, name: str) -> str:
     return found[0]
 
 
+def start_period(kind: str) -> int:
+    """The image's HEALTHCHECK --start-period, in seconds."""
+    return int(re.search(r"--start-period=(\d+)s", one(DOCKERFILES[kind], "HEALTHCHECK")).group(1))
+
+
 def serve_args(argv: list[str]):
     """Parsed by the real parser: every flag an image or the compose file passes exists in `ziya-trt serve`."""
     assert argv[0] == "serve"
@@ -98,6 +103,7 @@ def test_image_layout(kind):
     assert len(install) == 1  # editable: the adapters in model_repo/ are read from the checkout
     a = serve_args(json.loads(one(path, "CMD")))
     assert a.host == "0.0.0.0" and str(a.repo_dir).startswith("/var/lib/ziya-trt/")
+    assert a.ready_timeout == start_period(kind)  # the server waits for the engine as long as the health check
     if kind == "gpu":
         assert a.engine == "tensorrt_llm" and a.tritonserver == "/opt/tritonserver/bin/tritonserver"
         assert str(a.engine_dir).startswith("/engines/") and str(a.tokenizer_dir).startswith("/engines/")
@@ -147,8 +153,8 @@ def test_compose_services(compose):
     (dev,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert dev["driver"] == "nvidia" and dev["capabilities"] == ["gpu"] and dev["count"] == 1
     assert "deploy" not in cpu
-    for svc, image, dockerfile, mount in ((gpu, "ziya-trt:gpu", "Dockerfile", "/engines"),
-                                          (cpu, "ziya-trt:cpu", "Dockerfile.cpu", "/models")):
+    for svc, image, dockerfile, mount, kind in ((gpu, "ziya-trt:gpu", "Dockerfile", "/engines", "gpu"),
+                                                (cpu, "ziya-trt:cpu", "Dockerfile.cpu", "/models", "cpu")):
         assert svc["image"] == image and (COMPOSE.parent / svc["build"]["context"]).resolve() == ROOT
         assert svc["build"]["dockerfile"] == f"deploy/docker/{dockerfile}"
         assert svc["init"] is True and svc["shm_size"] == "1gb"
@@ -158,7 +164,7 @@ def test_compose_services(compose):
         (vol,) = svc["volumes"]
         assert vol["target"] == mount and vol["read_only"] is True
         a = serve_args(svc["command"])
-        assert a.host == "0.0.0.0" and a.exit_timeout == 30
+        assert a.host == "0.0.0.0" and a.exit_timeout == 30 and a.ready_timeout == start_period(kind)
         assert str(a.engine_dir or a.model_dir).startswith(mount + "/")
 
 

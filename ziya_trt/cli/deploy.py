@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..deploy import k8s
-from ..deploy.options import CPU_IMAGE, GPU_IMAGE, MONITORS, K8sOptions
+from ..deploy.options import CPU_IMAGE, GPU_IMAGE, MONITORS, STARTUP_SLACK_S, K8sOptions
 from ..serving.config import ConfigError, ServeConfig
 
 EXAMPLES = """\
@@ -57,7 +57,8 @@ def add_k8s_options(p) -> None:
     v.add_argument("--mount-path", help="where the pod sees it (default /engines for tensorrt_llm, else /models)")
     t = p.add_argument_group("timing")
     t.add_argument("--startup-timeout", type=int, default=d.startup_timeout_s,
-                   help="seconds the startup probe allows the engine to load (default %(default)s)")
+                   help="seconds the engine may take to load: `serve --ready-timeout`, and the startup probe's "
+                        f"budget with {STARTUP_SLACK_S} s more (default %(default)s)")
     t.add_argument("--exit-timeout", type=int, default=d.exit_timeout_s,
                    help="`serve --exit-timeout`: tritonserver's wait for in-flight requests (default %(default)s)")
     t.add_argument("--pre-stop", type=int, default=d.pre_stop_s,

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..serving.config import ConfigError, EngineKind, ServeConfig
-from ..serving.launcher import Ports, TritonServer, external_triton
+from ..serving.launcher import READY_TIMEOUT_S, Ports, TritonServer, external_triton
 from ..serving.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
 from ..serving.repo import render_repo
 
@@ -45,6 +45,9 @@ def add_serve_options(p) -> None:
     p.add_argument("--repo-dir", type=Path, default=Path("runs/model_repo"), help="where to render the repository")
     p.add_argument("--log-file", type=Path, help="server log (default: beside the repository)")
     p.add_argument("--exit-timeout", type=int, default=30, help="seconds tritonserver waits for in-flight requests")
+    p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, metavar="SECONDS",
+                   help="seconds to wait for the server to be ready (the engine loaded) before giving up "
+                        "(default %(default)g)")
     p.add_argument("--admin-key", help="the operator's key for the control, memory, statistics and model-config "
                                        "APIs (header ziya-admin-key; default: a random one, saved beside the repository)")
     p.add_argument("--http-body-limit", type=int, default=1024 * 1024,
@@ -151,9 +154,12 @@ def run(a) -> int:
     if a.render_only:  # for a tritonserver started by hand: the front door needs its gRPC address
         print(render_repo(replace(cfg, grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
         return 0
+    if not a.ready_timeout > 0:
+        raise ConfigError(f"--ready-timeout: {a.ready_timeout:g} must be more than 0 seconds")
     srv = server_from_args(a, cfg)
-    print(f"starting tritonserver ({cfg.engine.value} engine) ... log: {srv.log_file}", flush=True)
-    srv.start()
+    print(f"starting tritonserver ({cfg.engine.value} engine; ready within {a.ready_timeout:g} s) ... "
+          f"log: {srv.log_file}", flush=True)
+    srv.start(a.ready_timeout)
     print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
     if srv.openai_url:
         print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r})", flush=True)

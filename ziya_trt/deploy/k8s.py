@@ -16,7 +16,15 @@ import yaml
 
 from ..serving.config import EngineKind, ServeConfig
 from ..serving.gauges import METRIC_FRONT_DOOR_INFLIGHT
-from .options import RESTART_READY_S, TRITONSERVER, K8sOptions, check_paths, gpus, termination_grace_s
+from .options import (
+    RESTART_READY_S,
+    STARTUP_SLACK_S,
+    TRITONSERVER,
+    K8sOptions,
+    check_paths,
+    gpus,
+    termination_grace_s,
+)
 
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 CONFIG_DIR = "/etc/ziya-trt"
@@ -73,7 +81,9 @@ def serve_args(cfg: ServeConfig, opts: K8sOptions) -> list[str]:
             "--host", "0.0.0.0",
             "--http-port", str(PORTS["http"]), "--grpc-port", str(PORTS["grpc"]),
             "--metrics-port", str(PORTS["metrics"]),
-            "--repo-dir", f"{STATE_DIR}/model_repo", "--exit-timeout", str(opts.exit_timeout_s)]
+            "--repo-dir", f"{STATE_DIR}/model_repo", "--exit-timeout", str(opts.exit_timeout_s),
+            # the launcher waits for the engine as long as the startup probe allows (less its slack)
+            "--ready-timeout", str(opts.startup_timeout_s)]
     if cfg.engine is EngineKind.TENSORRT_LLM:
         args += ["--tritonserver", TRITONSERVER]
     if opts.admin_secret():
@@ -82,15 +92,16 @@ def serve_args(cfg: ServeConfig, opts: K8sOptions) -> list[str]:
 
 
 def probes(opts: K8sOptions) -> dict:
-    """Startup: up to ``startup_timeout_s`` for the engine to load. Readiness: Triton's ready, which the launcher
-    turns false while it drains or restarts tritonserver. Liveness: Triton's live, with a budget longer than a
-    supervised restart's wait, so a restart in progress is not killed."""
+    """Startup: ``startup_timeout_s`` (what ``serve --ready-timeout`` waits for the engine to load) plus
+    ``STARTUP_SLACK_S``. Readiness: Triton's ready, which the launcher turns false while it drains or restarts
+    tritonserver. Liveness: Triton's live, with a budget longer than a supervised restart's wait, so a restart
+    in progress is not killed."""
     def get(path, period, failures, timeout):
         return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": timeout,
                 "failureThreshold": failures}
 
     live_failures = math.ceil((RESTART_READY_S + 60) / 10)
-    return {"startupProbe": get(READY_PATH, 10, math.ceil(opts.startup_timeout_s / 10), 5),
+    return {"startupProbe": get(READY_PATH, 10, math.ceil((opts.startup_timeout_s + STARTUP_SLACK_S) / 10), 5),
             "readinessProbe": get(READY_PATH, 5, 2, 3),
             "livenessProbe": get(LIVE_PATH, 10, live_failures, 5)}
 

@@ -17,6 +17,10 @@ TRITONSERVER = "/opt/tritonserver/bin/tritonserver"  # the NGC image's binary (t
 # how long the launcher waits for tritonserver to be ready again after a supervised restart
 # (``TritonServer.restart``'s ``ready_timeout_s``); liveness must outlast it
 RESTART_READY_S = 180.0
+# the startup probe allows the pod this much more than `serve --ready-timeout` (the launcher's own wait for the
+# engine): the time before the launcher starts waiting (Python start-up, rendering the repository) and a probe
+# period, so the launcher gives up first, saying why in the log, rather than the kubelet killing it unheard
+STARTUP_SLACK_S = 30
 # stop, after the drain: tritonserver gets --exit-timeout + 10 s (``TritonServer.stop``); the supervisor's join
 # (5 s) and the final kill's wait (10 s) come on top; then a margin
 TRITON_EXIT_EXTRA_S = 10.0
@@ -45,7 +49,8 @@ class K8sOptions:
     volume_claim: str | None = None
     host_path: str | None = None
     mount_path: str | None = None  # default: /engines for tensorrt_llm, else /models
-    startup_timeout_s: int = 1800  # engine load: the startup probe's budget before the pod is restarted
+    # engine load: `serve --ready-timeout`, and the startup probe's budget (plus STARTUP_SLACK_S) before a restart
+    startup_timeout_s: int = 1800
     exit_timeout_s: int = 30  # `ziya-trt serve --exit-timeout`: tritonserver's own wait for in-flight requests
     pre_stop_s: int = 5  # endpoints and proxies drop the pod before it starts refusing requests
     monitor: str = "servicemonitor"

@@ -26,6 +26,7 @@ from .install import ServerStartError, TritonInstall, bundled_triton, external_t
 from .request_checks import ADMIN_HEADER, RESTRICTED_APIS
 
 log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 180.0  # how long ``start`` waits for readiness unless told (``ziya-trt serve --ready-timeout``)
 
 
 def free_port() -> int:
@@ -177,7 +178,7 @@ class TritonServer(_Endpoints):
         return env
 
     # --- start ---------------------------------------------------------------------------------------
-    def start(self, ready_timeout_s: float = 180.0) -> "TritonServer":
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":
         if self.install is None:
             self.install = bundled_triton()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -438,13 +439,14 @@ class ServeProcess(_Endpoints):
     def openai_url(self) -> str:
         return f"http://{self.http_url}/v1"
 
-    def start(self, ready_timeout_s: float = 180.0) -> "ServeProcess":
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "ServeProcess":
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.cfg.write(self.run_dir / "serve_config.json")
         cmd = [sys.executable, "-m", "ziya_trt.cli", "serve", "--config", str(cfg_file), "--host", self.host,
                "--http-port", str(self.ports.http), "--grpc-port", str(self.ports.grpc),
                "--metrics-port", str(self.ports.metrics), "--repo-dir", str(self.run_dir / "repo"),
-               "--log-file", str(self.run_dir / "tritonserver.log"), "--exit-timeout", str(self.exit_timeout_s)]
+               "--log-file", str(self.run_dir / "tritonserver.log"), "--exit-timeout", str(self.exit_timeout_s),
+               "--ready-timeout", str(ready_timeout_s)]  # the child waits as long as this does
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + ready_timeout_s

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, EngineKind
-from .launcher import ServerStartError, TritonServer
+from .launcher import READY_TIMEOUT_S, ServerStartError, TritonServer
 
 MPIRUN = "mpirun"
 SHM_FLAG = "--backend-config=python,shm-region-prefix-name="
@@ -167,7 +167,7 @@ class MultiGpuTritonServer(TritonServer):
             env.pop(k, None)
         return env
 
-    def start(self, ready_timeout_s: float = 180.0) -> "MultiGpuTritonServer":
+    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "MultiGpuTritonServer":
         require_gpus(self.world_size, self.gpu_probe)
         if shutil.which(MPIRUN) is None:
             raise ServerStartError(f"{MPIRUN} not found: serving a world-size-{self.world_size} engine needs MPI "

@@ -46,3 +46,62 @@ def test_command_line_mistakes_are_clean_errors(tmp_path, capsys):
 
     assert main(["bench", "--url", f"grpc://127.0.0.1:{free_port()}", "--no-plots"]) == 2
     assert "no server ready at" in capsys.readouterr().err
+
+
+class _StartRecorder:
+    """What `serve` starts: records the wait it is given, then reports itself down so `serve` returns."""
+
+    def __init__(self, repo):
+        self.repo, self.log_file, self.waits = repo, repo.parent / "tritonserver.log", []
+        self.http_url = self.grpc_url = "127.0.0.1:1"
+        self.metrics_url, self.openai_url, self.alive, self.drained = "http://127.0.0.1:2/metrics", None, False, True
+
+    def start(self, ready_timeout_s):
+        self.waits.append(ready_timeout_s)
+
+    def log_tail(self):
+        return ""
+
+    def stop(self):
+        return 0
+
+
+def test_serve_waits_for_readiness_as_long_as_told(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    from ziya_trt.cli import serve
+    from ziya_trt.serving.launcher import READY_TIMEOUT_S
+
+    srv = _StartRecorder(tmp_path / "repo")
+    monkeypatch.setattr(serve, "server_from_args", lambda a, cfg: srv)
+    argv = ["serve", "--engine", "synthetic", "--tokenizer-dir", str(tiny_ckpt), "--admin-key", "k"]
+    assert build_parser().parse_args(argv).ready_timeout == READY_TIMEOUT_S == 180
+    main(argv)
+    main(argv + ["--ready-timeout", "1800"])
+    assert srv.waits == [180, 1800] and "ready within 1800 s" in capsys.readouterr().out
+    assert main(argv + ["--ready-timeout", "0"]) == 1
+    assert "--ready-timeout: 0 must be more than 0 seconds" in capsys.readouterr().err and len(srv.waits) == 2
+
+
+def test_a_serve_process_waits_as_long_as_its_caller(tmp_path, monkeypatch):
+    """ServeProcess passes its own wait on: the `serve` it starts does not give up first."""
+    from ziya_trt.serving import launcher
+    from ziya_trt.serving.config import ServeConfig
+
+    started = []
+
+    class Exited:
+        returncode = 1
+
+        def __init__(self, cmd, **kw):
+            started.append(cmd)
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(launcher.subprocess, "Popen", Exited)
+    sp = launcher.ServeProcess(ServeConfig(engine="synthetic", tokenizer_dir=str(tmp_path)), tmp_path / "run")
+    try:
+        sp.start(ready_timeout_s=900)
+    except launcher.ServerStartError:
+        pass
+    (cmd,) = started
+    assert cmd[1:3] == ["-m", "ziya_trt.cli"] and build_parser().parse_args(cmd[3:]).ready_timeout == 900

@@ -12,7 +12,7 @@ import yaml
 
 from ziya_trt.cli import build_parser, main
 from ziya_trt.deploy import k8s
-from ziya_trt.deploy.options import RESTART_READY_S, K8sOptions, termination_grace_s
+from ziya_trt.deploy.options import RESTART_READY_S, STARTUP_SLACK_S, K8sOptions, termination_grace_s
 from ziya_trt.serving.config import ConfigError, ServeConfig
 from ziya_trt.serving.gauges import METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.serving.launcher import TritonServer
@@ -140,7 +140,9 @@ def test_probes(case):
                         ("livenessProbe", "/v2/health/live")):
         assert c[probe]["httpGet"] == {"path": path, "port": "http"} and "http" in names
     s = c["startupProbe"]
-    assert s["periodSeconds"] * s["failureThreshold"] >= o.startup_timeout_s
+    # the launcher waits exactly the startup budget for the engine, and gives up before the kubelet would
+    assert build_parser().parse_args(c["args"]).ready_timeout == o.startup_timeout_s
+    assert s["periodSeconds"] * s["failureThreshold"] >= o.startup_timeout_s + STARTUP_SLACK_S
     live = c["livenessProbe"]
     assert live["periodSeconds"] * live["failureThreshold"] > RESTART_READY_S  # a restart in progress is spared
 
@@ -151,7 +153,8 @@ def test_liveness_budget_tracks_the_launchers_restart_wait():
 
 def test_startup_budget_is_an_option():
     c = pod(k8s.render(trtllm(), opts(startup_timeout_s=1200)))["containers"][0]
-    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] == 1200
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] == 1200 + STARTUP_SLACK_S
+    assert c["args"][c["args"].index("--ready-timeout") + 1] == "1200"
 
 
 def test_ports_match_between_container_service_and_server_args(case):
