@@ -103,6 +103,28 @@ def test_crd_models_refuse_what_is_wrong():
         ServiceMonitor.model_validate(sm | {"spec": {"endpoints": sm["spec"]["endpoints"]}})  # no selector
 
 
+@pytest.mark.parametrize("kind", ["servicemonitor", "podmonitor"])
+def test_the_monitor_scrapes_tritons_metrics_port_and_the_http_ports_metrics(kind):
+    """Triton's nv_* and the models' ziya_* series are on the metrics port; the OpenAI API's (api="openai") on
+    the HTTP port's /metrics: both are scraped, on the ports the server really listens on."""
+    from cloudcoil.models.prometheus_operator import v1
+
+    objs = k8s.render(trtllm(), opts(monitor=kind))
+    mon = objs[-1]
+    ends = mon["spec"]["endpoints" if kind == "servicemonitor" else "podMetricsEndpoints"]
+    assert [(e["port"], e["path"], e["interval"]) for e in ends] == [("metrics", "/metrics", "15s"),
+                                                                     ("http", "/metrics", "15s")]
+    c = pod(objs)["containers"][0]
+    a = build_parser().parse_args(c["args"])
+    container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert (container_ports["metrics"], container_ports["http"]) == (a.metrics_port, a.http_port)
+    if kind == "servicemonitor":  # it names the Service's ports, which lead to those container ports
+        targets = {p["name"]: p["targetPort"] for p in by_kind(objs)["Service"]["spec"]["ports"]}
+        assert (targets["metrics"], targets["http"]) == ("metrics", "http")
+    validated = getattr(v1, mon["kind"]).model_validate(mon).model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert validated == mon
+
+
 # --- what the objects say ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("world_size", [1, 2, 4, 8])
 def test_gpus_follow_the_world_size(world_size):
