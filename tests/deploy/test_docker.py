@@ -91,6 +91,19 @@ def test_gpu_image_is_the_production_target():
     assert one(DOCKERFILES["cpu"], "ARG") == "PYTHON_IMAGE=python:3.11-slim"
 
 
+def test_gpu_image_holds_the_containers_tensorrt_llm_but_not_its_transformers():
+    """The constraints file keeps the NGC builds (TensorRT-LLM 1.2.1 among them); transformers moves to the
+    package's own 5.x (docs/deploy.md)."""
+    (install,) = [arg for ins, arg in instructions(DOCKERFILES["gpu"]) if ins == "RUN" and "/tmp/held.txt" in arg]
+    held = re.compile(re.search(r"grep -iE '([^']+)'", install).group(1), re.I)
+    for line in ("tensorrt_llm==1.2.1", "tensorrt-llm==1.2.1", "tensorrt==10.14.1.48", "tensorrt_cu13==10.14.1.48",
+                 "torch==2.9.0a0+nv25.10", "numpy==1.26.4"):
+        assert held.search(line), line
+    for line in ("transformers==4.57.1", "tokenizers==0.22.1", "tensorrt_llm_extra==1"):
+        assert not held.search(line), line
+    assert "--constraint /tmp/held.txt" in install
+
+
 @pytest.mark.parametrize("kind", DOCKERFILES)
 def test_image_layout(kind):
     path = DOCKERFILES[kind]
