@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ziya_trt.client import AsyncZiyaClient
 
-from . import report, server_metrics
+from . import process_cpu, report, server_metrics
 from .load import LoadConfig, run_load
 from .metrics import Slo, calculate_metrics
 from .workload import Item
@@ -38,6 +38,7 @@ class BenchConfig:
     known_itl_s: float | None = None
     timeout_s: float = 120.0
     metrics_urls: tuple[str, ...] = ()  # the server's /metrics, scraped before and after each point
+    cpu: process_cpu.Watch | None = None  # the server's processes, read around each point's measured requests
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -91,14 +92,24 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
         task = progress.add_task(name, total=load.num_requests) if progress else None
         done = lambda r: progress.advance(task) if progress else None  # noqa: E731
         try:
-            return await run_load(client, items, load, count, on_done=done)
+            return await run_load(client, items, load, count, on_done=done, on_phase=mark)
         finally:
             await client.close()
+
+    snaps: dict[str, dict] = {}
+
+    def mark(phase: str) -> None:
+        if cfg.cpu is not None:
+            snaps[phase] = cfg.cpu.snapshot()
 
     before = server_metrics.scrape(cfg.metrics_urls) if cfg.metrics_urls else None
     t0 = time.time()
     records = asyncio.run(go())
     summary = calculate_metrics(records, cfg.slo)
+    cpu = None
+    if len(snaps) == 2:
+        tokens = sum(r.output_tokens for r in records if not r.warmup)
+        cpu = cfg.cpu.result(snaps["measured"], snaps["done"], tokens)
     seen = None
     if before is not None:
         time.sleep(SETTLE_S)  # a request's metrics are recorded just after its final response
@@ -111,6 +122,7 @@ def run_point(cfg: BenchConfig, load: LoadConfig, items: list[Item], tokenizer, 
         "summary": summary.to_dict(),
         "overhead": overhead(summary, cfg.known_ttft_s, cfg.known_itl_s),
         "server_metrics": seen,  # warm-up requests included: the server cannot tell them apart
+        "cpu": cpu,  # the measured requests only
         "records": [r.to_dict() for r in sorted(records, key=lambda r: r.index)],
     }
 
@@ -142,5 +154,6 @@ def run_bench(cfg: BenchConfig, items: list[Item], tokenizer, out_dir: Path, con
         report.print_table(points, con)
     report.print_overhead(points, con)
     server_metrics.print_digests(points, con)
+    process_cpu.print_table(points, con)
     con.print("wrote " + ", ".join(str(f) for f in files))
     return {"points": points, "files": files}

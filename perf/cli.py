@@ -120,6 +120,15 @@ def _start_server(args):
     return ServeProcess(cfg.resolved(), d).start(), cfg
 
 
+def _cpu_watch(srv, url: str):
+    from .process_cpu import Watch, server_root
+
+    if srv is not None:
+        return Watch(srv.proc.pid)
+    root, why = server_root(url)
+    return Watch(root, why)
+
+
 def _run_multiturn(args, url, model, openai_url, modes, tok, tok_dir) -> int:
     from ziya_trt.client import AsyncZiyaClient
 
@@ -223,7 +232,8 @@ def run(args) -> int:
                               template=template, points=points, slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms),
                               known_ttft_s=known_ttft, known_itl_s=known_itl, timeout_s=args.timeout_s,
                               metrics_urls=tuple(args.metrics_url or (
-                                  (srv.metrics_url, f"http://{srv.http_url}/metrics") if srv else ())))
+                                  (srv.metrics_url, f"http://{srv.http_url}/metrics") if srv else ())),
+                              cpu=_cpu_watch(srv, url))
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

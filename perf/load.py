@@ -80,14 +80,18 @@ async def one_request(client, item: Item, index: int, cfg: LoadConfig, t0: float
 
 
 async def run_load(client, items: list[Item], cfg: LoadConfig, count_tokens: Callable | None = None,
-                   on_done: Callable[[RequestRecord], None] | None = None) -> list[RequestRecord]:
+                   on_done: Callable[[RequestRecord], None] | None = None,
+                   on_phase: Callable[[str], None] | None = None) -> list[RequestRecord]:
+    """``on_phase("measured")`` after the warm-up, ``on_phase("done")`` when the last measured request ends."""
     t0 = time.perf_counter()
+    phase = on_phase or (lambda _name: None)
     records: list[RequestRecord] = []
     n_warm = min(cfg.warmup, len(items))
     if n_warm:
         warm = await asyncio.gather(*[one_request(client, items[i], -1 - i, cfg, t0, True)
                                       for i in range(n_warm)])
         records.extend(warm)
+    phase("measured")
     measured = [items[i % len(items)] for i in range(cfg.num_requests)]
     deadline = time.perf_counter() + cfg.max_duration_s
 
@@ -128,6 +132,7 @@ async def run_load(client, items: list[Item], cfg: LoadConfig, count_tokens: Cal
                 await tracked(item, idx)
 
         await _bounded([asyncio.create_task(worker()) for _ in range(cfg.concurrency or 1)], deadline)
+    phase("done")
     if count_tokens:  # after the run, so tokenising never competes with the load for the CPU
         for r in records:
             if r.error is None:

@@ -1,0 +1,193 @@
+"""CPU seconds each serving process spends over a sweep point, per streamed token.
+
+What carries from a shared benchmark box to a GPU server is not tokens per second (that mostly measures the box)
+but the CPU each process spends per token it streams. This reads ``utime + stime`` from ``/proc`` for every process
+of the server — tritonserver, each Python backend stub by model, the launcher (which also runs the HTTP guard and
+the OpenAI API) — and for the load generator itself, around the measured part of each point.
+
+The server is found from the process this run started, or, for ``--url`` on this machine, from the process that
+listens on its port. Where it cannot be seen (another host, or another user's processes), the result says so and
+gives no figure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PROC = Path("/proc")
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+LOAD_GENERATOR = "load generator"
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    cpu_s: float  # utime + stime, every thread
+    argv: tuple[str, ...]
+
+
+def read(pid: int) -> Proc | None:
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    f = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and ')'
+    return Proc(pid, int(f[1]), (int(f[11]) + int(f[12])) / _TICK,
+                tuple(a.decode(errors="replace") for a in argv if a))
+
+
+def _all() -> dict[int, Proc]:
+    out = {}
+    for d in PROC.iterdir():
+        if d.name.isdigit() and (p := read(int(d.name))) is not None:
+            out[p.pid] = p
+    return out
+
+
+def descendants(root: int, procs: dict[int, Proc]) -> list[Proc]:
+    """``root`` and every process under it."""
+    kids: dict[int, list[int]] = {}
+    for p in procs.values():
+        kids.setdefault(p.ppid, []).append(p.pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in procs:
+            out.append(procs[pid])
+            todo.extend(kids.get(pid, ()))
+    return out
+
+
+def role(p: Proc, root: int) -> str:
+    exe = os.path.basename(p.argv[0]) if p.argv else ""
+    if exe == "tritonserver":
+        return "tritonserver"
+    if exe == "triton_python_backend_stub" and len(p.argv) > 1:
+        return f"stub {Path(p.argv[1]).parent.parent.name}"  # …/<model>/1/model.py
+    if p.pid == root:
+        return "launcher" if _is_launcher(p) else exe or str(p.pid)
+    return exe or str(p.pid)
+
+
+def _is_launcher(p: Proc) -> bool:
+    return any("ziya_trt" in a or "ziya-trt" in a for a in p.argv[:4]) and "serve" in p.argv
+
+
+def listening_pid(port: int) -> int | None:
+    """The process that listens on TCP ``port`` here, if this user may see it."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f[9])
+    if not inodes:
+        return None
+    want = {f"socket:[{i}]" for i in inodes}
+    for d in PROC.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            for fd in (d / "fd").iterdir():
+                if os.readlink(fd) in want:
+                    return int(d.name)
+        except OSError:
+            continue
+    return None
+
+
+def _is_local(host: str) -> bool:
+    if host in ("localhost", "::1", "0.0.0.0", "") or host.startswith("127."):
+        return True
+    try:
+        return host in {socket.gethostname(), socket.getfqdn()} or host in socket.gethostbyname_ex(
+            socket.gethostname())[2]
+    except OSError:
+        return False
+
+
+def server_root(url: str) -> tuple[int | None, str | None]:
+    """The server's top process for a grpc:// or http:// URL on this machine, or why it cannot be seen."""
+    u = urlsplit(url if "://" in url else f"grpc://{url}")
+    if not _is_local(u.hostname or ""):
+        return None, f"the server at {u.hostname} is on another machine: its processes are not visible from here"
+    pid = listening_pid(u.port or 8001)
+    if pid is None:
+        return None, f"no process of this user listens on port {u.port} here"
+    procs = _all()
+    # climb to the launcher that started tritonserver, when there is one
+    p = procs.get(pid)
+    while p is not None and not _is_launcher(p) and p.ppid in procs and _is_launcher(procs[p.ppid]):
+        p = procs[p.ppid]
+    return (p.pid if p else pid), None
+
+
+class Watch:
+    """Snapshots of a server's processes and this one; ``result`` turns two into µs per token."""
+
+    def __init__(self, root: int | None, why_not: str | None = None):
+        self.root, self.why_not = root, why_not
+
+    def snapshot(self) -> dict:
+        me = time.process_time()  # this process, every thread: the load generator
+        procs = {} if self.root is None else {p.pid: p for p in descendants(self.root, _all())}
+        return {"t": time.monotonic(), "self": me,
+                "procs": {pid: (role(p, self.root), p.cpu_s) for pid, p in procs.items()}}
+
+    def result(self, before: dict, after: dict, tokens: int) -> dict:
+        wall = after["t"] - before["t"]
+        roles: dict[str, dict] = {}
+        for pid, (name, cpu) in after["procs"].items():
+            was = before["procs"].get(pid)
+            r = roles.setdefault(name, {"pids": [], "cpu_s": 0.0})
+            r["pids"].append(pid)
+            r["cpu_s"] += cpu - (was[1] if was else 0.0)  # a process started in the window counts from zero
+        gone = sorted(set(before["procs"]) - set(after["procs"]))
+        per = lambda s: round(1e6 * s / tokens, 1) if tokens else None  # noqa: E731
+        for r in roles.values():
+            r["cpu_s"] = round(r["cpu_s"], 3)
+            r["us_per_token"] = per(r["cpu_s"])
+            r["cores"] = round(r["cpu_s"] / wall, 3) if wall > 0 else None
+        gen = after["self"] - before["self"]
+        server = sum(r["cpu_s"] for r in roles.values())
+        return {"visible": self.root is not None, "why_not": self.why_not, "tokens": tokens,
+                "window_s": round(wall, 3), "processes": roles, "exited_in_window": gone,
+                "server_us_per_token": per(server) if self.root is not None else None,
+                LOAD_GENERATOR: {"cpu_s": round(gen, 3), "us_per_token": per(gen),
+                                 "cores": round(gen / wall, 3) if wall > 0 else None}}
+
+
+def print_table(points: list[dict], con) -> None:
+    """µs of CPU per streamed token, one column per process, one row per point."""
+    from rich.table import Table
+
+    rows = [p for p in points if p.get("cpu")]
+    if not rows:
+        return
+    hidden = {p["cpu"]["why_not"] for p in rows if not p["cpu"]["visible"]}
+    names = sorted({n for p in rows for n in p["cpu"]["processes"]}, key=lambda n: (not n.startswith("triton"), n))
+    t = Table(title="CPU µs per streamed token (utime+stime over the measured requests)")
+    for c in ("point", "tokens", *names, "server total", LOAD_GENERATOR):
+        t.add_column(c, justify="right" if c != "point" else "left")
+    fmt = lambda v: "—" if v is None else f"{v:,.0f}"  # noqa: E731
+    for p in rows:
+        c = p["cpu"]
+        t.add_row(p["label"], f"{c['tokens']:,}",
+                  *[fmt(c["processes"][n]["us_per_token"]) if n in c["processes"] else "" for n in names],
+                  fmt(c["server_us_per_token"]), fmt(c[LOAD_GENERATOR]["us_per_token"]))
+    con.print(t)
+    con.print("launcher: ziya-trt serve, which runs the HTTP guard and the OpenAI API; stub M: the Python backend "
+              "of model M (the front door is stub ziya); load generator: this process")
+    for why in hidden:
+        con.print(f"server processes not visible: {why}")
