@@ -172,6 +172,8 @@ def print_table(points: list[dict], con) -> None:
     """µs of CPU per streamed token, one column per process, one row per point."""
     from rich.table import Table
 
+    from .report import print_wide
+
     rows = [p for p in points if p.get("cpu")]
     if not rows:
         return
@@ -186,7 +188,7 @@ def print_table(points: list[dict], con) -> None:
         t.add_row(p["label"], f"{c['tokens']:,}",
                   *[fmt(c["processes"][n]["us_per_token"]) if n in c["processes"] else "" for n in names],
                   fmt(c["server_us_per_token"]), fmt(c[LOAD_GENERATOR]["us_per_token"]))
-    con.print(t)
+    print_wide(t, con)
     con.print("launcher: ziya-trt serve, which runs the HTTP guard and the OpenAI API; stub M: the Python backend "
               "of model M (the front door is stub ziya); load generator: this process")
     for why in hidden:
