@@ -246,8 +246,12 @@ class TritonServer(_Endpoints):
 
     def _triton_ready(self) -> bool:
         """tritonserver's own readiness, behind the guard if there is one."""
+        return self._triton_ok("ready")
+
+    def _triton_ok(self, what: str) -> bool:
+        """``/v2/health/<what>`` (ready or live) of tritonserver itself, behind the guard if there is one."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self._triton_http_port}/v2/health/ready", timeout=1) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self._triton_http_port}/v2/health/{what}", timeout=1) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -284,7 +288,9 @@ class TritonServer(_Endpoints):
         alive = python_stubs(self._stub_parent())
         for pid, model in self._stubs.items():
             if pid not in alive:
-                if not self._triton_ready():  # shutting down: its models' stubs go first
+                # Shutting down, its models' stubs go first, and tritonserver is no longer live. A stub that
+                # died makes 2.71 (not 2.51) report not ready, but it stays live: that is a restart, at once.
+                if not self._triton_ok("live"):
                     try:
                         self.proc.wait(self.exit_timeout_s + 10)
                     except subprocess.TimeoutExpired:
