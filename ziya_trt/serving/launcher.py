@@ -239,10 +239,13 @@ class TritonServer(_Endpoints):
                     f"tritonserver exited with code {self.proc.returncode}; last log lines:\n{self.log_tail()}"
                 )
             if self._triton_ready():
-                self._stubs = python_stubs(self._stub_parent())
+                self._stubs = self._live_stubs()
                 return
             time.sleep(0.2)
         raise ServerStartError(f"tritonserver not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
+
+    def _live_stubs(self) -> dict[int, str]:
+        return python_stubs(self._stub_parent())
 
     def _triton_ready(self) -> bool:
         """tritonserver's own readiness, behind the guard if there is one."""
@@ -285,7 +288,7 @@ class TritonServer(_Endpoints):
     def _trouble(self) -> str | None:
         if self.proc.poll() is not None:
             return f"tritonserver exited with code {self.proc.returncode}"
-        alive = python_stubs(self._stub_parent())
+        alive = self._live_stubs()
         for pid, model in self._stubs.items():
             if pid not in alive:
                 # Shutting down, its models' stubs go first, and tritonserver is no longer live. A stub that

@@ -273,13 +273,11 @@ def test_kv_reuse_and_chunked_context_are_on_unless_switched_off(serve_args, tmp
 
 @pytest.mark.parametrize("ready", [True, False])  # 2.51 stays ready when a stub dies; 2.71 turns not ready
 def test_a_dead_stub_of_a_live_server_is_a_restart_at_once_whatever_readiness_says(tmp_path, monkeypatch, ready):
-    from ziya_trt.serving import launcher
-
     srv = TritonServer(tmp_path / "repo", supervise=False, exit_timeout_s=30)
     srv.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         srv._stubs = {srv.proc.pid + 1_000_000: "ziya"}  # a stub that is gone
-        monkeypatch.setattr(launcher, "python_stubs", lambda pid: {})
+        monkeypatch.setattr(srv, "_live_stubs", dict)  # this server only: others run in this process
         monkeypatch.setattr(srv, "_triton_ok", lambda what: what == "live" or ready)
         t0 = time.monotonic()
         assert srv._trouble() == "the Python backend stub of 'ziya' died"
@@ -290,11 +288,9 @@ def test_a_dead_stub_of_a_live_server_is_a_restart_at_once_whatever_readiness_sa
 
 
 def test_stubs_gone_while_tritonserver_is_not_live_is_its_shutdown_not_a_dead_stub(tmp_path, monkeypatch):
-    from ziya_trt.serving import launcher
-
     srv = TritonServer(tmp_path / "repo", supervise=False, exit_timeout_s=1)
     srv.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])  # it exits by itself
     srv._stubs = {srv.proc.pid + 1_000_000: "ziya"}
-    monkeypatch.setattr(launcher, "python_stubs", lambda pid: {})
+    monkeypatch.setattr(srv, "_live_stubs", dict)  # this server only: others run in this process
     monkeypatch.setattr(srv, "_triton_ok", lambda what: False)
     assert srv._trouble() == "tritonserver exited with code 0"
