@@ -15,62 +15,19 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-PROC = Path("/proc")
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+from ziya_trt.serving.procs import PROC, Proc, descendants, every
+
 LOAD_GENERATOR = "load generator"
-
-
-@dataclass(frozen=True)
-class Proc:
-    pid: int
-    ppid: int
-    cpu_s: float  # utime + stime, every thread
-    argv: tuple[str, ...]
-
-
-def read(pid: int) -> Proc | None:
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    f = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and ')'
-    return Proc(pid, int(f[1]), (int(f[11]) + int(f[12])) / _TICK,
-                tuple(a.decode(errors="replace") for a in argv if a))
-
-
-def _all() -> dict[int, Proc]:
-    out = {}
-    for d in PROC.iterdir():
-        if d.name.isdigit() and (p := read(int(d.name))) is not None:
-            out[p.pid] = p
-    return out
-
-
-def descendants(root: int, procs: dict[int, Proc]) -> list[Proc]:
-    """``root`` and every process under it."""
-    kids: dict[int, list[int]] = {}
-    for p in procs.values():
-        kids.setdefault(p.ppid, []).append(p.pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in procs:
-            out.append(procs[pid])
-            todo.extend(kids.get(pid, ()))
-    return out
 
 
 def role(p: Proc, root: int) -> str:
     exe = os.path.basename(p.argv[0]) if p.argv else ""
     if exe == "tritonserver":
         return "tritonserver"
-    if exe == "triton_python_backend_stub" and len(p.argv) > 1:
-        return f"stub {Path(p.argv[1]).parent.parent.name}"  # …/<model>/1/model.py
+    if p.stub_model is not None:
+        return f"stub {p.stub_model}"
     if p.pid == root:
         return "launcher" if _is_launcher(p) else exe or str(p.pid)
     return exe or str(p.pid)
@@ -125,7 +82,7 @@ def server_root(url: str) -> tuple[int | None, str | None]:
     pid = listening_pid(u.port or 8001)
     if pid is None:
         return None, f"no process of this user listens on port {u.port} here"
-    procs = _all()
+    procs = every()
     # climb to the launcher that started tritonserver, when there is one
     p = procs.get(pid)
     while p is not None and not _is_launcher(p) and p.ppid in procs and _is_launcher(procs[p.ppid]):
@@ -141,7 +98,10 @@ class Watch:
 
     def snapshot(self) -> dict:
         me = time.process_time()  # this process, every thread: the load generator
-        procs = {} if self.root is None else {p.pid: p for p in descendants(self.root, _all())}
+        procs = {}
+        if self.root is not None:
+            everyone = every()
+            procs = {pid: everyone[pid] for pid in (self.root, *descendants(self.root, everyone)) if pid in everyone}
         return {"t": time.monotonic(), "self": me,
                 "procs": {pid: (role(p, self.root), p.cpu_s) for pid, p in procs.items()}}
 

@@ -23,6 +23,7 @@ from .engine_link import GRPC_URL_ENV
 from .gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
 from .http_guard import DEFAULT_MAX_BODY, HttpGuard
 from .install import ServerStartError, TritonInstall, bundled_triton, external_triton  # noqa: F401 (re-exported)
+from .procs import python_stubs
 from .request_checks import ADMIN_HEADER, RESTRICTED_APIS
 
 log = logging.getLogger(__name__)
@@ -397,25 +398,6 @@ class TritonServer(_Endpoints):
     def _terminate(self) -> None:
         """Ask tritonserver to stop: it unloads its models, waiting up to its exit timeout."""
         self.proc.send_signal(signal.SIGTERM)
-
-
-def python_stubs(pid: int) -> dict[int, str]:
-    """The Python backend stubs of tritonserver ``pid``: {stub pid: model directory name}."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid != pid:
-                continue
-            cmd = (d / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if cmd and cmd[0].endswith(b"triton_python_backend_stub") and len(cmd) > 1:
-            out[int(d.name)] = Path(cmd[1].decode(errors="replace")).parent.parent.name
-    return out
 
 
 def open_files_limit() -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .config import ConfigError, EngineKind
 from .launcher import READY_TIMEOUT_S, ServerStartError, TritonServer
+from .procs import descendants, read
 
 MPIRUN = "mpirun"
 SHM_FLAG = "--backend-config=python,shm-region-prefix-name="
@@ -104,39 +105,12 @@ def require_gpus(needed: int, probe: GpuProbe = count_visible_gpus) -> int:
 
 
 # --- the process tree ---------------------------------------------------------------------------------
-def _parents() -> dict[int, int]:
-    out = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                out[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (mpirun's ranks, their Python stubs), whatever process group they are in."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
-        children.setdefault(parent, []).append(child)
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), ()):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def rank_processes(root: int, shm_prefix: str) -> dict[int, int]:
     """{rank: pid} of the tritonservers below ``root``, told apart by their own shared-memory prefix flag."""
     flags = {}
     for pid in descendants(root):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        for a in argv:
+        p = read(pid)
+        for a in p.argv if p is not None else ():
             if a.startswith(SHM_FLAG + shm_prefix) and a.endswith("_"):
                 rank = a[len(SHM_FLAG + shm_prefix):-1]
                 if rank.isdigit():

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.polling import wait_until
 from ziya_trt.errors import InvalidRequestError, ServerError, ServerOverloadedError
 from ziya_trt.serving.frontdoor import FrontDoor, FrontDoorLimits
 from ziya_trt.serving.frontdoor_service import FrontDoorService
@@ -93,13 +94,6 @@ def ids(tok, text):
     return tok.encode(text, add_bos=False)
 
 
-def wait(cond, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not cond():
-        time.sleep(0.002)
-    return cond()
-
-
 def test_a_request_streams_its_text_and_ends_with_one_final_carrying_the_counts(make, tok):
     svc, r = make(), Responder()
     svc.start(r, lambda: inputs())
@@ -117,7 +111,7 @@ def test_a_request_streams_its_text_and_ends_with_one_final_carrying_the_counts(
     final = r.finals()[0][0]
     assert final["finish_reason"][0] == b"eos" and final["num_output_tokens"][0] == len(tokens) + 1
     assert final["num_input_tokens"][0] == len(tok.encode("<human>:你好\n<bot>:"))
-    assert wait(lambda: svc.stats() == {"inflight": 0})
+    assert wait_until(lambda: svc.stats() == {"inflight": 0})
 
 
 def test_admission_refuses_the_excess_before_reading_its_inputs(make):
@@ -135,7 +129,7 @@ def test_admission_refuses_the_excess_before_reading_its_inputs(make):
     assert isinstance(err, ServerOverloadedError) and final and "2 requests in flight" in err.message
     rid = next(iter(svc.link.calls))
     svc.link.emit(rid, final=True)  # one ends: its place is free again
-    assert wait(lambda: svc.stats() == {"inflight": 1})
+    assert wait_until(lambda: svc.stats() == {"inflight": 1})
     again = Responder()
     svc.start(again, lambda: inputs())
     assert again.sent == [] and svc.stats() == {"inflight": 2}
@@ -163,9 +157,9 @@ def test_a_client_cancel_stops_the_engine_once_and_finishes_cancelled(make, tok)
     rid = svc.link.only()
     tokens = ids(tok, ANSWER)
     svc.link.emit(rid, tokens[:3])
-    assert wait(lambda: r.sent)
+    assert wait_until(lambda: r.sent)
     r.cancelled = True
-    assert wait(lambda: svc.link.stops == [rid])
+    assert wait_until(lambda: svc.link.stops == [rid])
     svc.link.emit(rid, tokens[3:6])  # the engine sends a little more before it stops: held back
     svc.link.emit(rid, final=True)
     assert r.done.wait(5)
@@ -181,7 +175,7 @@ def test_a_stop_string_cuts_the_text_and_stops_the_engine(make, tok):
     rid = svc.link.only()
     for t in ids(tok, ANSWER + " and more"):
         svc.link.emit(rid, [t])
-    assert wait(lambda: svc.link.stops == [rid])
+    assert wait_until(lambda: svc.link.stops == [rid])
     svc.link.emit(rid, final=True)
     assert r.done.wait(5)
     assert r.text() == ANSWER.split("Beijing")[0] and r.finals()[0][0]["finish_reason"][0] == b"stop"
@@ -201,7 +195,7 @@ def test_an_engine_error_reaches_the_client_typed_and_closes_the_request(make):
     svc.link.emit(rid2, final=True, error="Stub process is not healthy")
     assert plain.done.wait(5) and isinstance(plain.sent[0][1], ServerError)
     assert plain.sent[0][1].message == "synthetic: Stub process is not healthy"
-    assert wait(lambda: svc.stats() == {"inflight": 0})
+    assert wait_until(lambda: svc.stats() == {"inflight": 0})
 
 
 def test_an_engine_that_cannot_be_called_fails_the_request(make):
@@ -209,7 +203,7 @@ def test_an_engine_that_cannot_be_called_fails_the_request(make):
     svc.start(r, lambda: inputs())
     assert r.done.wait(5)
     assert r.sent[0][1].message == "ziya: engine unavailable (ConnectionRefusedError)"
-    assert wait(lambda: svc.stats() == {"inflight": 0})
+    assert wait_until(lambda: svc.stats() == {"inflight": 0})
 
 
 def test_a_failed_send_closes_the_request_without_a_second_final(make, tok):
@@ -218,7 +212,7 @@ def test_a_failed_send_closes_the_request_without_a_second_final(make, tok):
     rid = svc.link.only()
     svc.link.emit(rid, ids(tok, "hello there"))
     assert r.done.wait(5)
-    assert wait(lambda: svc.stats() == {"inflight": 0}) and svc.link.stops == [rid]
+    assert wait_until(lambda: svc.stats() == {"inflight": 0}) and svc.link.stops == [rid]
 
 
 def test_drain_waits_for_open_requests_then_closes_the_link(make, tok):
@@ -254,14 +248,14 @@ def test_draining_refuses_new_requests_and_its_deadline_ends_the_rest_typed(tok,
         running = Responder()
         svc.start(running, lambda: inputs())
         start_drain(tmp_path, time.time() + 0.4)
-        assert wait(lambda: svc.drain.draining)
+        assert wait_until(lambda: svc.drain.draining)
         late = Responder()
         svc.start(late, lambda: inputs())
         assert isinstance(late.sent[0][1], ServerShuttingDownError)
         assert running.done.wait(3)  # the deadline: the running request ends with a typed error
         (_, err, final), = running.finals()
         assert isinstance(err, ServerShuttingDownError) and final
-        assert wait(lambda: svc.stats() == {"inflight": 0})
+        assert wait_until(lambda: svc.stats() == {"inflight": 0})
     finally:
         svc.drain.close()
         svc.outbox.close(timeout_s=0.5)

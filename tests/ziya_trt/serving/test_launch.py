@@ -14,9 +14,10 @@ import pytest
 
 from engine_build.build import run_build
 from engine_build.plan import make_plan
+from tests.polling import wait_until
 from ziya_trt.cli import build_parser
 from ziya_trt.cli.serve import config_from_manifest, server_from_args
-from ziya_trt.serving import multi_gpu
+from ziya_trt.serving import procs
 from ziya_trt.serving.config import ConfigError, ServeConfig
 from ziya_trt.serving.engine_link import GRPC_URL_ENV
 from ziya_trt.serving.launcher import ServerStartError, TritonServer
@@ -185,13 +186,8 @@ def sleeper(*argv) -> list[str]:
     return [sys.executable, "-c", "import time; time.sleep(120)", *argv]
 
 
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
+
+SLOW = dict(timeout_s=10.0, every_s=0.05)  # processes starting and stopping
 
 
 def stand_in_server(tmp_path, tiny_ckpt) -> MultiGpuTritonServer:
@@ -215,11 +211,11 @@ def test_ranks_are_found_and_sigterm_goes_to_rank_0(tmp_path, tiny_ckpt):
     r0, r1 = (shlex.join(sleeper(f"{SHM_FLAG}{srv.shm_prefix}{rank}_")) for rank in (0, 1))
     start_stand_in(srv, f"{r0} & {r1} & wait")
     try:
-        assert wait_for(lambda: set(srv.ranks()) == {0, 1})
+        assert wait_until(lambda: set(srv.ranks()) == {0, 1}, **SLOW)
         ranks = srv.ranks()
         assert srv._stub_parent() == ranks[0] and rank_processes(os.getpid(), srv.shm_prefix) == ranks
         srv._terminate()
-        assert wait_for(lambda: set(srv.ranks()) == {1})  # rank 0 told; a worker waits for the leader
+        assert wait_until(lambda: set(srv.ranks()) == {1}, **SLOW)  # rank 0 told; a worker waits for the leader
     finally:
         srv._kill()
     assert srv.proc.poll() is not None and srv.ranks() == {}
@@ -229,11 +225,11 @@ def test_kill_reaches_ranks_in_process_groups_of_their_own(tmp_path, tiny_ckpt):
     srv = stand_in_server(tmp_path, tiny_ckpt)
     marker = f"{SHM_FLAG}{srv.shm_prefix}0_"
     start_stand_in(srv, f"setsid {shlex.join(sleeper(marker))} & wait")
-    assert wait_for(lambda: any(marker.encode() in cmdline(p) for p in multi_gpu.descendants(srv.proc.pid)))
-    (child,) = multi_gpu.descendants(srv.proc.pid)
+    assert wait_until(lambda: any(marker.encode() in cmdline(p) for p in procs.descendants(srv.proc.pid)), **SLOW)
+    (child,) = procs.descendants(srv.proc.pid)
     assert os.getpgid(child) != os.getpgid(srv.proc.pid)  # out of reach of mpirun's group
     srv._kill()
-    assert wait_for(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child))
+    assert wait_until(lambda: not os.path.exists(f"/proc/{child}") or _zombie(child), **SLOW)
 
 
 def _zombie(pid: int) -> bool:

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.polling import wait_until
 from ziya_trt.finish import FinishReason
 from ziya_trt.engine.request import EngineOutput
 from ziya_trt.serving.outbox import Outbox, Sent, coalesce
@@ -46,15 +47,6 @@ class Recorder:
     def of(self, handle):
         with self.lock:
             return [o for h, o, _ in self.sent if h == handle]
-
-
-def wait_until(cond, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return False
 
 
 def test_coalesce_merges_tokens_and_keeps_errors_apart():
