@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from tests.ziya_trt.serving.test_frontdoor_service import Responder, wait
+from tests.polling import wait_until
+from tests.ziya_trt.serving.test_frontdoor_service import Responder
 from ziya_trt.engine.request import EngineLimits, EngineRequest
 from ziya_trt.engine.synthetic import SyntheticEngine, synthetic_tokens
 from ziya_trt.errors import InvalidRequestError, ServerOverloadedError
@@ -44,20 +45,20 @@ def test_a_request_streams_only_the_outputs_asked_for(service):
 def test_a_stop_request_cancels_the_request_with_its_id(service):
     r = Responder()
     service.start(r, lambda: request(1000), "victim")
-    assert wait(lambda: r.sent)
+    assert wait_until(lambda: r.sent)
     stop = Responder()
     service.start(stop, stop_request_inputs, "victim")
     assert stop.sent == [(None, None, True)]  # a bare final, as TensorRT-LLM answers a stop
     assert r.done.wait(5) and len(tokens(r)) < 1000
-    assert wait(lambda: service.stats()["active"] == 0) and service.stats()["cancelled"] == 1
+    assert wait_until(lambda: service.stats()["active"] == 0) and service.stats()["cancelled"] == 1
 
 
 def test_a_cancelled_client_frees_its_slot(service):
     r = Responder()
     service.start(r, lambda: request(1000), "c")
-    assert wait(lambda: r.sent)
+    assert wait_until(lambda: r.sent)
     r.cancelled = True
-    assert wait(lambda: service.stats()["active"] == 0)
+    assert wait_until(lambda: service.stats()["active"] == 0)
 
 
 def test_bad_input_and_overload_are_typed_errors(service):
@@ -87,9 +88,9 @@ def test_draining_stops_admitting_and_the_deadline_fails_what_is_left(tmp_path):
     try:
         running = Responder()
         svc.start(running, lambda: request(1000), "long")
-        assert wait(lambda: running.sent)
+        assert wait_until(lambda: running.sent)
         start_drain(tmp_path, time.time() + 0.3)
-        assert wait(lambda: svc.drain.draining)
+        assert wait_until(lambda: svc.drain.draining)
         late = Responder()
         svc.start(late, lambda: request(4), "late")
         assert late.done.wait(3) and isinstance(late.sent[0][1], ServerShuttingDownError)
