@@ -61,6 +61,9 @@ def add_parser(sub) -> None:
                    help="the summary on stdout: a table, or JSON (progress and notes then go to stderr)")
     p.add_argument("--synthetic-rate", type=float, default=50.0, help="--serve synthetic: tokens/s per stream")
     p.add_argument("--synthetic-ttft", type=float, default=0.02, help="--serve synthetic: first-token delay (s)")
+    p.add_argument("--synthetic-schedule", choices=["stream", "step"], default="stream",
+                   help="--serve synthetic: each request on a clock of its own (default: every token reaches the "
+                        "server alone), or one decoding step for all running requests (as TensorRT-LLM emits)")
     p.set_defaults(func=run)
     sub2 = p.add_subparsers(dest="bench_cmd", metavar="compare")
     c = sub2.add_parser("compare", help="compare two results.json and flag regressions")
@@ -110,6 +113,7 @@ def _start_server(args):
     else:
         ckpt = fixture_checkpoint()
         kw = dict(synthetic_tokens_per_s=args.synthetic_rate, synthetic_first_token_s=args.synthetic_ttft,
+                  synthetic_schedule=args.synthetic_schedule,
                   max_batch_size=512, max_queue_size=1024, max_input_len=4096, max_seq_len=8192) \
             if args.serve == "synthetic" else dict(model_dir=ckpt, max_batch_size=16, max_queue_size=256,
                                                   max_input_len=1024, max_seq_len=2048)
@@ -239,6 +243,7 @@ def run(args) -> int:
             return 2
         out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
         extra = {"dataset": args.dataset, "isl": args.isl, "osl": args.osl, "serve": args.serve, "mode": args.mode,
+                 "synthetic_schedule": args.synthetic_schedule if args.serve == "synthetic" else None,
                  "tokenizer": str(tok_dir) if tok_dir else None,
                  "osl_forced": not args.no_ignore_eos,
                  "token_counts": "tokenizer" if tok is not None else "server-reported"}

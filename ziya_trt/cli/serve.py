@@ -34,6 +34,9 @@ def add_serve_options(p) -> None:
                    help="tensorrt_llm: prefill a long prompt in one piece, not in chunks between decode steps")
     p.add_argument("--synthetic-tokens-per-s", type=float, default=50.0)
     p.add_argument("--synthetic-first-token-s", type=float, default=0.02)
+    p.add_argument("--synthetic-schedule", choices=["stream", "step"], default="stream",
+                   help="synthetic: each request on a clock of its own (default), or one decoding step for all "
+                        "running requests, as an in-flight batching engine emits")
     p.add_argument("--stock-names", action="store_true",
                    help="name models like tensorrtllm_backend: ensemble + tensorrt_llm_bls front doors, tensorrt_llm engine")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -85,6 +88,7 @@ def config_from_args(a) -> ServeConfig:
         dtype=a.dtype,
         synthetic_tokens_per_s=a.synthetic_tokens_per_s,
         synthetic_first_token_s=a.synthetic_first_token_s,
+        synthetic_schedule=a.synthetic_schedule,
         drain_timeout_s=max(1.0, a.exit_timeout - 5.0),
         kv_cache_reuse=not a.no_kv_cache_reuse,
         chunked_context=not a.no_chunked_context,

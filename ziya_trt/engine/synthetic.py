@@ -3,6 +3,16 @@
 It replays the prompt's own ids cyclically, at a fixed per-stream rate after a fixed first-token
 delay, so every figure a load generator measures is known in advance, and every stream's content
 can be checked against the request that produced it.
+
+Two schedules (``SCHEDULES``), the same rate either way:
+
+- ``stream``: each request on a clock of its own, from its admission. Requests admitted at different
+  times never emit together, so every token reaches the serving stack alone: the worst case for
+  per-token serving costs, and the schedule of every figure in the docs unless they say otherwise.
+- ``step``: one clock for the engine, as an in-flight batching engine such as TensorRT-LLM's runs: a
+  decoding step every ``1 / tokens_per_s`` seconds gives every running request its next token at
+  once, and a new request's first token comes with the first step at least ``first_token_s`` after
+  its admission (its context phase).
 """
 
 from __future__ import annotations
@@ -12,6 +22,17 @@ import time
 
 from .loop import EngineLoop, Live
 from .request import EngineLimits
+
+SCHEDULES = ("stream", "step")
+
+
+def due_time(t: float, period: float, schedule: str, origin: float) -> float:
+    """When a token wanted at ``t`` is emitted: at ``t`` (``stream``), or at the first step of the
+    engine's clock (steps at ``origin + k * period``) not before ``t`` (``step``)."""
+    if schedule == "stream":
+        return t
+    k = -(-(t - origin - 1e-9 * period) // period)  # ceil, with a due time already on a step kept on it
+    return origin + k * period
 
 
 def synthetic_tokens(input_ids: list[int], n: int, skip: frozenset[int] = frozenset()) -> list[int]:
@@ -29,7 +50,12 @@ class SyntheticEngine(EngineLoop):
         skip_ids: frozenset[int] = frozenset({0, 1, 2}),
         name: str = "synthetic",
         tick_s: float = 0.001,
+        schedule: str = "stream",
     ):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
+        self.schedule = schedule
+        self.origin = time.monotonic()  # the step clock's zero
         self.period = 1.0 / tokens_per_s
         # the loop wakes at most once per tick and emits every token due by then, as a real engine emits
         # a step's tokens together; due times, not wake times, set the schedule, so the rate is exact
@@ -48,7 +74,7 @@ class SyntheticEngine(EngineLoop):
 
     def _push(self, t: float, rid: str) -> None:
         self._seq += 1
-        heapq.heappush(self._due, (t, self._seq, rid))
+        heapq.heappush(self._due, (due_time(t, self.period, self.schedule, self.origin), self._seq, rid))
 
     def _step(self, active: list[Live]) -> None:
         now = time.monotonic()

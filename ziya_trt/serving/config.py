@@ -45,6 +45,8 @@ class ServeConfig:
     dtype: str = "float32"
     synthetic_tokens_per_s: float = 50.0
     synthetic_first_token_s: float = 0.02
+    # each request on its own clock ("stream"), or one decoding step for all of them ("step"): engine/synthetic.py
+    synthetic_schedule: str = "stream"
     kv_cache_free_gpu_mem_fraction: float = 0.9
     batch_scheduler_policy: str = "guaranteed_no_evict"
     world_size: int = 1
@@ -85,6 +87,8 @@ class ServeConfig:
             problems.append("max_batch_size must be >= 1 and max_queue_size >= 0")
         if self.kv_block_tokens < 1 or self.kv_reuse_bytes < 0:
             problems.append("kv_block_tokens must be >= 1 and kv_reuse_bytes >= 0")
+        if self.synthetic_schedule not in ("stream", "step"):
+            problems.append(f"synthetic_schedule {self.synthetic_schedule!r} is not stream or step")
         if self.cancel_check_ms < 1 or self.send_threads < 1 or self.front_door_instances < 1:
             problems.append("cancel_check_ms, send_threads and front_door_instances must be >= 1")
         if self.grpc_url is not None and not is_host_port(self.grpc_url):

@@ -82,6 +82,7 @@ def test_rendering_refuses_missing_values():
         (dict(engine="synthetic", tokenizer_dir=Path("t"), grpc_url="localhost"), "grpc_url"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), front_door_instances=0), "front_door_instances"),
         (dict(engine="synthetic", tokenizer_dir=Path("t"), grpc_url="127.0.0.1:http"), "grpc_url"),
+        (dict(engine="synthetic", tokenizer_dir=Path("t"), synthetic_schedule="lockstep"), "synthetic_schedule"),
     ],
 )
 def test_inconsistent_configs_are_refused(kw, match):
