@@ -174,3 +174,13 @@ def test_front_door_instances_share_the_admission_limit():
     assert "count: 2" in to_pbtxt(door)
     one = ServeConfig(engine="synthetic", tokenizer_dir=Path("t"), front_door_instances=1)
     assert model_configs(one)[1].instance_count == 1 and one.front_door_admission_limit == 8 + 64
+
+
+def test_serve_passes_the_synthetic_schedule_to_the_engine_model(tmp_path, tiny_ckpt):
+    from ziya_trt.cli import main
+
+    for schedule in ("step", "stream"):
+        repo = tmp_path / schedule
+        assert main(["serve", "--engine", "synthetic", "--tokenizer-dir", str(tiny_ckpt), "--synthetic-schedule",
+                     schedule, "--render-only", "--repo-dir", str(repo)]) == 0
+        assert read_back(repo, "synthetic").synthetic_schedule == schedule
