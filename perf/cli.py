@@ -18,6 +18,8 @@ def _floats(s: str) -> list[float]:
 
 
 def add_parser(sub) -> None:
+    from ziya_trt.engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
+
     p = sub.add_parser("bench", help="latency/throughput benchmark of a Triton LLM endpoint (or `bench compare`)")
     p.add_argument("--url", help="grpc://host:port or http://host:port of a running server")
     p.add_argument("--serve", choices=["synthetic", "reference", "demo"], help="start this server for the run")
@@ -61,7 +63,7 @@ def add_parser(sub) -> None:
                    help="the summary on stdout: a table, or JSON (progress and notes then go to stderr)")
     p.add_argument("--synthetic-rate", type=float, default=50.0, help="--serve synthetic: tokens/s per stream")
     p.add_argument("--synthetic-ttft", type=float, default=0.02, help="--serve synthetic: first-token delay (s)")
-    p.add_argument("--synthetic-schedule", choices=["stream", "step"], default="stream",
+    p.add_argument("--synthetic-schedule", choices=SYNTHETIC_SCHEDULES, default="stream",
                    help="--serve synthetic: each request on a clock of its own (default: every token reaches the "
                         "server alone), or one decoding step for all running requests (as TensorRT-LLM emits)")
     p.set_defaults(func=run)

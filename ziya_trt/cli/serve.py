@@ -9,6 +9,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from ..engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
 from ..serving.config import ConfigError, EngineKind, ServeConfig
 from ..serving.launcher import READY_TIMEOUT_S, Ports, TritonServer, external_triton
 from ..serving.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
@@ -34,7 +35,7 @@ def add_serve_options(p) -> None:
                    help="tensorrt_llm: prefill a long prompt in one piece, not in chunks between decode steps")
     p.add_argument("--synthetic-tokens-per-s", type=float, default=50.0)
     p.add_argument("--synthetic-first-token-s", type=float, default=0.02)
-    p.add_argument("--synthetic-schedule", choices=["stream", "step"], default="stream",
+    p.add_argument("--synthetic-schedule", choices=SYNTHETIC_SCHEDULES, default="stream",
                    help="synthetic: each request on a clock of its own (default), or one decoding step for all "
                         "running requests, as an in-flight batching engine emits")
     p.add_argument("--stock-names", action="store_true",

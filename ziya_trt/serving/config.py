@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
 
+from ..engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
 from ..errors import ZiyaError
 from ..wire.grpc import is_host_port
 
@@ -87,8 +88,8 @@ class ServeConfig:
             problems.append("max_batch_size must be >= 1 and max_queue_size >= 0")
         if self.kv_block_tokens < 1 or self.kv_reuse_bytes < 0:
             problems.append("kv_block_tokens must be >= 1 and kv_reuse_bytes >= 0")
-        if self.synthetic_schedule not in ("stream", "step"):
-            problems.append(f"synthetic_schedule {self.synthetic_schedule!r} is not stream or step")
+        if self.synthetic_schedule not in SYNTHETIC_SCHEDULES:
+            problems.append(f"synthetic_schedule {self.synthetic_schedule!r} is not one of {', '.join(SYNTHETIC_SCHEDULES)}")
         if self.cancel_check_ms < 1 or self.send_threads < 1 or self.front_door_instances < 1:
             problems.append("cancel_check_ms, send_threads and front_door_instances must be >= 1")
         if self.grpc_url is not None and not is_host_port(self.grpc_url):
