@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 
 from ..errors import ZiyaError
@@ -23,6 +25,21 @@ SUBCOMMANDS = {
 }
 
 
+@contextlib.contextmanager
+def threads_without_ctrl_c():
+    """Threads started in here (a library's pool at import, gRPC's and the client's), and the threads they
+    start, block SIGINT: a Ctrl-C sent to the process then always lands on the main thread. Landing on
+    another, it only sets Python's flag, which a main thread asleep in ``input()`` or a read does not see."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ziya-trt",
@@ -36,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    with threads_without_ctrl_c():  # the subcommands' imports start native threads (a BLAS pool)
+        parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

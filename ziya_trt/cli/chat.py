@@ -15,6 +15,7 @@ from ..errors import InvalidRequestError, ZiyaError
 from ..finish import FinishReason
 from ..text.prompt import Message, Role
 from ..text.sampling import SamplingParams
+from . import threads_without_ctrl_c
 
 HELP = "commands: /reset  /system TEXT  /params [key=value ...]  /exit"
 
@@ -95,7 +96,8 @@ class ChatSession:
         previous = signal.signal(signal.SIGINT, on_ctrl_c)
         try:
             try:
-                streams.append(stream := self.client.stream_chat(messages, **self.params.to_dict()))
+                with threads_without_ctrl_c():
+                    streams.append(stream := self.client.stream_chat(messages, **self.params.to_dict()))
             except InvalidRequestError as e:
                 self._refused(e, out)
                 return
@@ -134,7 +136,8 @@ class ChatSession:
 def run(a) -> int:
     from ..client import ZiyaClient
 
-    client = ZiyaClient(a.url, model=a.model)  # the server formats the conversation and drops what does not fit
+    with threads_without_ctrl_c():
+        client = ZiyaClient(a.url, model=a.model)  # the server formats the conversation and drops what does not fit
     params = SamplingParams(max_new_tokens=a.max_new_tokens, do_sample=not a.greedy)
     session = ChatSession(client, params)
     out = sys.stdout
