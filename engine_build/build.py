@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ziya_trt.errors import ZiyaError
 
-from .commands import CALIB_DEFAULT, Step, build_steps, llm_api_settings
+from .commands import CALIB_DEFAULT, CONVERT, QUANTIZE, Step, build_steps, llm_api_settings
 from .plan import BuildPlan
 from .target import TRTLLM_VERSION, VersionMismatchError, container_for, plain_version
 
@@ -31,7 +31,11 @@ MANIFEST = "ziya_manifest.json"
 # trtllm-build's config.json: Engine.save writes EngineConfig.to_dict(), whose top-level "version" is
 # tensorrt_llm.__version__ at build time (tensorrt_llm/builder.py: build(), EngineConfig, get_engine_version)
 ENGINE_CONFIG, ENGINE_CONFIG_VERSION_KEY = "config.json", "version"
-EXAMPLES_CANDIDATES = ("/app/tensorrt_llm", "/opt/tensorrt_llm", "/workspace/TensorRT-LLM")
+# Directories whose examples/ may hold TensorRT-LLM's scripts, in the order searched: /app is the 26.07 Triton
+# container's (tensorrtllm_backend's Dockerfile.triton.trt_llm_backend: WORKDIR /app, COPY examples; there is no
+# TensorRT-LLM source tree in that image), the others are where a TensorRT-LLM checkout is commonly put
+EXAMPLES_CANDIDATES = tuple(map(Path, ("/app", "/app/tensorrt_llm", "/opt/tensorrt_llm", "/workspace/TensorRT-LLM")))
+EXAMPLE_SCRIPTS = (CONVERT, QUANTIZE)  # the scripts build_steps names, relative to such a directory
 
 
 class BuildError(ZiyaError):
@@ -64,12 +68,37 @@ def trtllm_version() -> str | None:
 _VERSION_PY = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 
 
-def find_source_tree(explicit: str | Path | None) -> Path | None:
-    """The TensorRT-LLM source tree whose examples/ holds convert_checkpoint.py and quantize.py."""
-    for c in [explicit, os.environ.get("TRTLLM_SOURCE"), *EXAMPLES_CANDIDATES]:
-        if c and (Path(c) / "examples" / "quantization" / "quantize.py").exists():
+def missing_scripts(root: Path) -> list[str]:
+    """The scripts of ``EXAMPLE_SCRIPTS`` that ``root`` lacks."""
+    return [rel for rel in EXAMPLE_SCRIPTS if not (root / rel).is_file()]
+
+
+def find_source_tree(explicit: str | Path | None, candidates=EXAMPLES_CANDIDATES) -> Path | None:
+    """The directory whose examples/ holds the llama convert_checkpoint.py and quantize.py: ``explicit``
+    (--trtllm-source), else $TRTLLM_SOURCE, else the first of ``candidates`` that has both. A directory that
+    was named (flag or variable) and lacks them is an error, not skipped. None where no candidate has them."""
+    named = explicit or os.environ.get("TRTLLM_SOURCE")
+    if named:
+        root = Path(named).expanduser().resolve()
+        if missing := missing_scripts(root):
+            how = "--trtllm-source" if explicit else "TRTLLM_SOURCE"
+            raise BuildError("preflight", None, f"{how} {root} has no {', '.join(missing)}: name the directory "
+                             "that holds TensorRT-LLM's examples/ (/app in the 26.07 Triton container)")
+        return root
+    for c in candidates:
+        if not missing_scripts(Path(c)):
             return Path(c)
     return None
+
+
+def resolve_steps(steps: list[Step], root: Path) -> list[Step]:
+    """``steps`` with their examples/ scripts as paths under ``root``."""
+    return [Step(s.name, tuple(str(root / a) if a.startswith("examples/") else a for a in s.argv)) for s in steps]
+
+
+def _not_found(candidates) -> str:
+    return (f"cannot find TensorRT-LLM's examples/ ({', '.join(EXAMPLE_SCRIPTS)}) under "
+            f"{', '.join(str(c) for c in candidates)}; pass --trtllm-source DIR or set TRTLLM_SOURCE")
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -166,32 +195,39 @@ def check_serving_versions(engine_dir: str | Path, manifest: dict, installed: st
 
 def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, tokenizer_dir: str | None = None,
               trtllm_source: str | Path | None = None, calib: Path = CALIB_DEFAULT, dry_run: bool = False,
-              progress=print) -> Path:
-    """Run each step with its log in ``work_dir/logs``; on failure name the step and keep its log."""
+              progress=print, source_candidates=EXAMPLES_CANDIDATES) -> Path:
+    """Run each step with its log in ``work_dir/logs``; on failure name the step and keep its log. The
+    commands recorded (and, in a dry run, printed) name the scripts where they were found; a dry run that
+    finds none keeps them relative to examples/'s directory and says so."""
     if not plan.fits:
         raise BuildError("plan", None, "the plan does not fit: " + "; ".join(plan.problems + plan.suggestions))
     steps = build_steps(plan, work_dir, engine_dir, calib)
     tokenizer_dir = tokenizer_dir or plan.model_dir
     if dry_run:
+        src = find_source_tree(trtllm_source, source_candidates)
+        if src is None:
+            progress(f"[dry run] {_not_found(source_candidates)}. The commands below name the scripts relative to "
+                     "the directory that holds examples/")
+        else:
+            steps = resolve_steps(steps, src)
         for s in steps:
             progress(f"[dry run] {s.name}: {' '.join(s.argv)}")
         return write_manifest(engine_dir, plan, steps, source, False, None, tokenizer_dir, TRTLLM_VERSION)
     installed = trtllm_version()
     check_build_version(installed)
-    src = find_source_tree(trtllm_source)
+    src = find_source_tree(trtllm_source, source_candidates)
     if src is None:
-        raise BuildError("preflight", None, "cannot find TensorRT-LLM's examples/ (convert_checkpoint.py, "
-                         "quantize.py); pass --trtllm-source or set TRTLLM_SOURCE")
+        raise BuildError("preflight", None, _not_found(source_candidates))
+    steps = resolve_steps(steps, src)
     logs = work_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     t_all = time.monotonic()
     for i, s in enumerate(steps, 1):
-        argv = [str(src / a) if a.startswith("examples/") else a for a in s.argv]
         log = logs / f"{i:02d}-{s.name}.log"
         progress(f"[{i}/{len(steps)}] {s.name} ... (log: {log})")
         t0 = time.monotonic()
         with open(log, "w") as f:
-            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(list(s.argv), stdout=f, stderr=subprocess.STDOUT)
             while proc.poll() is None:
                 time.sleep(5)
                 progress(f"      {s.name}: {time.monotonic() - t0:.0f}s")

@@ -67,7 +67,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--engine-dir", type=Path, default=Path("engines/ziya2-13b"))
     p.add_argument("--work-dir", type=Path, help="converted checkpoint and logs (default: ENGINE_DIR.work)")
     p.add_argument("--calib-dataset", type=Path, help="calibration directory with a 'text' column (fp8)")
-    p.add_argument("--trtllm-source", help="TensorRT-LLM source tree (for examples/*.py)")
+    p.add_argument("--trtllm-source", help="the directory that holds TensorRT-LLM's examples/ (default: "
+                                           "$TRTLLM_SOURCE, else the first of /app (the 26.07 Triton container), "
+                                           "/app/tensorrt_llm, /opt/tensorrt_llm, /workspace/TensorRT-LLM with them)")
     p.add_argument("--dry-run", action="store_true", help="write the plan, commands and manifest only")
     p.add_argument("--skip-validate", action="store_true")
     p.set_defaults(func=run_build)
@@ -216,7 +218,9 @@ def run_plan(args) -> int:
     return 0 if plan.fits else 1
 
 
-def run_build(args) -> int:
+def run_build(args, source_candidates=None) -> int:
+    """``source_candidates``: where to look for TensorRT-LLM's examples/ (default build.EXAMPLES_CANDIDATES)."""
+    from .build import EXAMPLES_CANDIDATES
     from .build import run_build as build
     from .commands import CALIB_DEFAULT
     from .plan import BuildPlan
@@ -232,7 +236,8 @@ def run_build(args) -> int:
         validate_checkpoint(model_dir)
     work = args.work_dir or args.engine_dir.with_name(args.engine_dir.name + ".work")
     manifest = build(plan, args.engine_dir, work, source, tokenizer_dir=str(model_dir),
-                     trtllm_source=args.trtllm_source, calib=args.calib_dataset or CALIB_DEFAULT, dry_run=args.dry_run)
+                     trtllm_source=args.trtllm_source, calib=args.calib_dataset or CALIB_DEFAULT, dry_run=args.dry_run,
+                     source_candidates=EXAMPLES_CANDIDATES if source_candidates is None else source_candidates)
     print(f"manifest: {manifest}")
     print(json.dumps({"commands": json.loads(manifest.read_text())["commands"]}, indent=2))
     return 0

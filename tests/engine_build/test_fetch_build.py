@@ -162,3 +162,68 @@ def test_build_resolves_a_relative_model(tiny_ckpt, tmp_path, monkeypatch):
                  "--dry-run"]) == 0
     m = read_manifest(tmp_path / "eng")
     assert m["tokenizer_dir"] == m["source"]["local_dir"] == m["plan"]["model_dir"] == str(tiny_ckpt.resolve())
+
+
+# --- where TensorRT-LLM's example scripts are found -----------------------------------------------------
+
+
+def _image_26_07(root: Path) -> Path:
+    """``root`` laid out as nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3 lays out the scripts: /app/examples
+    (tensorrtllm_backend's Dockerfile.triton.trt_llm_backend: WORKDIR /app, COPY examples), no source tree."""
+    from engine_build.commands import CONVERT, QUANTIZE
+
+    for rel in (CONVERT, QUANTIZE):
+        (root / "app" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "app" / rel).write_text("")
+    return root / "app"
+
+
+def _under(root: Path) -> list[Path]:
+    """The default search list, as it would be with ``root`` for /."""
+    from engine_build.build import EXAMPLES_CANDIDATES
+
+    return [root / c.relative_to("/") for c in EXAMPLES_CANDIDATES]
+
+
+def test_dry_run_build_finds_the_26_07_containers_scripts(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    from engine_build.cli import run_build as cli_build
+    from ziya_trt.cli import build_parser
+
+    monkeypatch.delenv("TRTLLM_SOURCE", raising=False)
+    app = _image_26_07(tmp_path / "image")
+    for dtype, script in (("bf16", "examples/models/core/llama/convert_checkpoint.py"),
+                          ("fp8", "examples/quantization/quantize.py")):
+        eng = tmp_path / f"eng-{dtype}"
+        args = build_parser().parse_args(["build", "--model", str(tiny_ckpt), "--gpu", "h200", "--dtype", dtype,
+                                          "--engine-dir", str(eng), "--dry-run"])
+        assert cli_build(args, source_candidates=_under(tmp_path / "image")) == 0
+        commands = read_manifest(eng)["commands"]
+        assert commands[0][:2] == ["python3", str(app / script)] and commands[1][0] == "trtllm-build"
+        assert str(app / script) in capsys.readouterr().out
+
+
+def test_a_named_examples_directory_is_used_or_refused(tiny_ckpt, tmp_path, monkeypatch):
+    from engine_build.build import find_source_tree
+
+    app = _image_26_07(tmp_path / "image")
+    monkeypatch.delenv("TRTLLM_SOURCE", raising=False)
+    assert find_source_tree(None, _under(tmp_path / "empty")) is None
+    assert find_source_tree(app, _under(tmp_path / "empty")) == app
+    monkeypatch.setenv("TRTLLM_SOURCE", str(app))
+    assert find_source_tree(None, _under(tmp_path / "empty")) == app
+    (app / "examples/models/core/llama/convert_checkpoint.py").unlink()  # quantize.py alone is not enough
+    with pytest.raises(BuildError, match="TRTLLM_SOURCE .* has no examples/models/core/llama/convert_checkpoint.py"):
+        find_source_tree(None, _under(tmp_path / "image"))
+    with pytest.raises(BuildError, match="--trtllm-source"):
+        find_source_tree(app, [])
+    monkeypatch.delenv("TRTLLM_SOURCE")
+    assert find_source_tree(None, _under(tmp_path / "image")) is None
+
+
+def test_dry_run_without_the_scripts_says_where_it_looked(tiny_ckpt, tmp_path, monkeypatch):
+    monkeypatch.delenv("TRTLLM_SOURCE", raising=False)
+    said = []
+    m = run_build(make_plan(tiny_ckpt, "h200", "bf16"), tmp_path / "e", tmp_path / "w", {}, dry_run=True,
+                  progress=said.append, source_candidates=_under(tmp_path))
+    assert json.loads(m.read_text())["commands"][0][1] == "examples/models/core/llama/convert_checkpoint.py"
+    assert "cannot find TensorRT-LLM's examples/" in said[0] and str(tmp_path / "app") in said[0]
