@@ -111,7 +111,9 @@ def test_image_layout(kind):
     assert one(path, "USER") == "1000:1000"  # never root at run time
     health = one(path, "HEALTHCHECK")
     assert "--start-period=" in health and "http://127.0.0.1:8000/v2/health/ready" in health
-    assert json.loads(one(path, "ENTRYPOINT")) == ["ziya-trt"]
+    # the NGC image's entrypoint stays in front (it sets up CUDA forward compatibility); the CPU image has none
+    ngc = ["/opt/nvidia/nvidia_entrypoint.sh"] if kind == "gpu" else []
+    assert json.loads(one(path, "ENTRYPOINT")) == [*ngc, "ziya-trt"]
     install = [arg for ins, arg in instructions(path) if ins == "RUN" and "--editable /opt/ziya-trt" in arg]
     assert len(install) == 1  # editable: the adapters in model_repo/ are read from the checkout
     a = serve_args(json.loads(one(path, "CMD")))

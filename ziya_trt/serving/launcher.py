@@ -168,9 +168,14 @@ class TritonServer(_Endpoints):
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # LD_LIBRARY_PATH keeps its order (in an NGC image the entrypoint put the CUDA forward-compatibility
+        # libraries first); the bundled tritonserver's own libraries go in front of it, Python's LIBDIR (for the
+        # python backend stub's libpython) after it, each only where it is not there already
+        have = [d for d in env.get("LD_LIBRARY_PATH", "").split(":") if d]
+        front = [str(d) for d in self.install.lib_dirs if str(d) not in have]
         libdir = sysconfig.get_config_var("LIBDIR") or ""
-        libs = [str(p) for p in self.install.lib_dirs] + [libdir]
-        env["LD_LIBRARY_PATH"] = ":".join([*libs, env.get("LD_LIBRARY_PATH", "")]).strip(":")
+        back = [libdir] if libdir and libdir not in have + front else []
+        env["LD_LIBRARY_PATH"] = ":".join(front + have + back)
         # the python backend stub must find this environment's interpreter and packages
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         root = str(Path(__file__).resolve().parents[2])

@@ -158,6 +158,29 @@ def test_leader_mode_environment(tmp_path, tiny_ckpt, monkeypatch):
     assert env[GRPC_URL_ENV] == "127.0.0.1:2"  # the front door (rank 0) calls the engine on rank 0's port
 
 
+def test_library_path_keeps_the_containers_order(tmp_path, monkeypatch):
+    """An NGC image's entrypoint puts the CUDA forward-compatibility libraries first in LD_LIBRARY_PATH; the
+    server's environment keeps that order and adds Python's LIBDIR after it, once."""
+    import sysconfig
+
+    from ziya_trt.serving.launcher import Ports, TritonInstall
+
+    libdir = sysconfig.get_config_var("LIBDIR")
+    external = TritonServer(tmp_path, Ports(1, 2, 3), install=TritonInstall(tmp_path / "t", tmp_path))
+    ngc = "/usr/local/cuda/compat/lib.real:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
+    monkeypatch.setenv("LD_LIBRARY_PATH", ngc)
+    assert external.env()["LD_LIBRARY_PATH"] == f"{ngc}:{libdir}"
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"/usr/local/cuda/compat/lib.real:{libdir}:/opt/x")
+    assert external.env()["LD_LIBRARY_PATH"] == f"/usr/local/cuda/compat/lib.real:{libdir}:/opt/x"  # already there
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    assert external.env()["LD_LIBRARY_PATH"] == libdir
+    # the bundled (pytriton wheel's) tritonserver: its own libraries first, then what was there
+    wheel = TritonInstall(tmp_path / "t", tmp_path, (tmp_path / "libs",))
+    bundled = TritonServer(tmp_path, Ports(1, 2, 3), install=wheel)
+    monkeypatch.setenv("LD_LIBRARY_PATH", ngc)
+    assert bundled.env()["LD_LIBRARY_PATH"] == f"{tmp_path / 'libs'}:{ngc}:{libdir}"
+
+
 # --- counting GPUs ------------------------------------------------------------------------------------------
 def fake_nvidia_smi(tmp_path, gpus: int):
     smi = tmp_path / "nvidia-smi"
