@@ -131,8 +131,10 @@ def check_build_version(installed: str | None) -> None:
 
 
 def write_manifest(engine_dir: Path, plan: BuildPlan, steps: list[Step], source: dict, built: bool,
-                   build_time_s: float | None, tokenizer_dir: str, tensorrt_llm_version: str = TRTLLM_VERSION) -> Path:
-    """``tensorrt_llm_version``: the installed version that built the engine; the planned one in a dry run."""
+                   build_time_s: float | None, tokenizer_dir: str, tensorrt_llm_version: str = TRTLLM_VERSION,
+                   calib: Path = CALIB_DEFAULT) -> Path:
+    """``tensorrt_llm_version``: the installed version that built the engine; the planned one in a dry run.
+    ``calib``: the calibration set the steps use (recorded in the LLM-API equivalent too)."""
     engine_dir.mkdir(parents=True, exist_ok=True)
     m = {
         "format": 1,
@@ -146,7 +148,7 @@ def write_manifest(engine_dir: Path, plan: BuildPlan, steps: list[Step], source:
         "world_size": plan.world_size,
         "tensorrt_llm_version": tensorrt_llm_version,
         "commands": [list(s.argv) for s in steps],
-        "llm_api_equivalent": llm_api_settings(plan),
+        "llm_api_equivalent": llm_api_settings(plan, calib),
         "build_time_s": build_time_s,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -212,7 +214,7 @@ def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, t
             steps = resolve_steps(steps, src)
         for s in steps:
             progress(f"[dry run] {s.name}: {' '.join(s.argv)}")
-        return write_manifest(engine_dir, plan, steps, source, False, None, tokenizer_dir, TRTLLM_VERSION)
+        return write_manifest(engine_dir, plan, steps, source, False, None, tokenizer_dir, TRTLLM_VERSION, calib)
     installed = trtllm_version()
     check_build_version(installed)
     src = find_source_tree(trtllm_source, source_candidates)
@@ -234,4 +236,5 @@ def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, t
         if proc.returncode != 0:
             raise BuildError(s.name, log, f"exit code {proc.returncode}")
         progress(f"[{i}/{len(steps)}] {s.name} done in {time.monotonic() - t0:.0f}s")
-    return write_manifest(engine_dir, plan, steps, source, True, time.monotonic() - t_all, tokenizer_dir, installed)
+    return write_manifest(engine_dir, plan, steps, source, True, time.monotonic() - t_all, tokenizer_dir, installed,
+                          calib)

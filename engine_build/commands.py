@@ -15,6 +15,10 @@ from .plan import BuildPlan
 CALIB_DEFAULT = Path(__file__).parent / "data" / "calib_zh_en"
 CONVERT = "examples/models/core/llama/convert_checkpoint.py"
 QUANTIZE = "examples/quantization/quantize.py"
+CALIB_SIZE = 256  # calibration samples (quantize.py --calib_size; the LLM API's calib_batches of one sample each)
+# TensorRT-LLM 1.x's plain ``tensorrt_llm.LLM`` is the PyTorch backend; the class that builds and saves TensorRT
+# engines (takes build_config, quant_config, calib_config) is this one (contracts: llm_api.backend_selection)
+LLM_API_CLASS = "tensorrt_llm._tensorrt_engine.LLM"
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,13 @@ class Step:
         return out
 
 
-def checkpoint_step(plan: BuildPlan, ckpt_dir: Path, calib: Path = CALIB_DEFAULT, calib_size: int = 256) -> Step:
+def calib_max_seq_length(plan: BuildPlan) -> int:
+    """Tokens per calibration sample: the plan's longest input, at most 2048."""
+    return min(plan.max_input_len, 2048)
+
+
+def checkpoint_step(plan: BuildPlan, ckpt_dir: Path, calib: Path = CALIB_DEFAULT,
+                    calib_size: int = CALIB_SIZE) -> Step:
     tp, pp = str(plan.tp), str(plan.pp)
     if plan.dtype == "bf16":
         return Step("convert", ("python3", CONVERT, "--model_dir", plan.model_dir, "--output_dir", str(ckpt_dir),
@@ -48,7 +58,7 @@ def checkpoint_step(plan: BuildPlan, ckpt_dir: Path, calib: Path = CALIB_DEFAULT
     return Step("quantize", (
         "python3", QUANTIZE, "--model_dir", plan.model_dir, "--output_dir", str(ckpt_dir), "--dtype", "bfloat16",
         "--qformat", "fp8", "--kv_cache_dtype", "fp8", "--calib_dataset", str(calib), "--calib_size", str(calib_size),
-        "--calib_max_seq_length", str(min(plan.max_input_len, 2048)), "--tp_size", tp, "--pp_size", pp,
+        "--calib_max_seq_length", str(calib_max_seq_length(plan)), "--tp_size", tp, "--pp_size", pp,
     ))
 
 
@@ -86,8 +96,10 @@ def build_steps(plan: BuildPlan, work_dir: Path, engine_dir: Path, calib: Path =
 
 
 def llm_api_settings(plan: BuildPlan, calib: Path = CALIB_DEFAULT) -> dict:
-    """The same build through ``tensorrt_llm.LLM`` with the TensorRT backend (field names from docs)."""
+    """The same build through the LLM API's TensorRT-engine class, ``LLM_API_CLASS`` (field names from docs and
+    recall: contracts/trtllm-1.2.json ``llm_api``), with the calibration the quantize step uses."""
     d = {
+        "class": LLM_API_CLASS,
         "BuildConfig": {
             "max_batch_size": plan.max_batch_size,
             "max_input_len": plan.max_input_len,
@@ -100,5 +112,6 @@ def llm_api_settings(plan: BuildPlan, calib: Path = CALIB_DEFAULT) -> dict:
     }
     if plan.dtype == "fp8":
         d["QuantConfig"] = {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}
-        d["CalibConfig"] = {"calib_dataset": str(calib), "calib_batches": 256}
+        d["CalibConfig"] = {"calib_dataset": str(calib), "calib_batches": CALIB_SIZE, "calib_batch_size": 1,
+                            "calib_max_seq_length": calib_max_seq_length(plan)}
     return d

@@ -79,3 +79,35 @@ def test_llm_api_fields_exist_in_the_facts():
     assert s["QuantConfig"]["quant_algo"] in api["QuantAlgo"]["members_verified_in_source"]
     for k in s["CalibConfig"]:
         assert k in api["CalibConfig"]["fields"], k
+
+
+def test_llm_api_calibration_matches_the_quantize_step():
+    plan = make_plan("/m", "h200", "fp8", 2, spec=ZIYA2)
+    calib = llm_api_settings(plan, Path("/data/calib"))["CalibConfig"]
+    (quantize, _) = build_steps(plan, Path("/w"), Path("/e"), Path("/data/calib"))
+    flags = quantize.flags()
+    assert calib["calib_dataset"] == flags["--calib_dataset"] == "/data/calib"
+    assert calib["calib_max_seq_length"] == int(flags["--calib_max_seq_length"]) == min(plan.max_input_len, 2048)
+    assert calib["calib_batches"] * calib["calib_batch_size"] == int(flags["--calib_size"])
+
+
+def test_llm_api_names_the_tensorrt_engine_class():
+    """In 1.x ``tensorrt_llm.LLM`` is the PyTorch backend; engines are built by the class the facts name."""
+    import re
+
+    said = facts()["llm_api"]["backend_selection"]["tensorrt_engine_LLM"]
+    module, name = re.match(r"from ([\w.]+) import (\w+)", said).groups()
+    assert llm_api_settings(make_plan("/m", "h200", "bf16", spec=ZIYA2))["class"] == f"{module}.{name}"
+    assert f"{module}.{name}" != "tensorrt_llm.LLM"
+
+
+def test_the_manifest_records_the_calibration_set_used(tiny_ckpt, tmp_path):
+    import json
+
+    from engine_build.build import run_build
+
+    m = run_build(make_plan(tiny_ckpt, "h200", "fp8"), tmp_path / "e", tmp_path / "w", {}, calib=tmp_path / "cal",
+                  dry_run=True, progress=lambda s: None, source_candidates=())
+    data = json.loads(m.read_text())
+    assert data["llm_api_equivalent"]["CalibConfig"]["calib_dataset"] == str(tmp_path / "cal")
+    assert str(tmp_path / "cal") in data["commands"][0]
