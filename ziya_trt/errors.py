@@ -85,6 +85,25 @@ class ServerError(ZiyaError):
     code = ErrorCode.ENGINE
 
 
+class _Uncoded:
+    """A message the tensorrt_llm backend itself sends (an internal error with no code); the engine stand-ins
+    send theirs the same way, so clients meet here what they meet on a GPU."""
+
+    message: str
+
+    def to_wire(self) -> str:
+        return self.message
+
+
+class QueueFullError(_Uncoded, ServerOverloadedError):
+    """The engine's queue is full: TensorRT-LLM's executor refuses past ``maxQueueSize`` with ``Maximum queue size
+    of N has been reached, please try again later``. ``from_wire`` reads it back as overloaded."""
+
+
+class BackendError(_Uncoded, ServerError):
+    """The tensorrt_llm backend refused or failed a request with a message of its own."""
+
+
 class ServerShuttingDownError(ServerError):
     code = ErrorCode.SHUTTING_DOWN
 
@@ -120,7 +139,9 @@ def from_wire(message: str) -> ZiyaError | None:
     """Turn a server message carrying ``[ziya:<code>]`` back into its typed error, with its fields, else None."""
     m = _WIRE.search(message or "")
     if not m:
-        return None
+        from .wire.trtllm_template import template  # the executor's own refusal carries no code
+
+        return ServerOverloadedError(message) if template().backend.is_queue_full(message) else None
     try:
         code = ErrorCode(m.group(1))
     except ValueError:

@@ -15,9 +15,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ..errors import InvalidRequestError, QueueFullError, ServerError, ServerShuttingDownError, ZiyaError
 from ..finish import FinishReason
-from .request import EngineLimits, EngineOutput, EngineRequest, Sink, validate
+from ..wire.trtllm_template import template
+from .request import EngineLimits, EngineOutput, EngineRequest, PerfMetrics, Sink, validate
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,19 @@ class Live:
     cancelled: bool = False
     reused_blocks: int = 0  # KV-cache blocks of an earlier request's prefix it started from
     failed: bool = False
+    t_first_token: float = 0.0
+
+    def output(self, tokens: list[int], final: bool = False, reason: FinishReason | None = None) -> EngineOutput:
+        """One response's output; with the request's perf metrics when it asked for them (return_perf_metrics)."""
+        now = time.monotonic()
+        if tokens and not self.t_first_token:
+            self.t_first_token = now
+        perf = None
+        if self.req.return_perf_metrics:  # TensorRT-LLM's time points: steady clock, in ns
+            ns = [int(t * 1e9) for t in (self.t_submit, self.t_admit, self.t_first_token, now)]
+            perf = PerfMetrics(*ns)
+        return EngineOutput(tokens, final=final, finish_reason=reason, num_input_tokens=len(self.req.input_ids),
+                            num_output_tokens=len(self.generated), reused_blocks=self.reused_blocks, perf=perf)
 
 
 class EngineLoop:
@@ -71,10 +85,7 @@ class EngineLoop:
             # waiting requests take the free slots at the next step: count them against slots + queue
             if len(self._waiting) >= len(self._free_slots) + self.limits.max_queue:
                 self.counters["rejected"] += 1
-                raise ServerOverloadedError(
-                    f"{self.name}: overloaded, {len(self._active)} running and {len(self._waiting)} waiting "
-                    f"(max_queue {self.limits.max_queue}); retry later"
-                )
+                raise QueueFullError(template().backend.queue_full_message(self.limits.max_queue))
             self._waiting.append(Live(req, sink, t_submit=time.monotonic()))
             self._cv.notify()
         return req.id
@@ -222,8 +233,7 @@ class EngineLoop:
         elif req.streaming:
             new = live.generated[live.sent :]
             live.sent = len(live.generated)
-            live.sink(EngineOutput(new, num_input_tokens=len(req.input_ids), num_output_tokens=len(live.generated),
-                                   reused_blocks=live.reused_blocks))
+            live.sink(live.output(new))
 
     def _release(self, live: Live) -> None:
         """Give the slot back (caller holds the lock)."""
@@ -238,16 +248,7 @@ class EngineLoop:
         else:
             tokens = live.generated if req.exclude_input else req.input_ids + live.generated
         live.sent = len(live.generated)
-        live.sink(
-            EngineOutput(
-                tokens,
-                final=True,
-                finish_reason=reason,
-                num_input_tokens=len(req.input_ids),
-                num_output_tokens=len(live.generated),
-                reused_blocks=live.reused_blocks,
-            )
-        )
+        live.sink(live.output(tokens, final=True, reason=reason))
 
     def _emit_error(self, live: Live, err: ZiyaError) -> None:
         live.sink(EngineOutput([], final=True, finish_reason=FinishReason.ERROR, error=err))

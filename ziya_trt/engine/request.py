@@ -69,6 +69,16 @@ class EngineRequest:
         return self.top_k == 1 or (self.top_k == 0 and self.top_p == 0.0) or self.temperature == 0.0
 
 
+@dataclass(frozen=True)
+class PerfMetrics:
+    """A request's timing as TensorRT-LLM reports it with return_perf_metrics (steady-clock ns)."""
+
+    arrival_ns: int
+    first_scheduled_ns: int
+    first_token_ns: int
+    last_token_ns: int
+
+
 @dataclass
 class EngineOutput:
     tokens: list[int]
@@ -78,6 +88,7 @@ class EngineOutput:
     num_output_tokens: int = 0
     error: ZiyaError | None = None
     reused_blocks: int = 0  # KV-cache blocks of an earlier request's prefix this one started from
+    perf: PerfMetrics | None = None  # when the request set return_perf_metrics
 
 
 Sink = Callable[[EngineOutput], None]

@@ -104,10 +104,10 @@ class ServeConfig:
         return self.engine_model_name or self.engine.value
 
     @property
-    def front_door_admission_limit(self) -> int:
-        """Requests each front-door instance admits: its share of the engine's slots + queue (the
-        engine's own admission limit is exact)."""
-        return -(-(self.max_batch_size + self.max_queue_size) // self.front_door_instances)
+    def admission_budget(self) -> int:
+        """Requests the fronts (every front-door instance and the OpenAI API together) admit at once: the
+        engine's slots + queue (``serving/admission.py``)."""
+        return self.max_batch_size + self.max_queue_size
 
     def resolved(self) -> "ServeConfig":
         """The same config with absolute paths (what a model process, started elsewhere, needs)."""

@@ -2,8 +2,8 @@
 ``Responder``), engine calls out over an ``EngineLink``, engine events in, text responses and stop
 signals out.
 
-- **Admission**: at most ``max_inflight`` requests at once; the excess is refused with
-  ``[ziya:overloaded]`` before its inputs are read or tokenized.
+- **Admission**: a place in the engine's one budget (``admission``: shared with the other front-door
+  instances and the OpenAI API), or ``[ziya:overloaded]`` before the inputs are read or tokenized.
 - **Open requests**: each is registered until its one final response has gone out.
 - **Responses** go out through an ``Outbox``: sender threads keep each request's responses in order,
   merge what piles up, and send a first response ahead of the queue. Its watcher polls cancellation,
@@ -26,6 +26,7 @@ from ..engine.request import EngineOutput
 from ..errors import ServerError, ServerOverloadedError, ServerShuttingDownError, from_wire, typed
 from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs, text_outputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
+from .admission import LocalBudget, Place, SharedBudget, budget_file
 from .config import ConfigError
 from .drain import DrainWatch, drain_file
 from .engine_link import GRPC_URL_ENV, EngineLink
@@ -36,25 +37,26 @@ from .responder import Responder
 
 
 class _Request:
-    __slots__ = ("job", "responder", "final_sent", "stream", "t0", "t_first")
+    __slots__ = ("job", "responder", "final_sent", "stream", "t0", "t_first", "place")
 
-    def __init__(self, job: TextJob, responder: Responder, t0: float):
+    def __init__(self, job: TextJob, responder: Responder, t0: float, place: Place):
         self.job, self.responder, self.final_sent, self.stream = job, responder, False, None
-        self.t0, self.t_first = t0, None
+        self.t0, self.t_first, self.place = t0, None, place
 
 
 class FrontDoorService:
     def __init__(self, door: FrontDoor, link, *, max_inflight: int, engine_name: str, name: str = "ziya",
                  send_threads: int = 4, cancel_check_s: float = 0.05, drain_s: float = 20.0,
-                 drain_path: str | Path | None = None, record: RecordFn | None = None):
+                 drain_path: str | Path | None = None, record: RecordFn | None = None, budget=None):
         """``link`` is an ``EngineLink`` or anything with its ``submit``/``stop``/``close``; ``drain_path`` the
-        launcher's drain file (``drain.py``); ``record`` takes each request's ``RequestOutcome`` (metrics)."""
+        launcher's drain file (``drain.py``); ``record`` takes each request's ``RequestOutcome`` (metrics);
+        ``budget`` the admission budget shared with the other fronts (default: ``max_inflight`` places here)."""
         self.record = record or (lambda outcome: None)
         self.door, self.link, self.name, self.engine_name = door, link, name, engine_name
         self.max_inflight, self.drain_s = max_inflight, drain_s
         self.outbox = Outbox(self._deliver, lambda r: r.responder.is_cancelled(), self._on_cancel,
                              threads=send_threads, check_period_s=cancel_check_s, name=name)
-        self._inflight = threading.BoundedSemaphore(max_inflight)
+        self.budget = budget or LocalBudget(max_inflight)
         self._open: dict[str, _Request] = {}
         self._open_lock = threading.Lock()
         self.drain = DrainWatch(drain_path, lambda: None, self._shut_down, name=f"{name}-drain") if drain_path else None
@@ -71,10 +73,12 @@ class FrontDoorService:
                 f"ServeConfig.grpc_url (`ziya-trt serve --render-only --grpc-port N`) or {GRPC_URL_ENV} to its host:port"
             )
         link = EngineLink(url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name=name)
-        return cls(FrontDoor.from_config(cfg), link, max_inflight=cfg.front_door_admission_limit,
+        size = cfg.admission_budget
+        return cls(FrontDoor.from_config(cfg), link, max_inflight=size,
                    engine_name=cfg.engine_name, name=name, send_threads=cfg.send_threads,
                    cancel_check_s=cfg.cancel_check_ms / 1000.0, drain_s=cfg.drain_timeout_s,
-                   drain_path=drain_file(repo) if repo is not None else None, record=record)
+                   drain_path=drain_file(repo) if repo is not None else None, record=record,
+                   budget=SharedBudget(budget_file(repo), size) if repo is not None else None)
 
     # --- requests in ----------------------------------------------------------------------------
     def start(self, responder: Responder, read_inputs: Callable[[], dict]) -> None:
@@ -83,17 +87,18 @@ class FrontDoorService:
         if self.drain is not None and self.drain.draining:
             self._refuse(responder, ServerShuttingDownError(f"{self.name}: shutting down, not taking requests"))
             return
-        if not self._inflight.acquire(blocking=False):
+        place = self.budget.try_acquire()
+        if place is None:
             self._refuse(responder, ServerOverloadedError(
-                f"{self.name}: overloaded, {self.max_inflight} requests in flight; retry later"))
+                f"{self.name}: overloaded, the engine's {self.max_inflight} places are taken; retry later"))
             return
         try:
             job = self.door.open(read_inputs())
         except Exception as e:
-            self._inflight.release()
+            place.release()
             self._refuse(responder, typed(e, f"{self.name}: could not start the request"))
             return
-        req = _Request(job, responder, t0)
+        req = _Request(job, responder, t0, place)
         st = req.stream = self.outbox.open(job.id, req)
         with self._open_lock:
             self._open[job.id] = req
@@ -179,7 +184,7 @@ class FrontDoorService:
         with self._open_lock:
             if self._open.pop(req.job.id, None) is None:
                 return  # already closed
-        self._inflight.release()
+        req.place.release()
 
     # --- shutdown ----------------------------------------------------------------------------------
     def _shut_down(self) -> None:

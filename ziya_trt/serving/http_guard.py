@@ -24,6 +24,7 @@ import time
 
 from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
 from . import request_checks as checks
+from .openai_schema import retry_headers
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}
@@ -287,8 +288,8 @@ def _error(status: int, err: ZiyaError, request=None):
         param = getattr(err, "field", None)
         kind = "invalid_request_error" if status < 500 else "server_error"
         return web.json_response({"error": {"message": err.to_wire(), "type": kind, "param": param, "code": None}},
-                                 status=status)
-    return web.json_response({"error": err.to_wire()}, status=status)
+                                 status=status, headers=retry_headers(status))
+    return web.json_response({"error": err.to_wire()}, status=status, headers=retry_headers(status))
 
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpGuard", "ServerError"]

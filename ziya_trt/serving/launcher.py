@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
+from .admission import SharedBudget, budget_file
 from .drain import clear_drain, start_drain
 from .engine_link import GRPC_URL_ENV
 from .gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
@@ -217,7 +218,9 @@ class TritonServer(_Endpoints):
             return []
         from .openai_server import OpenAIServer
 
-        return [OpenAIServer(self.serve_config.resolved(), self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}")]
+        cfg = self.serve_config.resolved()
+        budget = SharedBudget(budget_file(self.repo), cfg.admission_budget)  # shared with the front doors
+        return [OpenAIServer(cfg, self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}", budget)]
 
     def _guard_specs(self) -> dict:
         if self.serve_config is None:

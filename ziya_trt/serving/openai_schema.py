@@ -164,6 +164,14 @@ def parse(model: type[_Generation], body: Any) -> _Generation:
 
 # --- errors in OpenAI's shape ---------------------------------------------------------------------
 
+RETRY_AFTER_S = 1  # what a refused client is told to wait (overloaded, or the server is draining or restarting)
+
+
+def retry_headers(status: int) -> dict[str, str]:
+    """``Retry-After`` for a 429 or 503 (openai-python waits that long before its retry), nothing otherwise."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else {}
+
+
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 

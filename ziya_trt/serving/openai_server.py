@@ -24,6 +24,7 @@ from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from . import openai_schema as schema
 from .engine_link import EngineLink
+from .admission import LocalBudget
 from .frontdoor import FrontDoor, TextJob, TextRequest
 from .request_metrics import PromRequestMetrics, RequestOutcome
 
@@ -31,14 +32,14 @@ _REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish
 
 
 class OpenAIServer:
-    def __init__(self, cfg, grpc_url: str, upstream: str):
-        """``cfg`` is the ``ServeConfig``; ``grpc_url`` the server's gRPC address; ``upstream`` tritonserver's HTTP."""
+    def __init__(self, cfg, grpc_url: str, upstream: str, budget=None):
+        """``cfg`` is the ``ServeConfig``; ``grpc_url`` the server's gRPC address; ``upstream`` tritonserver's HTTP;
+        ``budget`` the admission budget it shares with the front doors (``admission``; default: one of its own)."""
         self.cfg, self.upstream = cfg, upstream
         self.door = FrontDoor.from_config(cfg)
         self.models = tuple(cfg.front_door_names)
         self.link = EngineLink(grpc_url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name="openai")
-        self.max_inflight = cfg.max_batch_size + cfg.max_queue_size  # the engine's own limit is exact
-        self.inflight = 0
+        self.budget = budget or LocalBudget(cfg.admission_budget)
         self.created = int(time.time())
         self.metrics = PromRequestMetrics({"model": self.models[0], "api": "openai"})
 
@@ -108,20 +109,27 @@ class OpenAIServer:
                 return _json(404, schema.error_body(f"The model '{req.model}' does not exist; served: "
                                                     f"{', '.join(self.models)}", "invalid_request_error", "model",
                                                     "model_not_found"))
-            job = self._job(req, chat)
-            if self.inflight >= self.max_inflight:
-                raise ServerOverloadedError(f"openai: overloaded, {self.inflight} requests in flight; retry later")
+            place = self.budget.try_acquire()
+            if place is None:
+                raise ServerOverloadedError(f"openai: overloaded, the engine's {self.budget.size} places are taken; "
+                                            "retry later")
         except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
             err = typed(e, "openai: could not start the request")
             self.metrics.record(RequestOutcome.failed(err))
             return _json(*schema.openai_error(err))
-        self.inflight += 1
+        try:
+            job = self._job(req, chat)
+        except Exception as e:
+            place.release()
+            err = typed(e, "openai: could not start the request")
+            self.metrics.record(RequestOutcome.failed(err))
+            return _json(*schema.openai_error(err))
         try:
             if req.stream:
                 return await self._stream(request, req, job, chat, t0)
             return await self._whole(req, job, chat, t0)
         finally:
-            self.inflight -= 1
+            place.release()
 
     def _outcome(self, job: TextJob, t0: float, t_first: float | None, err: ZiyaError | None = None) -> None:
         now = time.monotonic()
@@ -204,6 +212,17 @@ class OpenAIServer:
     async def _stream(self, request, req, job: TextJob, chat: bool, t0: float):
         from aiohttp import web
 
+        events = self._events(job)
+        try:  # the engine's first answer comes before the headers: a refusal (a full queue) is still a status code
+            first = [await anext(events)]
+        except StopAsyncIteration:
+            first = []
+        except ZiyaError as e:
+            self._outcome(job, t0, None, e)
+            return _json(*schema.openai_error(e))
+        except asyncio.CancelledError:  # the client left while the request waited for a slot
+            self.metrics.record(RequestOutcome(time.monotonic() - t0, finish_reason="cancelled"))
+            raise
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         usage = req.stream_options is not None and req.stream_options.include_usage
@@ -232,7 +251,7 @@ class OpenAIServer:
         try:
             if chat:
                 await resp.write(chunk(None, None, role=True))
-            async for text, final in self._events(job):
+            async for text, final in _chain(first, events):
                 if text:
                     await resp.write(text_chunk(text))
                     t_first = t_first or time.monotonic()
@@ -243,16 +262,25 @@ class OpenAIServer:
         except ZiyaError as e:  # after the headers went out, the error goes in-band, as OpenAI does
             self._outcome(job, t0, t_first, e)
             await resp.write(_sse(schema.openai_error(e)[1]))
-        except (ConnectionError, asyncio.CancelledError) as e:  # the client left: _events has stopped the engine
+        except (ConnectionError, asyncio.CancelledError) as e:  # the client left: closing _events stops the engine
             self.metrics.record(RequestOutcome(time.monotonic() - t0, finish_reason="cancelled"))
             if isinstance(e, asyncio.CancelledError):
                 raise
             return resp
         else:
             self._outcome(job, t0, t_first)
+        finally:
+            await events.aclose()
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+async def _chain(first: list, rest: AsyncIterator):
+    for item in first:
+        yield item
+    async for item in rest:
+        yield item
 
 
 def _ids(outputs: dict) -> list[int]:
@@ -274,7 +302,8 @@ def _json_body(body: bytes):
 def _json(status: int, body: dict):
     from aiohttp import web
 
-    return web.json_response(body, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+    return web.json_response(body, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False),
+                             headers=schema.retry_headers(status))
 
 
 def _sse(obj: dict) -> bytes:

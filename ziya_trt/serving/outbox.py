@@ -62,6 +62,7 @@ def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
             num_input_tokens=o.num_input_tokens,
             num_output_tokens=o.num_output_tokens,
             reused_blocks=o.reused_blocks,
+            perf=o.perf,
         )
     return merged
 

@@ -66,11 +66,8 @@ def to_pbtxt(m: ModelConfig) -> str:
 
 def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
     """Every model in the repository for this config: the engine and the text front door(s)."""
-    if cfg.engine is EngineKind.TENSORRT_LLM:
-        engine = tensorrt_llm_config(cfg)
-    else:
-        engine = ModelConfig(cfg.engine_name, "python", cfg.max_batch_size, True, tuple(ENGINE_INPUTS.values()),
-                             tuple(ENGINE_OUTPUTS.values()), {"engine_kind": cfg.engine.value})
+    # a stand-in loads the same config as the real backend, with only the backend swapped
+    engine = tensorrt_llm_config(cfg, "tensorrtllm" if cfg.engine is EngineKind.TENSORRT_LLM else "python")
     advertised = {  # for the operator reading the config (no paths); the model reads the JSON
         "engine_model_name": cfg.engine_name,
         "max_input_len": str(cfg.max_input_len),
@@ -85,7 +82,7 @@ def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
     return [engine, *doors]
 
 
-def tensorrt_llm_config(cfg: ServeConfig) -> ModelConfig:
+def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm") -> ModelConfig:
     """The real TensorRT-LLM backend model (rendered everywhere, loaded only on a GPU machine)."""
     params = {
         "gpt_model_type": "inflight_fused_batching",
@@ -102,7 +99,7 @@ def tensorrt_llm_config(cfg: ServeConfig) -> ModelConfig:
         "tokenizer_dir": str(cfg.tokenizer_dir),
     }
     return ModelConfig(
-        cfg.engine_name, "tensorrtllm", cfg.max_batch_size, True,
+        cfg.engine_name, backend, cfg.max_batch_size, True,
         tuple(ENGINE_INPUTS.values()), tuple(ENGINE_OUTPUTS.values()), params,
         instance_kind="KIND_CPU", max_queue_size=cfg.max_queue_size,
     )

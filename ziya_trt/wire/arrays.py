@@ -10,7 +10,8 @@ import numpy as np
 
 from ..engine.request import EngineOutput, EngineRequest
 from ..errors import InvalidRequestError
-from .tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_OUTPUTS, TensorSpec
+from .tensors import ENGINE_INPUTS, FRONT_DOOR_OUTPUTS, TensorSpec
+from .trtllm_template import template
 
 
 def read_inputs(get_tensor, request, names) -> dict[str, np.ndarray]:
@@ -88,8 +89,44 @@ def encode_word_list(words: list[list[int]]) -> np.ndarray:
     return out
 
 
+def split_batch(inputs: dict) -> list[dict]:
+    """One Triton request of batch size B as B requests of one, as the tensorrt_llm backend splits it
+    (``splitBatchInputsTensors``): ``input_ids`` is ``[B, L]``; with B > 1, ``input_lengths`` must be 1-D (the
+    template's ``reshape: { shape: [ ] }`` makes it ``[B]``) and each row's ids are cut to its length."""
+    ids = inputs.get("input_ids")
+    if ids is None or np.ndim(ids) != 2 or np.shape(ids)[0] == 1:
+        return [inputs]
+    lengths = inputs.get("input_lengths")
+    if lengths is None or np.ndim(lengths) != 1:
+        shape = list(np.shape(lengths)) if lengths is not None else None
+        raise InvalidRequestError(f"input_lengths: Expected inputLengths tensors to have 1 dimension, got shape {shape} "
+                                  "(a batch needs the config's reshape: { shape: [ ] } on scalar inputs)", "input_lengths")
+    rows = []
+    for b in range(np.shape(ids)[0]):
+        row = {k: np.asarray(v)[b : b + 1] for k, v in inputs.items()}
+        row["input_ids"] = row["input_ids"][:, : int(lengths[b])]
+        rows.append(row)
+    return rows
+
+
+def engine_requests_from_inputs(inputs: dict, request_id: str = "") -> tuple[list[EngineRequest], bool]:
+    """(requests, stop): one request per row of the batch, ids ``ID#row`` where there are several; ``stop`` true
+    means "cancel the request with this id" (TensorRT-LLM's ``stop``) and comes with no requests."""
+    rows = split_batch(inputs)
+    if len(rows) == 1:
+        req, stop = engine_request_from_inputs(inputs, request_id)
+        return ([req] if req is not None else []), stop
+    reqs = []
+    for b, row in enumerate(rows):
+        req, stop = engine_request_from_inputs(row, f"{request_id}#{b}" if request_id else "")
+        if stop:
+            raise InvalidRequestError("stop: a stop request has a batch of one", "stop")
+        reqs.append(req)
+    return reqs, False
+
+
 def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[EngineRequest | None, bool]:
-    """(request, stop): ``stop`` true means "cancel the request with this id" (TensorRT-LLM's ``stop``)."""
+    """(request, stop) for a request of one: ``stop`` true means "cancel the request with this id"."""
     S = ENGINE_INPUTS
     if scalar(inputs, S["stop"], False):
         if not request_id:
@@ -125,16 +162,34 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
     return req, False
 
 
-def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None) -> dict[str, np.ndarray]:
-    """The engine's outputs for one response; only ``wanted`` ones when the caller asked for some."""
+def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
+                         batch_index: int | None = None) -> dict[str, np.ndarray]:
+    """The engine's outputs for one response, as the tensorrt_llm backend fills them: the ``wanted`` ones (all
+    when the caller named none), ``batch_index`` for a row of a batch, and, for a request that set
+    return_perf_metrics, all ten perf outputs whatever was asked (Triton drops those not requested)."""
     values = {
         "output_ids": [out.tokens],  # [beam][tokens]
         "sequence_length": [len(out.tokens)],
         "num_input_tokens": out.num_input_tokens,
         "num_output_tokens": out.num_output_tokens,
-        "kv_cache_reused_blocks": out.reused_blocks,
     }
-    return {k: ENGINE_OUTPUTS[k].array(v) for k, v in values.items() if wanted is None or k in wanted}
+    if batch_index is not None:
+        values["batch_index"] = batch_index
+    arrays = {k: _OUTPUTS[k].array(v) for k, v in values.items() if wanted is None or k in wanted}
+    if out.perf is not None:
+        p = out.perf
+        blocks = -(-(out.num_input_tokens + out.num_output_tokens) // KV_BLOCK_TOKENS)
+        perf = {"kv_cache_alloc_new_blocks": max(blocks - out.reused_blocks, 0), "kv_cache_reused_blocks": out.reused_blocks,
+                "kv_cache_alloc_total_blocks": blocks, "arrival_time_ns": p.arrival_ns,
+                "first_scheduled_time_ns": p.first_scheduled_ns, "first_token_time_ns": p.first_token_ns,
+                "last_token_time_ns": p.last_token_ns, "acceptance_rate": 0.0, "total_accepted_draft_tokens": 0,
+                "total_draft_tokens": 0}
+        arrays.update((k, _OUTPUTS[k].array(perf[k])) for k in template().backend.perf_outputs)
+    return arrays
+
+
+_OUTPUTS = {s.name: s for s in template().outputs}
+KV_BLOCK_TOKENS = 32  # TensorRT-LLM's default tokens_per_block: how the stand-ins count KV blocks
 
 
 def engine_fields(req: EngineRequest) -> dict:

@@ -42,6 +42,10 @@ class TensorSpec:
     data_type: str  # Triton config spelling, e.g. TYPE_INT32
     dims: tuple[int, ...]
     optional: bool = True
+    # how the config declares it beyond its shape (the tensorrt_llm template's scalars are dims [1] with
+    # ``reshape: { shape: [ ] }``; its variable-length inputs may be batched ragged)
+    reshape: tuple[int, ...] | None = None
+    allow_ragged_batch: bool = False
 
     @property
     def np_dtype(self):

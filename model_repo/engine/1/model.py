@@ -1,5 +1,6 @@
 """Triton adapter for the engine stand-ins (reference, synthetic): reads tensors, hands them to
-``EngineService``. Same inputs and outputs as TensorRT-LLM's ``tensorrt_llm`` model.
+``EngineService``. Loaded from the same rendered config as TensorRT-LLM's ``tensorrt_llm`` model (only the
+backend is python), which ``EngineService`` checks as that backend would (``serving/backend_rules.py``).
 
 Everything else (the in-flight batching loop, sending, cancellation, ``stop`` requests, drain) is
 ``ziya_trt.serving.engine_service``, which is tested without a server.
@@ -22,7 +23,8 @@ class TritonPythonModel:
     def initialize(self, args):
         name, repo = args["model_name"], Path(args["model_repository"]).parent
         self.requests = TritonRequestMetrics(pb_utils, {"model": name}, defs=(ENGINE_QUEUE_TIME,))
-        self.service = EngineService.from_config(ServeConfig.for_model(args), name, repo, self.requests.observe)
+        self.service = EngineService.from_config(ServeConfig.for_model(args), name, repo, self.requests.observe,
+                                                 model_config=args["model_config"])
         self.metrics = gauges.mirror(pb_utils, gauges.ENGINE_GAUGES | gauges.KV_GAUGES, self.service.stats, {"model": name})
 
     def execute(self, requests):

@@ -126,7 +126,7 @@ def test_admission_refuses_the_excess_before_reading_its_inputs(make):
     refused = Responder()
     svc.start(refused, never)
     (_, err, final), = refused.sent
-    assert isinstance(err, ServerOverloadedError) and final and "2 requests in flight" in err.message
+    assert isinstance(err, ServerOverloadedError) and final and "2 places are taken" in err.message
     rid = next(iter(svc.link.calls))
     svc.link.emit(rid, final=True)  # one ends: its place is free again
     assert wait_until(lambda: svc.stats() == {"inflight": 1})

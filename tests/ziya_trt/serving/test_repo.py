@@ -164,16 +164,14 @@ def test_front_door_asks_the_engine_for_tensorrt_llm_outputs_it_fills():
     assert engine_fields(req)["return_perf_metrics"] is True
 
 
-def test_front_door_instances_share_the_admission_limit():
+def test_the_fronts_share_one_admission_budget_of_the_engines_slots_and_queue():
     from ziya_trt.serving.repo import model_configs
 
     cfg = ServeConfig(engine="synthetic", tokenizer_dir=Path("t"), max_batch_size=8, max_queue_size=7,
                       front_door_instances=2)
     _, door = model_configs(cfg)
-    assert door.instance_count == 2 and cfg.front_door_admission_limit == 8  # 15 over 2, rounded up
+    assert door.instance_count == 2 and cfg.admission_budget == 15  # for both instances and the OpenAI API
     assert "count: 2" in to_pbtxt(door)
-    one = ServeConfig(engine="synthetic", tokenizer_dir=Path("t"), front_door_instances=1)
-    assert model_configs(one)[1].instance_count == 1 and one.front_door_admission_limit == 8 + 64
 
 
 def test_serve_passes_the_synthetic_schedule_to_the_engine_model(tmp_path, tiny_ckpt):

@@ -1,0 +1,60 @@
+"""What the ``tensorrt_llm`` C++ backend does with its config and its requests, enforced by the engine stand-ins on
+the config they were loaded with (the same rendered ``tensorrt_llm`` config, only the backend swapped to python).
+
+A config or a request that the backend on a GPU would refuse fails here too, with the backend's own words:
+- a parameter key of the template that is missing: the model does not load (``ModelState::GetParameter`` throws
+  ``Cannot find parameter with name: KEY``; three keys are read with no fallback);
+- a request that does not ask for ``output_ids`` and ``sequence_length``;
+- a request that sets ``return_perf_metrics`` while the config does not declare all ten perf outputs: the backend
+  writes them to every response, Triton refuses an undeclared one, and the request ends with that error;
+- a batch whose ``input_lengths`` is not 1-D (``wire.arrays.split_batch``), and a full queue
+  (``engine.loop``: the executor's ``Maximum queue size of N has been reached``).
+The rules come from ``wire/trtllm_template.py`` (the facts in ``contracts/``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..errors import BackendError
+from ..wire.trtllm_template import template
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The parts of a loaded model's config the backend's rules look at."""
+
+    name: str
+    keys: frozenset[str]  # parameter keys present
+    outputs: frozenset[str]  # outputs declared
+
+    @classmethod
+    def from_model_config(cls, model_config: str | dict) -> "LoadedModel":
+        """From Triton's JSON form of the config (``args["model_config"]`` in a Python model's ``initialize``)."""
+        d = json.loads(model_config) if isinstance(model_config, str) else model_config
+        return cls(d.get("name", ""), frozenset(d.get("parameters") or {}),
+                   frozenset(o["name"] for o in d.get("output") or ()))
+
+    def check_load(self) -> None:
+        """Refuse to load as the backend would: every parameter key of the template must be in the config."""
+        missing = [k for k in template().keys if k not in self.keys]
+        if missing:
+            unguarded = [k for k in template().backend.unguarded_reads if k in missing]
+            raise ConfigError(
+                f"{self.name}: Cannot find parameter with name: {missing[0]} ({len(missing)} template key(s) missing: "
+                f"{', '.join(missing)}; read with no fallback: {', '.join(unguarded) or 'none of them'}). Render the "
+                "whole template: a key left unset keeps its ${...} placeholder")
+
+    def check_request(self, wanted: set[str] | None, perf_metrics: bool) -> None:
+        """Refuse a request the backend could not answer (``wanted``: the outputs asked for; None: all)."""
+        for name in template().backend.required_outputs:
+            if wanted is not None and name not in wanted:
+                raise BackendError(f"Error encountered while populating response: {name} tensor must be present in "
+                                   "list of output tensors")
+        if perf_metrics:
+            undeclared = [n for n in template().backend.perf_outputs if n not in self.outputs]
+            if undeclared:
+                raise BackendError(f"Error encountered while populating response: unexpected inference output "
+                                   f"'{undeclared[0]}' for model '{self.name}'")
