@@ -319,10 +319,14 @@ def _load_hf(p: Path, cfg: dict):
 
     if (p / "tokenizer.model").exists():
         import sentencepiece as spm
-        from transformers import LlamaTokenizer
+        # The tokenizers-backed class, which AutoTokenizer (the card's code) picks too: 5.x's LlamaTokenizer,
+        # 4.x's LlamaTokenizerFast (5.x keeps that name for it). 4.x's LlamaTokenizer is the sentencepiece
+        # one, which leaves user-defined pieces (<human>, <bot>) out of its added tokens and so does not
+        # split the text at them.
+        from transformers import LlamaTokenizerFast
 
         sp = spm.SentencePieceProcessor(model_file=str(p / "tokenizer.model"))
-        hf = LlamaTokenizer.from_pretrained(
+        hf = LlamaTokenizerFast.from_pretrained(
             str(p), add_bos_token=bool(cfg.get("add_bos_token", True)), legacy=bool(cfg.get("legacy", True))
         )
         return hf, sp
