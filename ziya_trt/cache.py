@@ -11,3 +11,12 @@ def cache_dir(*parts: str) -> Path:
     p = base.joinpath(*parts)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def checkpoint_cache_dir(kind: str, name: str) -> Path:
+    """A checkpoint converted or built here, one directory per transformers major version: what 5.x saves,
+    4.57 reads wrongly or not at all (``rope_parameters`` for ``rope_theta``, whose default it then uses;
+    ``tokenizer_class`` ``TokenizersBackend``), and the GPU image runs 4.57 while a CPU install runs 5.x."""
+    from importlib.metadata import version
+
+    return cache_dir(kind, f"{name}.transformers{version('transformers').split('.')[0]}")
