@@ -91,17 +91,28 @@ def test_gpu_image_is_the_production_target():
     assert one(DOCKERFILES["cpu"], "ARG") == "PYTHON_IMAGE=python:3.11-slim"
 
 
-def test_gpu_image_holds_the_containers_tensorrt_llm_but_not_its_transformers():
-    """The constraints file keeps the NGC builds (TensorRT-LLM 1.2.1 among them); transformers moves to the
-    package's own 5.x (docs/deploy.md)."""
+def test_gpu_image_holds_the_containers_tensorrt_llm_and_its_transformers():
+    """The constraints file keeps the NGC builds (TensorRT-LLM 1.2.1 among them) and the transformers
+    TensorRT-LLM pins, which the package supports (docs/deploy.md)."""
     (install,) = [arg for ins, arg in instructions(DOCKERFILES["gpu"]) if ins == "RUN" and "/tmp/held.txt" in arg]
     held = re.compile(re.search(r"grep -iE '([^']+)'", install).group(1), re.I)
     for line in ("tensorrt_llm==1.2.1", "tensorrt-llm==1.2.1", "tensorrt==10.14.1.48", "tensorrt_cu13==10.14.1.48",
-                 "torch==2.9.0a0+nv25.10", "numpy==1.26.4"):
+                 "torch==2.9.0a0+nv25.10", "numpy==1.26.4", "transformers==4.57.1"):
         assert held.search(line), line
-    for line in ("transformers==4.57.1", "tokenizers==0.22.1", "tensorrt_llm_extra==1"):
+    for line in ("tokenizers==0.22.1", "tensorrt_llm_extra==1", "transformers-stream-generator==0.0.5"):
         assert not held.search(line), line
     assert "--constraint /tmp/held.txt" in install
+
+
+def test_the_package_takes_the_gpu_images_transformers():
+    """Held, the image's transformers 4.57.1 must satisfy the package, or pip cannot install it there."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (req,) = [r for r in map(Requirement, deps) if r.name == "transformers"]
+    assert req.specifier.contains("4.57.1") and req.specifier.contains("5.0.0")
 
 
 @pytest.mark.parametrize("kind", DOCKERFILES)
