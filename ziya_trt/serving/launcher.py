@@ -25,6 +25,7 @@ from .gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
 from .http_guard import DEFAULT_MAX_BODY, HttpGuard
 from .install import ServerStartError, TritonInstall, bundled_triton, external_triton  # noqa: F401 (re-exported)
 from .procs import python_stubs
+from .spawn import popen, remove_orphaned_shm, shm_prefix
 from .request_checks import ADMIN_HEADER, RESTRICTED_APIS
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,14 @@ class TritonServer(_Endpoints):
       finish, and what is left ends with ``[ziya:shutting_down]``; only then is tritonserver stopped.
     - Its Python backend's shared-memory regions carry a prefix of this server's own, removed at stop.
     - One tritonserver: an engine built for several GPUs is served by ``multi_gpu.MultiGpuTritonServer``.
+    - tritonserver dies with this process, however it ends (``spawn.py``; the pytest fixtures' servers too).
     """
+
+    # What tritonserver gets when this process ends without stopping it (killed, OOM): SIGKILL, not SIGTERM.
+    # SIGTERM would start tritonserver's own shutdown, but nothing is left to end it if that hangs, and with the
+    # launcher gone its HTTP guard and OpenAI API are gone too. Its stubs follow it; the next start removes its
+    # shared memory.
+    death_signal = signal.SIGKILL
 
     def __init__(
         self,
@@ -124,7 +132,7 @@ class TritonServer(_Endpoints):
         self._guard: HttpGuard | None = None
         self.serve_config = serve_config
         self.admin_key = admin_key or secrets.token_urlsafe(24)
-        self.shm_prefix = f"ziya{os.getpid()}p{self.ports.grpc}_"
+        self.shm_prefix = shm_prefix(self.ports.grpc)
         self.drain_timeout_s = serve_config.drain_timeout_s if serve_config is not None else 20.0
         self.supervise, self.restart_limit = supervise, restart_limit
         self.guard_options = dict(guard_options or {})  # HttpGuard's limits: connections, timeouts, body budget
@@ -190,6 +198,8 @@ class TritonServer(_Endpoints):
             self.install = bundled_triton()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         raise_open_files_limit()
+        if orphans := remove_orphaned_shm():
+            log.info("removed %d shared-memory regions of servers whose launcher is gone", len(orphans))
         clear_drain(self.repo)
         self._spawn()
         try:
@@ -210,8 +220,8 @@ class TritonServer(_Endpoints):
 
     def _spawn(self) -> None:
         with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-                                         start_new_session=True)
+            self.proc = popen(self.command(), self.death_signal, stdout=log, stderr=subprocess.STDOUT,
+                              env=self.env(), start_new_session=True)
 
     def _guard_extensions(self) -> list:
         if self.serve_config is None:
@@ -446,8 +456,8 @@ class ServeProcess(_Endpoints):
                "--metrics-port", str(self.ports.metrics), "--repo-dir", str(self.run_dir / "repo"),
                "--log-file", str(self.run_dir / "tritonserver.log"), "--exit-timeout", str(self.exit_timeout_s),
                "--ready-timeout", str(ready_timeout_s)]  # the child waits as long as this does
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_file, "ab") as log:  # told SIGTERM if this process dies: it drains, stops tritonserver
+            self.proc = popen(cmd, signal.SIGTERM, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

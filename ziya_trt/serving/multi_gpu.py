@@ -13,7 +13,8 @@ TensorRT-LLM's *leader mode*, as tensorrtllm_backend's ``scripts/launch_triton_s
 
 ``MultiGpuTritonServer`` is a ``TritonServer`` whose process is ``mpirun``: supervision, drain, restart and
 stop are the same code; only the command, where the Python stubs live (under rank 0), whom SIGTERM goes to
-(rank 0, which shuts the workers down) and what a kill reaches (every rank) differ. Not run here: this
+(rank 0, which shuts the workers down), what a kill reaches (every rank) and what mpirun gets if the launcher
+dies (SIGTERM: mpirun then ends its ranks) differ. Not run here: this
 project's machines have no GPU, no MPI and no TensorRT-LLM; the commands are tested as data.
 """
 
@@ -123,6 +124,11 @@ class MultiGpuTritonServer(TritonServer):
     """``TritonServer`` for a ``world_size`` > 1 engine: ``mpirun`` with one tritonserver per GPU (leader mode).
     ``gpu_probe`` counts the visible GPUs; ``start`` refuses with a clear error when they are fewer than
     ``world_size``, or when there is no ``mpirun``."""
+
+    # If this process dies, mpirun gets SIGTERM rather than SIGKILL: a killed mpirun would leave its ranks (its
+    # children, which no signal request reaches) running; told SIGTERM, it ends every rank itself (SIGTERM, then
+    # SIGKILL soon after). Each rank's Python stubs follow their tritonserver.
+    death_signal = signal.SIGTERM
 
     def __init__(self, repo: str | Path, world_size: int, gpu_probe: GpuProbe = count_visible_gpus, **kwargs):
         super().__init__(repo, **kwargs)
