@@ -135,13 +135,22 @@ _TOO_LONG = re.compile(r"(\w+): (.+) is (\d+) tokens, -?\d+ over the limit of (\
 _FIELD = re.compile(r"([A-Za-z_][\w.]*): ")  # messages name their field first: "temperature: ..."
 
 
+TRITON_QUEUE_FULL = "Exceeds maximum queue size"  # Triton's refusal past a model's dynamic_batching max_queue_size
+
+
+def is_queue_full(message: str) -> bool:
+    """Whether a message with no ``[ziya:]`` code is a full queue's refusal: Triton's own (its scheduler's queue, a
+    burst faster than the model's ``execute``), or TensorRT-LLM's executor's (past ``maxQueueSize``)."""
+    from .wire.trtllm_template import template
+
+    return TRITON_QUEUE_FULL.lower() in (message or "").lower() or template().backend.is_queue_full(message)
+
+
 def from_wire(message: str) -> ZiyaError | None:
     """Turn a server message carrying ``[ziya:<code>]`` back into its typed error, with its fields, else None."""
     m = _WIRE.search(message or "")
     if not m:
-        from .wire.trtllm_template import template  # the executor's own refusal carries no code
-
-        return ServerOverloadedError(message) if template().backend.is_queue_full(message) else None
+        return ServerOverloadedError(message) if is_queue_full(message) else None
     try:
         code = ErrorCode(m.group(1))
     except ValueError:

@@ -35,9 +35,13 @@ def test_prompt_too_long_says_by_how_much():
     assert "904 over the limit of 4096" in str(e)
 
 
-def test_messages_without_a_code_are_not_guessed():
-    assert E.from_wire("Exceeds maximum queue size") is None
+def test_messages_without_a_code_are_not_guessed_except_the_full_queues_own_words():
     assert E.from_wire("[ziya:made_up] x") is None
+    assert E.from_wire("queue size exceeded, maybe") is None
+    # Triton's refusal past a model's queue, and TensorRT-LLM's executor's past maxQueueSize: no code, stable words
+    assert isinstance(E.from_wire("[request id: 9] Exceeds maximum queue size"), E.ServerOverloadedError)
+    msg = "Maximum queue size of 64 has been reached, please try again later"
+    assert isinstance(E.from_wire(msg), E.ServerOverloadedError) and E.from_wire(msg).message == msg
 
 
 def test_connection_errors_do_not_shadow_the_builtins_and_the_old_names_warn():

@@ -220,7 +220,7 @@ def map_error(exc: BaseException | str, status: int | str | None = None) -> E.Zi
     if typed is not None:
         return typed
     low = msg.lower()
-    if "exceeds maximum queue size" in low or str(status) in ("503", "StatusCode.UNAVAILABLE") and "queue" in low:
+    if str(status) in ("503", "StatusCode.UNAVAILABLE") and "queue" in low:  # full queues' own words: from_wire
         return E.ServerOverloadedError(f"server overloaded: {msg}")
     if "deadline" in low or "timed out" in low or "timeout" in low or str(status) == "StatusCode.DEADLINE_EXCEEDED":
         return E.APITimeoutError(f"request timed out: {msg}")

@@ -1,23 +1,46 @@
 """The Triton model repository, rendered from a ``ServeConfig``.
 
-No templates: each model config is a dataclass written out field by field, and rendering refuses
-empty values or anything that looks like an unfilled ``${placeholder}``. Each Python model gets the
-whole ``ServeConfig`` as JSON beside its ``config.pbtxt``; its pbtxt parameters only tell clients
-what they may want to know (template, limits, the engine's name).
+No templates on disk: each model config is a dataclass written out field by field. The ``tensorrt_llm``
+model is rendered from the whole TensorRT-LLM 1.2.1 template (``wire/trtllm_template.py``, from the facts in
+``contracts/``): every parameter key, input and output, with ``reshape``, ``allow_ragged_batch`` and ``optional``
+as the template has them, and ``dynamic_batching`` as it has it. A key this project does not set keeps its literal
+``${placeholder}``, as ``fill_template.py`` leaves it: the C++ backend's own "unset" (it reads some keys with no
+fallback, so a key is never dropped). Anything else that is empty or looks like a placeholder is refused. The
+engine stand-ins load this same config with the backend swapped to python. Each Python model gets the whole
+``ServeConfig`` as JSON beside its ``config.pbtxt``; the front doors' pbtxt parameters only tell clients what they
+may want to know (template, limits, the engine's name).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..wire.tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS, TensorSpec
+from ..wire.tensors import FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS, TensorSpec
+from ..wire.trtllm_template import template
 from .config import SERVE_CONFIG_FILE, ConfigError, EngineKind, ServeConfig
 
 
 # --- pbtxt --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    """A template value left unset, rendered as the literal ``${name}`` (the backend's "unset")."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return "${" + self.name + "}"
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_size: int  # Triton's queue bound; the tensorrt_llm backend makes it the executor's maxQueueSize
+    preferred_batch_size: int | None = None
+    max_queue_delay_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,10 +51,10 @@ class ModelConfig:
     decoupled: bool
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    parameters: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, "str | Placeholder"] = field(default_factory=dict)
     instance_count: int = 1
     instance_kind: str = "KIND_CPU"
-    max_queue_size: int | None = None  # dynamic batching queue bound (Triton rejects beyond it)
+    dynamic_batching: DynamicBatching | None = None
 
 
 def _q(s: str) -> str:
@@ -40,6 +63,10 @@ def _q(s: str) -> str:
 
 def _tensor(spec: TensorSpec, is_input: bool) -> str:
     lines = [f"    name: {_q(spec.name)}", f"    data_type: {spec.data_type}", f"    dims: [ {', '.join(map(str, spec.dims))} ]"]
+    if spec.reshape is not None:
+        lines.append(f"    reshape: {{ shape: [ {', '.join(map(str, spec.reshape))} ] }}")
+    if is_input and spec.allow_ragged_batch:
+        lines.append("    allow_ragged_batch: true")
     if is_input and spec.optional:
         lines.append("    optional: true")
     return "  {\n" + "\n".join(lines) + "\n  }"
@@ -47,15 +74,18 @@ def _tensor(spec: TensorSpec, is_input: bool) -> str:
 
 def to_pbtxt(m: ModelConfig) -> str:
     for k, v in m.parameters.items():
-        if v is None or str(v) == "" or "${" in str(v):
+        if not isinstance(v, Placeholder) and (v is None or str(v) == "" or "${" in str(v)):
             raise ConfigError(f"{m.name}: parameter {k!r} has no value ({v!r})")
+    for spec in m.inputs + m.outputs:
+        if not spec.data_type.startswith("TYPE_"):
+            raise ConfigError(f"{m.name}: tensor {spec.name!r} has no data type ({spec.data_type!r})")
     out = [f"name: {_q(m.name)}", f"backend: {_q(m.backend)}", f"max_batch_size: {m.max_batch_size}"]
     out.append(f"model_transaction_policy {{\n  decoupled: {'true' if m.decoupled else 'false'}\n}}")
-    if m.max_queue_size is not None:
-        out.append(
-            "dynamic_batching {\n  default_queue_policy {\n"
-            f"    max_queue_size: {m.max_queue_size}\n  }}\n}}"
-        )
+    if (b := m.dynamic_batching) is not None:
+        rows = [f"  preferred_batch_size: [ {b.preferred_batch_size} ]"] if b.preferred_batch_size else []
+        rows += [f"  max_queue_delay_microseconds: {b.max_queue_delay_us}",
+                 f"  default_queue_policy {{\n    max_queue_size: {b.max_queue_size}\n  }}"]
+        out.append("dynamic_batching {\n" + "\n".join(rows) + "\n}")
     out.append("input [\n" + ",\n".join(_tensor(s, True) for s in m.inputs) + "\n]")
     out.append("output [\n" + ",\n".join(_tensor(s, False) for s in m.outputs) + "\n]")
     out.append(f"instance_group [\n  {{\n    count: {m.instance_count}\n    kind: {m.instance_kind}\n  }}\n]")
@@ -82,26 +112,57 @@ def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
     return [engine, *doors]
 
 
-def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm") -> ModelConfig:
-    """The real TensorRT-LLM backend model (rendered everywhere, loaded only on a GPU machine)."""
-    params = {
+# the template's data-type placeholders (inputs and outputs this project never uses, but Triton parses every
+# data_type): the values of TensorRT-LLM's own llama example
+TRTLLM_DATA_TYPES = {
+    "encoder_input_features_data_type": "TYPE_FP16",
+    "prompt_embedding_table_data_type": "TYPE_FP16",
+    "logits_datatype": "TYPE_FP32",
+}
+
+
+def tensorrt_llm_settings(cfg: ServeConfig) -> dict[str, str]:
+    """The template's parameters this project sets; every other key keeps its placeholder."""
+    settings = {
+        "max_beam_width": "1",
         "gpt_model_type": "inflight_fused_batching",
-        "gpt_model_path": str(cfg.engine_dir),
         "batch_scheduler_policy": cfg.batch_scheduler_policy,
         "kv_cache_free_gpu_mem_fraction": str(cfg.kv_cache_free_gpu_mem_fraction),
         "exclude_input_in_output": "true",
         "enable_kv_cache_reuse": "true" if cfg.kv_cache_reuse else "false",
         "enable_chunked_context": "true" if cfg.chunked_context else "false",
-        "max_beam_width": "1",
-        "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
         "cancellation_check_period_ms": "10",
         "stats_check_period_ms": "100",
         "tokenizer_dir": str(cfg.tokenizer_dir),
     }
+    if cfg.engine_dir is not None:
+        settings["gpt_model_path"] = str(cfg.engine_dir)
+    return settings
+
+
+def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm") -> ModelConfig:
+    """The ``tensorrt_llm`` model, whole (rendered everywhere, loaded by the C++ backend only on a GPU machine)."""
+    t = template()
+    settings = tensorrt_llm_settings(cfg)
+    unknown = set(settings) - set(t.keys)
+    if unknown:
+        raise ConfigError(f"tensorrt_llm: {', '.join(sorted(unknown))} not among the template's parameter keys")
+    params: dict[str, str | Placeholder] = {}
+    for p in t.parameters:
+        if p.key in settings:
+            params[p.key] = settings[p.key]
+        else:  # unset: the placeholder as fill_template.py leaves it, or the template's literal value
+            params[p.key] = Placeholder(p.placeholder) if p.placeholder else p.template_value
+
+    def typed(spec: TensorSpec) -> TensorSpec:
+        name = spec.data_type[2:-1] if spec.data_type.startswith("${") else None
+        return replace(spec, data_type=TRTLLM_DATA_TYPES[name]) if name else spec
+
     return ModelConfig(
         cfg.engine_name, backend, cfg.max_batch_size, True,
-        tuple(ENGINE_INPUTS.values()), tuple(ENGINE_OUTPUTS.values()), params,
-        instance_kind="KIND_CPU", max_queue_size=cfg.max_queue_size,
+        tuple(map(typed, t.inputs)), tuple(map(typed, t.outputs)), params,
+        instance_kind=t.instance_kind,
+        dynamic_batching=DynamicBatching(cfg.max_queue_size, preferred_batch_size=cfg.max_batch_size),
     )
 
 

@@ -61,6 +61,8 @@ def test_the_executors_queue_full_message_reads_back_as_overloaded():
     assert QueueFullError(msg).to_wire() == msg  # sent as the backend sends it: no code
     assert isinstance(from_wire(f"Executor failed: {msg}"), ServerOverloadedError)
     assert from_wire("Maximum queue size of N has been reached") is None
+    # Triton's own refusal past the config's queue (a burst faster than execute), as the front door receives it
+    assert isinstance(from_wire("synthetic: [request id: 7] Exceeds maximum queue size"), ServerOverloadedError)
 
 
 def test_the_stand_in_loads_the_tensorrt_llm_config_with_only_the_backend_swapped():
@@ -94,7 +96,7 @@ def test_perf_metrics_come_back_whole_from_the_stand_in(syn_server):
 
 
 def test_a_batch_of_two_is_two_requests_answered_on_one_stream(syn_server):
-    ids = np.array([[1, 5, 6, 7], [1, 8, 9, 0]], dtype=np.int32)  # the second row is 3 long, padded
+    ids = np.array([[1, 5, 6, 7], [1, 8, 9, 77]], dtype=np.int32)  # the second row is 3 long: 77 is padding
     c = tg.InferenceServerClient(syn_server.grpc_url)
     got: list = []
     done = threading.Event()
@@ -125,7 +127,7 @@ def test_a_batch_of_two_is_two_requests_answered_on_one_stream(syn_server):
             rows[int(r.as_numpy("batch_index").reshape(-1)[0])] += out.reshape(-1).tolist()
     finals = [r.get_response().parameters["triton_final_response"].bool_param for r, _ in got]
     assert finals.count(True) == 1 and finals[-1]  # one final flag, on the last response
-    assert rows == {0: [5, 6, 7], 1: [8, 9]}, rows  # each row replays its own prompt (the pad is cut off)
+    assert rows == {0: [5, 6, 7], 1: [8, 9, 8]}, rows  # each row replays its own prompt, cut to its length
 
 
 def test_past_the_queue_the_engine_refuses_with_the_executors_message_and_the_fronts_say_overloaded(slow_server):

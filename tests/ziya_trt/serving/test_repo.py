@@ -1,10 +1,12 @@
 """Rendering of config.pbtxt from the typed ServeConfig (no server)."""
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tests.contracts import facts
+from tests.contracts import ROOT, facts
 from ziya_trt.serving.config import ConfigError, ServeConfig
 from ziya_trt.serving.repo import ModelConfig, render_repo, tensorrt_llm_config, to_pbtxt
 from ziya_trt.wire.tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_ENGINE_OUTPUTS, FRONT_DOOR_EXTRAS, FRONT_DOOR_INPUTS, FRONT_DOOR_OUTPUTS, FRONT_DOOR_RELAXED
@@ -18,19 +20,98 @@ def by_name(rows):
     return {r["name"]: r for r in rows}
 
 
-def test_tensorrt_llm_config_uses_only_1_2_1_names_and_types():
+def parsed(m):
+    """The rendered config as Triton parses it (its own protobuf: a placeholder left where a type or a number
+    belongs fails here as it fails at load)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(to_pbtxt(m), model_config_pb2.ModelConfig())
+
+
+def test_tensorrt_llm_is_the_whole_1_2_1_template_field_by_field():
     ref = facts()["triton_models"]["models"]["tensorrt_llm"]
-    m = tensorrt_llm_config(trt_cfg())
-    ins, outs = by_name(ref["inputs"]), by_name(ref["outputs"])
-    for spec in m.inputs:
-        assert spec.name in ins, spec.name
-        assert spec.data_type == ins[spec.name]["data_type"] and list(spec.dims) == ins[spec.name]["dims"]
-        assert spec.optional == ins[spec.name]["optional"], spec.name
-    for spec in m.outputs:
-        assert spec.name in outs and spec.data_type == outs[spec.name]["data_type"], spec.name
+    fix = json.loads((ROOT / "contracts" / "template-corrections.json").read_text())["tensorrt_llm"]
+    cfg = trt_cfg(max_batch_size=64, max_queue_size=128)
+    pb = parsed(tensorrt_llm_config(cfg))
+    assert pb.backend == "tensorrtllm" and pb.max_batch_size == 64 and pb.model_transaction_policy.decoupled
+    db = pb.dynamic_batching
+    assert list(db.preferred_batch_size) == [64] and db.default_queue_policy.max_queue_size == 128
+    assert db.max_queue_delay_microseconds == 0
+    assert [g.kind for g in pb.instance_group] == [model_config_pb2_kind(ref["instance_group"]["kind"])]
+    types = {"${encoder_input_features_data_type}": "TYPE_FP16", "${prompt_embedding_table_data_type}": "TYPE_FP16",
+             "${logits_datatype}": "TYPE_FP32"}
+    for rows, got in ((ref["inputs"], pb.input), (ref["outputs"], pb.output)):
+        assert [r["name"] for r in rows] == [t.name for t in got]  # every tensor, in the template's order
+        for r, t in zip(rows, got):
+            assert data_type_name(t.data_type) == types.get(r["data_type"], r["data_type"]), r["name"]
+            assert list(t.dims) == r["dims"], r["name"]
+            if rows is ref["inputs"]:
+                assert t.optional == r["optional"], r["name"]
+                assert t.allow_ragged_batch == (r.get("allow_ragged_batch", False)
+                                                or r["name"] in fix["allow_ragged_batch"]), r["name"]
+            assert t.HasField("reshape") == ("reshape" in r), r["name"]
+            if "reshape" in r:
+                assert list(t.reshape.shape) == r["reshape"], r["name"]
+    keys = [p["key"] for p in ref["parameters"]]
+    added = {a["key"] for a in fix["parameters_added"]}
+    assert set(pb.parameters) == set(keys) | added  # every key, none dropped (a map: no order)
+    set_here = {"max_beam_width": "1", "gpt_model_type": "inflight_fused_batching", "gpt_model_path": "/engines/ziya",
+                "tokenizer_dir": "/models/ziya", "exclude_input_in_output": "true", "enable_kv_cache_reuse": "true",
+                "enable_chunked_context": "true", "batch_scheduler_policy": "guaranteed_no_evict",
+                "kv_cache_free_gpu_mem_fraction": "0.9", "cancellation_check_period_ms": "10",
+                "stats_check_period_ms": "100"}
+    for p in ref["parameters"] + fix["parameters_added"]:
+        value = pb.parameters[p["key"]].string_value
+        if p["key"] in set_here:
+            assert value == set_here[p["key"]], p["key"]
+        else:  # unset: exactly what fill_template.py leaves, or the template's literal
+            assert value == p["placeholder"].removeprefix("literal:"), p["key"]
+    # guided decoding stays off the way the backend reads "off": its keys present, still their placeholders
+    for key in facts()["backend_behaviour"]["parameters_must_exist"]["unguarded_reads"]:
+        assert key in pb.parameters
+    assert pb.parameters["guided_decoding_backend"].string_value == "${guided_decoding_backend}"
+
+
+def model_config_pb2_kind(name):
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2.ModelInstanceGroup.Kind.Value(name)
+
+
+def data_type_name(value):
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2.DataType.Name(value)
+
+
+def test_the_packaged_template_is_the_contracts():
+    from ziya_trt.wire.trtllm_template import TEMPLATE_FILE, extract
+
+    fix = json.loads((ROOT / "contracts" / "template-corrections.json").read_text())
+    assert json.loads(TEMPLATE_FILE.read_text()) == extract(facts(), fix), "run: bash scripts/refresh_contracts.sh"
+
+
+def test_the_corrections_only_add_to_the_facts():
+    ref = facts()["triton_models"]["models"]["tensorrt_llm"]
+    fix = json.loads((ROOT / "contracts" / "template-corrections.json").read_text())["tensorrt_llm"]
+    names = {i["name"] for i in ref["inputs"]}
+    assert set(fix["allow_ragged_batch"]) <= names
+    assert {i["name"] for i in ref["inputs"] if i.get("allow_ragged_batch")} <= set(fix["allow_ragged_batch"])
     keys = {p["key"] for p in ref["parameters"]}
-    assert set(m.parameters) <= keys, set(m.parameters) - keys
-    assert m.backend in ref["backend_values"] and m.parameters["gpt_model_type"] in ref["batching_strategy_values"]
+    for a in fix["parameters_added"]:
+        assert a["key"] not in keys and a["after"] in keys
+
+
+def test_our_engine_tensors_are_the_templates():
+    from ziya_trt.wire.trtllm_template import template
+
+    ins, outs = {t.name: t for t in template().inputs}, {t.name: t for t in template().outputs}
+    for spec in ENGINE_INPUTS.values():
+        t = ins[spec.name]
+        assert (spec.data_type, spec.dims, spec.optional) == (t.data_type, t.dims, t.optional), spec.name
+    for spec in ENGINE_OUTPUTS.values():
+        assert (spec.data_type, spec.dims) == (outs[spec.name].data_type, outs[spec.name].dims), spec.name
 
 
 def test_every_required_1_2_1_engine_input_is_declared():
@@ -54,10 +135,13 @@ def test_front_door_names_match_tensorrt_llm_bls():
     assert FRONT_DOOR_EXTRAS.isdisjoint(outs) and FRONT_DOOR_EXTRAS.isdisjoint(ins)
 
 
-def test_rendered_pbtxt_has_no_placeholders_and_all_tensors(tmp_path):
-    text = to_pbtxt(tensorrt_llm_config(trt_cfg(max_batch_size=64, max_queue_size=128)))
-    assert "${" not in text and 'backend: "tensorrtllm"' in text
-    assert "max_batch_size: 64" in text and "max_queue_size: 128" in text and "decoupled: true" in text
+def test_only_unset_template_keys_keep_a_placeholder():
+    from ziya_trt.serving.repo import Placeholder
+
+    m = tensorrt_llm_config(trt_cfg())
+    text = to_pbtxt(m)
+    unset = [k for k, v in m.parameters.items() if isinstance(v, Placeholder)]
+    assert text.count("${") == len(unset) and "engine_dir" not in str(unset)
     for name in list(ENGINE_INPUTS) + list(ENGINE_OUTPUTS):
         assert f'name: "{name}"' in text
 
@@ -68,6 +152,9 @@ def test_rendering_refuses_missing_values():
         to_pbtxt(m)
     with pytest.raises(ConfigError, match=r"\$\{"):
         to_pbtxt(ModelConfig("x", "python", 1, True, (), (), {"a": "${engine_dir}"}))
+    spec = next(iter(ENGINE_OUTPUTS.values()))
+    with pytest.raises(ConfigError, match="no data type"):
+        to_pbtxt(ModelConfig("x", "python", 1, True, (), (replace(spec, data_type="${logits_datatype}"),)))
 
 
 @pytest.mark.parametrize(
