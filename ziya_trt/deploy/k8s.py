@@ -121,7 +121,8 @@ def container(cfg: ServeConfig, opts: K8sOptions) -> dict:
         "name": CONTAINER,
         "image": opts.image_for(cfg),
         "imagePullPolicy": "IfNotPresent",
-        "command": ["ziya-trt"],
+        # no "command": the image's ENTRYPOINT runs (the GPU image's keeps NVIDIA's entrypoint, which sets up CUDA
+        # forward compatibility, in front of ziya-trt; a pod command would replace it)
         "args": serve_args(cfg, opts),
         "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()],
         "resources": resources(cfg, opts),

@@ -152,6 +152,8 @@ def test_grace_period_outlasts_the_drain(drain, exit_timeout):
     # preStop pause, then the drain, then tritonserver's own exit timeout, all inside the grace period
     assert grace > o.pre_stop_s + drain + exit_timeout + 10
     assert p["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(o.pre_stop_s)]
+    # the image's ENTRYPOINT runs (on the GPU image, NVIDIA's entrypoint in front of ziya-trt)
+    assert "command" not in p["containers"][0] and p["containers"][0]["args"][0] == "serve"
 
 
 def test_probes(case):
