@@ -9,9 +9,13 @@ from typing import Callable
 
 from ..errors import InvalidRequestError, ZiyaError
 from ..finish import FinishReason
-from ..text.sampling import MAX_SEED, MIN_TEMPERATURE, SamplingParams
+from ..text.sampling import MAX_SEED, MAX_STOP_CHARS, MAX_STOP_STRINGS, MIN_TEMPERATURE, SamplingParams
 
-MAX_WORDS, MAX_WORD_IDS = 64, 4096  # stop_words_list / bad_words_list: words, and ids in all
+# stop_words_list / bad_words_list: words, and ids in all. The ids bound holds the most the fronts let through:
+# MAX_STOP_STRINGS strings of MAX_STOP_CHARS characters, each character at most 4 byte-fallback tokens, plus a
+# word-start token each, and the template's own stop words
+MAX_WORDS = 64
+MAX_WORD_IDS = MAX_STOP_STRINGS * (MAX_STOP_CHARS * 4 + 1) + 256
 
 
 @dataclass

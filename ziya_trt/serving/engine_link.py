@@ -53,7 +53,7 @@ class _Call:
 class EngineLink:
     """Engine calls over the server's own gRPC endpoint; ``submit``/``stop``/``close`` are thread-safe."""
 
-    def __init__(self, url: str, model: str, outputs=("output_ids",), name: str = "engine-link"):
+    def __init__(self, url: str, model: str, outputs=("output_ids", "sequence_length"), name: str = "engine-link"):
         if not is_host_port(url):
             raise ValueError(f"engine link: {url!r} is not a host:port gRPC address")
         self.url, self.model, self.outputs, self.name = url, model, tuple(outputs), name
@@ -219,8 +219,10 @@ class EngineLink:
             error = ("cancelled before the engine answered" if call.stopped
                      else "the link was closed (the model is being unloaded)")
         except Exception as e:  # grpc.aio.AioRpcError: the server went away or is stopping
-            details = getattr(e, "details", lambda: None)() or str(e)
-            error = f"{type(e).__name__}: {details}"
+            # the status only: gRPC's details name addresses (logged below, never sent to a client)
+            code = getattr(e, "code", None)
+            error = f"gRPC {code().name}" if callable(code) else type(e).__name__
+            log.debug("%s: engine call %s: %s", self.name, call.id, getattr(e, "details", lambda: e)(), exc_info=True)
         finally:
             if not call.started.done():
                 call.started.set_exception(LinkClosedError("no response"))
@@ -228,7 +230,8 @@ class EngineLink:
         call.grpc.cancel()
         if self._forget(call):
             self.counters["failed"] += 1
-            call.on_event({}, f"engine call over {self.url} failed: {error}", True)
+            log.warning("%s: engine call %s over %s failed: %s", self.name, call.id, self.url, error)
+            call.on_event({}, f"the engine call failed: {error}", True)  # no internal address to clients
 
     def _forget(self, call: _Call) -> bool:
         with self._lock:

@@ -22,9 +22,10 @@ import json
 import threading
 import time
 
-from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ..errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
+                      from_wire)
 from . import request_checks as checks
-from .openai_schema import retry_headers
+from .openai_schema import http_status, retry_headers
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}
@@ -230,21 +231,32 @@ class HttpGuard:
             return web.Response(status=503)
         try:
             body = await self.read_body(request)
-            self._check_generate(request.path, body)
+            self._check_body(request, body)
         except checks.BodyTooLargeError as e:
             return _error(413, e)
         except ZiyaError as e:
             return _error(429 if isinstance(e, ServerOverloadedError) else 400, e)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         resp = None
+        # HEAD is GET without the body (tritonserver answers HEAD on its health routes as not ready)
+        method = "GET" if request.method == "HEAD" else request.method
         try:
-            async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
+            async with self._session.request(method, self.upstream + request.path_qs, data=body,
                                              headers=headers) as up:
+                first = await up.content.readany()
+                ctype = up.headers.get("Content-Type") or ""
+                if up.status >= 400 and "text/event-stream" not in ctype:
+                    first += await up.content.read(_ERROR_BODY_MAX)  # an error body: small, and whole
+                refused = _refusal(up.status, ctype, first)
+                if refused is not None:  # tritonserver says 400 (or 200 and an error event) for every model error
+                    return _error(http_status(refused), refused, request)
                 resp = web.StreamResponse(status=up.status, reason=up.reason)
                 for k, v in up.headers.items():
                     if k.lower() not in HOP_BY_HOP:
                         resp.headers[k] = v
                 await resp.prepare(request)
+                if first:
+                    await resp.write(first)
                 async for chunk in up.content.iter_any():
                     await resp.write(chunk)  # raises once the client has gone: the upstream is then closed
                 await resp.write_eof()
@@ -262,15 +274,42 @@ class HttpGuard:
                     pass
             return resp
 
-    def _check_generate(self, path: str, body: bytes) -> None:
-        target = checks.generate_model(path)
-        if target is None or target[0] not in self.specs:
+    def _check_body(self, request, body: bytes) -> None:
+        """Every body goes on only as strict JSON (tritonserver's parser takes what Python's refuses, and wraps
+        numbers): its JSON part, where the binary tensor extension puts raw tensors after it; then a
+        ``generate`` body's values against their tensors."""
+        if not body:
             return
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return  # not JSON: tritonserver says so itself
-        checks.check_generate_body(parsed, self.specs[target[0]], streaming=target[1])
+        head = request.headers.get("Inference-Header-Content-Length")
+        if head is not None:
+            if not head.isdigit() or int(head) > len(body):
+                raise InvalidRequestError(f"Inference-Header-Content-Length: {head[:20]!r} is not a length within "
+                                          f"the body of {len(body)} bytes", "Inference-Header-Content-Length")
+            body = body[: int(head)]
+        parsed = checks.parse_json(body)
+        target = checks.generate_model(request.path)
+        if target is not None and target[0] in self.specs:
+            checks.check_generate_body(parsed, self.specs[target[0]], streaming=target[1])
+
+
+_ERROR_BODY_MAX = 64 * 1024
+
+
+def _refusal(status: int, ctype: str, first: bytes) -> ZiyaError | None:
+    """The typed error of a model's refusal in tritonserver's first bytes: a JSON error body (``generate``, 400), or
+    a stream whose first event is an error (``generate_stream``, 200), read back from its ``[ziya:]`` code. Then the
+    client gets the refusal's own status (429 for overloaded, with ``Retry-After``) instead."""
+    if status == 200 and "text/event-stream" in ctype:
+        if not first.startswith(b'data: {"error"') or first.count(b"\n\n") != 1 or not first.endswith(b"\n\n"):
+            return None
+        first = first[len(b"data: "):]
+    elif status < 400 or "json" not in ctype:
+        return None
+    try:
+        message = json.loads(first)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return from_wire(message) if isinstance(message, str) else None
 
 
 class _Refused(asyncio.Protocol):

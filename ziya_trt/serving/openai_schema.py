@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InvalidRequestError, PromptTooLongError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
 from ..text.prompt import Message, Role
-from ..text.sampling import MAX_SEED, MAX_STOP_STRINGS, SamplingParams
+from ..text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams
 from .request_checks import BodyTooLargeError
 
 CARD = SamplingParams()  # the model card's defaults
@@ -45,21 +45,21 @@ class StreamOptions(_Strict):
 
 class _Generation(_Strict):
     model: str
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=MAX_INT32)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     # vLLM's extensions
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=MAX_INT32)
     repetition_penalty: float | None = Field(None, gt=0.0)
-    min_tokens: int | None = Field(None, ge=0)
+    min_tokens: int | None = Field(None, ge=0, le=MAX_INT32)
 
     def stops(self) -> tuple[str, ...]:
         return () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -92,7 +92,7 @@ class _Generation(_Strict):
 
 class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
     logprobs: bool | None = None
     top_logprobs: int | None = None
     # accepted names this server cannot honour: refused with a clear error when set
@@ -174,6 +174,11 @@ def retry_headers(status: int) -> dict[str, str]:
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def http_status(err: ZiyaError) -> int:
+    """The HTTP status of a typed error, on every route (OpenAI's, and Triton's ``/v2`` through the guard)."""
+    return openai_error(err)[0]
 
 
 def openai_error(err: ZiyaError) -> tuple[int, dict]:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
 from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ZiyaError, from_wire, typed
@@ -26,9 +27,11 @@ from . import openai_schema as schema
 from .engine_link import EngineLink
 from .admission import LocalBudget
 from .frontdoor import FrontDoor, TextJob, TextRequest
+from .request_checks import parse_json
 from .request_metrics import PromRequestMetrics, RequestOutcome
 
 _REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish reasons
+TOKENIZE_INLINE_BYTES = 8 * 1024  # a body this small tokenises in well under a millisecond: on the event loop
 
 
 class OpenAIServer:
@@ -40,6 +43,8 @@ class OpenAIServer:
         self.models = tuple(cfg.front_door_names)
         self.link = EngineLink(grpc_url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name="openai")
         self.budget = budget or LocalBudget(cfg.admission_budget)
+        # tokenising and truncating large requests, off the event loop (at most two at once: 2 cores here)
+        self._tokenizing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="openai-tokenize")
         self.created = int(time.time())
         self.metrics = PromRequestMetrics({"model": self.models[0], "api": "openai"})
 
@@ -58,6 +63,7 @@ class OpenAIServer:
 
     async def cleanup(self) -> None:
         await self.link.aclose()
+        self._tokenizing.shutdown(wait=False, cancel_futures=True)
 
     # --- routes ------------------------------------------------------------------------------------
     async def chat_completions(self, request):
@@ -73,9 +79,12 @@ class OpenAIServer:
         return web.json_response({"object": "list", "data": data})
 
     async def health(self, request):
-        """Ready when tritonserver and the engine model are."""
+        """Ready when tritonserver and the engine model are, and the server is not draining or restarting
+        (where ``/v2/health/ready`` says 503 too): a load balancer on ``/health`` sends nothing that is refused."""
         from aiohttp import web
 
+        if self.guard.unavailable:
+            return _json(503, {"status": "unavailable", "reason": self.guard.unavailable})
         try:
             async with self.session.get(f"{self.upstream}/v2/models/{self.cfg.engine_name}/ready") as up:
                 ok = up.status == 200
@@ -103,7 +112,10 @@ class OpenAIServer:
         t0 = time.monotonic()
         try:
             body = await self.guard.read_body(request)  # the size limit, the shared budget, the nesting depth
-            req = schema.parse(model, _json_body(body))
+            if len(body) <= TOKENIZE_INLINE_BYTES:
+                req = schema.parse(model, parse_json(body))
+            else:  # parsing a large body takes long too: off the loop
+                req = await self._off_loop(lambda: schema.parse(model, parse_json(body)))
             if req.model not in self.models:
                 self.metrics.record(RequestOutcome(0.0, error="invalid"))
                 return _json(404, schema.error_body(f"The model '{req.model}' does not exist; served: "
@@ -118,18 +130,23 @@ class OpenAIServer:
             self.metrics.record(RequestOutcome.failed(err))
             return _json(*schema.openai_error(err))
         try:
-            job = self._job(req, chat)
-        except Exception as e:
-            place.release()
-            err = typed(e, "openai: could not start the request")
-            self.metrics.record(RequestOutcome.failed(err))
-            return _json(*schema.openai_error(err))
-        try:
+            try:
+                if len(body) <= TOKENIZE_INLINE_BYTES:
+                    job = self._job(req, chat)
+                else:  # a long conversation's truncation takes long: never on the loop that serves every client
+                    job = await self._off_loop(lambda: self._job(req, chat))
+            except Exception as e:
+                err = typed(e, "openai: could not start the request")
+                self.metrics.record(RequestOutcome.failed(err))
+                return _json(*schema.openai_error(err))
             if req.stream:
                 return await self._stream(request, req, job, chat, t0)
             return await self._whole(req, job, chat, t0)
         finally:
             place.release()
+
+    async def _off_loop(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn)
 
     def _outcome(self, job: TextJob, t0: float, t_first: float | None, err: ZiyaError | None = None) -> None:
         now = time.monotonic()
@@ -290,13 +307,6 @@ def _ids(outputs: dict) -> list[int]:
 
 def _id(chat: bool) -> str:
     return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-
-
-def _json_body(body: bytes):
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep for the parser
-        raise InvalidRequestError(f"request body: not valid JSON ({type(e).__name__})", "body") from None
 
 
 def _json(status: int, body: dict):

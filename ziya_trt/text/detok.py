@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from enum import Enum
 from typing import Iterable, Sequence
 
@@ -34,6 +35,11 @@ class TokenTable:
     strip_leading_space: bool  # sentencepiece's dummy prefix: drop the first piece's leading space
     byte_mode: ByteMode = ByteMode.PER_BYTE
     keep_space_ids: frozenset[int] = frozenset()  # pieces whose leading space is never stripped (unk)
+
+    @cached_property
+    def max_chars(self) -> int:
+        """The most characters one token contributes (a byte piece: at most one)."""
+        return max((len(t) for t in self.texts if t), default=1)
 
     @classmethod
     def from_pieces(

@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Callable, Iterable, Protocol, Sequence
 
 from ..errors import InvalidRequestError, PromptTooLongError
+from .unicode import refuse_surrogates
 
 
 class Role(str, Enum):
@@ -56,6 +57,7 @@ def parse_messages(obj) -> list[Message]:
             obj = json.loads(obj)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InvalidRequestError(f"messages: not valid JSON ({e})", "messages") from None
+        refuse_surrogates(obj, "messages")
     if not isinstance(obj, list) or not all(isinstance(m, (dict, Message)) for m in obj):
         raise InvalidRequestError("messages: expected a list of {role, content} objects", "messages")
     out = []
@@ -229,14 +231,15 @@ def _conversation(messages) -> Conversation:
 
 
 def _fit(conv: Conversation, measure: Callable[[Conversation], tuple[str, int, tuple | None]],
-         budget: int | None) -> Prompt:
-    """The most recent whole turns that fit ``budget`` tokens (all of them without a budget)."""
+         budget: int | None, max_kept: int | None = None) -> Prompt:
+    """The most recent whole turns that fit ``budget`` tokens (all of them without a budget); ``max_kept``: no more
+    turns than that can fit (what ``measure`` then tokenises is bounded by the budget, not by the request)."""
     total = len(conv.turns)
     if budget is None:
         text, n, ids = measure(conv)
         return Prompt(text, n, total, 0, ids)
     # fewest dropped turns that fits: token counts grow with kept turns, so binary search
-    lo, hi = 1, total  # number of turns kept; 1 always keeps the last user turn
+    lo, hi = 1, min(total, max_kept or total)  # number of turns kept; 1 always keeps the last user turn
     fits: tuple[str, int, tuple | None] | None = None
     best = 0
     while lo <= hi:
@@ -278,4 +281,20 @@ def encode_prompt(messages: Conversation | Iterable[Message], template: PromptTe
         ids = tuple(tokenizer.encode_protected(joined, spans))
         return joined, len(ids), ids
 
-    return _fit(_conversation(messages), measure, budget)
+    conv = _conversation(messages)
+    table = getattr(tokenizer, "table", None)
+    max_kept = _turns_within(conv, budget * table.max_chars) if budget is not None and table is not None else None
+    return _fit(conv, measure, budget, max_kept)
+
+
+def _turns_within(conv: Conversation, max_chars: int) -> int:
+    """How many of the last turns hold at most ``max_chars`` characters of content (at least 1). No token covers more
+    than the tokenizer's longest piece, so turns beyond that many characters cannot fit the budget: a conversation of
+    any length costs a tokenising bounded by the budget."""
+    n, chars = 0, len(conv.system or "")
+    for u, a in reversed(conv.turns):
+        chars += len(u) + len(a or "")
+        if chars > max_chars:
+            break
+        n += 1
+    return max(n, 1)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ..errors import InvalidRequestError
 
 MAX_SEED = 2**64 - 1  # the engines take the seed as UINT64
+MAX_INT32 = 2**31 - 1  # and max_tokens, top_k and min_tokens as INT32: a larger number would wrap, never be refused
 MAX_STOP_STRINGS = 16  # also the most bad words
 MAX_STOP_CHARS = 256
 MIN_TEMPERATURE = 1e-5  # below it (and above 0) logits / temperature overflow: 0 is the greedy setting
@@ -32,17 +33,17 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(self.stop))
-        _check_int("max_new_tokens", self.max_new_tokens, lo=1)
+        _check_int("max_new_tokens", self.max_new_tokens, lo=1, hi=MAX_INT32)
         _check_float("temperature", self.temperature, lo=0.0, lo_open=False)
         if 0.0 < self.temperature < MIN_TEMPERATURE:
             raise InvalidRequestError(f"temperature: {self.temperature} is too small to sample with; use 0 for "
                                       f"greedy decoding, or at least {MIN_TEMPERATURE}", "temperature")
         _check_float("top_p", self.top_p, lo=0.0, hi=1.0, lo_open=True)
-        _check_int("top_k", self.top_k, lo=0)
+        _check_int("top_k", self.top_k, lo=0, hi=MAX_INT32)
         _check_float("repetition_penalty", self.repetition_penalty, lo=0.0, lo_open=True)
         _check_float("presence_penalty", self.presence_penalty, lo=-2.0, hi=2.0)
         _check_float("frequency_penalty", self.frequency_penalty, lo=-2.0, hi=2.0)
-        _check_int("min_tokens", self.min_tokens, lo=0)
+        _check_int("min_tokens", self.min_tokens, lo=0, hi=MAX_INT32)
         if self.seed is not None:
             _check_int("seed", self.seed, lo=0, hi=MAX_SEED)
         check_words("stop", self.stop, "stop strings")

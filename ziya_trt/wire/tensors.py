@@ -28,6 +28,11 @@ CLIENT_DTYPES = {  # tritonclient's datatype strings
     "TYPE_BOOL": "BOOL",
     "TYPE_STRING": "BYTES",
 }
+INT_RANGES = {  # what each integer dtype holds
+    "TYPE_INT32": (-(2**31), 2**31 - 1),
+    "TYPE_INT64": (-(2**63), 2**63 - 1),
+    "TYPE_UINT64": (0, 2**64 - 1),
+}
 # a wire datatype string (gRPC/HTTP) to its numpy dtype
 NP_BY_WIRE = {CLIENT_DTYPES[k]: v for k, v in NP_DTYPES.items()}
 
@@ -61,15 +66,23 @@ class TensorSpec:
 
     def array(self, value) -> np.ndarray:
         """``value`` as this tensor for one request, batch dimension included: a scalar becomes
-        ``[[v]]``, a sequence ``[seq]``; an array keeps its shape and takes this dtype."""
+        ``[[v]]``, a sequence ``[seq]``; an array keeps its shape and takes this dtype. A Python integer that
+        does not fit an integer dtype is refused (numpy would wrap it)."""
         if isinstance(value, np.ndarray):
             return value if value.dtype == self.np_dtype else value.astype(self.np_dtype)
         if self.is_string:
             vals = value if isinstance(value, (list, tuple)) else [value]
             return np.array([[_encode(v) for v in vals]], dtype=np.object_)
-        if isinstance(value, (list, tuple)):
-            return np.asarray([value], dtype=self.np_dtype)
-        return np.asarray([[value]], dtype=self.np_dtype)
+        rows = [list(value)] if isinstance(value, (list, tuple)) else [[value]]
+        if self.data_type in INT_RANGES:
+            lo, hi = INT_RANGES[self.data_type]
+            for v in rows[0]:
+                if isinstance(v, int) and not lo <= v <= hi:
+                    from ..errors import InvalidRequestError
+
+                    raise InvalidRequestError(f"{self.name}: {v} does not fit {self.client_dtype} ({lo} to {hi})",
+                                              self.name)
+        return np.asarray(rows, dtype=self.np_dtype)
 
     def vector(self, *values) -> np.ndarray:
         """A flat ``[n]`` array of this dtype (how the front door's responses carry their outputs)."""
