@@ -9,4 +9,8 @@ if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here, not a pass" >&2
   exit 1
 fi
+# the whole suite passed: the text core and the reference engine again on transformers 4.57 (the GPU image's)
+if [ "$rc" -eq 0 ] && [ "$#" -eq 0 ]; then
+  bash scripts/test_transformers457.sh
+fi
 exit "$rc"
