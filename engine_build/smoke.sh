@@ -3,7 +3,7 @@
 # It needs an NVIDIA GPU and TensorRT-LLM 1.2.1: run it inside nvcr.io/nvidia/tritonserver:26.07-trtllm-python-py3
 # (TensorRT-LLM's example scripts in /app/examples), from a checkout:
 #   bash engine_build/smoke.sh [--dtypes bf16,fp8] [--tp 2] [--out runs/smoke]
-# It installs the checkout into the image's Python (the image's torch, numpy and TensorRT(-LLM) held, as
+# It installs the checkout into the image's Python (the image's torch, numpy, TensorRT(-LLM) and transformers held, as
 # deploy/docker/Dockerfile does), then runs `python3 -m engine_build.smoke` (what it checks: engine_build/smoke.py).
 # PYTHON=... picks another interpreter. Exit 0: passed; 1: a check failed; 2: this machine cannot run it.
 set -euo pipefail
@@ -29,7 +29,7 @@ fi
 if ! "$PY" -c 'import importlib.metadata as m; m.version("ziya-trt"); import openai' 2>/dev/null; then
     held=$(mktemp)
     "$PY" -m pip list --format=freeze \
-        | { grep -iE '^(torch|numpy|tensorrt|tensorrt[-_]llm|tensorrt[-_]cu[0-9]+)==' || true; } > "${held}"
+        | { grep -iE '^(torch|numpy|tensorrt|tensorrt[-_]llm|tensorrt[-_]cu[0-9]+|transformers)==' || true; } > "${held}"
     PIP_BREAK_SYSTEM_PACKAGES=1 "$PY" -m pip install --quiet --constraint "${held}" --editable . "openai>=1.40"
     rm -f "${held}"
 fi
