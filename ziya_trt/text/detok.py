@@ -119,8 +119,10 @@ def _is_valid_prefix(chunk: bytes) -> bool:
         return False
 
 
-def decode_bytes_per_byte(buf: bytes, final: bool) -> tuple[str, bytes]:
-    """Decode as much of ``buf`` as is settled; return (text, bytes still pending)."""
+def decode_bytes_per_byte(buf: bytes, final: bool, at_end: bool = False) -> tuple[str, bytes]:
+    """Decode as much of ``buf`` as is settled; return (text, bytes still pending). ``at_end``: the sequence ends
+    here, and a character it cut short (``max_tokens`` reached inside an emoji) is one U+FFFD, as Python's decoder
+    and the Unicode recommendation have it; elsewhere each invalid byte is one, as sentencepiece decodes."""
     out: list[str] = []
     i, n = 0, len(buf)
     while i < n:
@@ -133,6 +135,10 @@ def decode_bytes_per_byte(buf: bytes, final: bool) -> tuple[str, bytes]:
         if len(chunk) < need:
             if not final and _is_valid_prefix(chunk):
                 break
+            if at_end:  # the bytes that end the sequence: as Python's decoder replaces them
+                out.append(chunk.decode("utf-8", "replace"))
+                i += len(chunk)
+                continue
             out.append(REPLACEMENT)
             i += 1
             continue
@@ -188,15 +194,15 @@ class IncrementalDetokenizer:
         return "".join(out)
 
     def flush(self) -> str:
-        """End of sequence: settle any incomplete bytes (each becomes U+FFFD)."""
-        return self._drain(final=True) if self._pending else ""
+        """End of sequence: settle any incomplete bytes (a character cut short becomes one U+FFFD)."""
+        return self._drain(final=True, at_end=True) if self._pending else ""
 
-    def _drain(self, final: bool) -> str:
+    def _drain(self, final: bool, at_end: bool = False) -> str:
         if self._lossy is not None:
             text = self._lossy.decode(self._pending, final=final)
             self._pending = b""
         else:
-            text, self._pending = decode_bytes_per_byte(self._pending, final)
+            text, self._pending = decode_bytes_per_byte(self._pending, final, at_end)
         if text:
             self._started = True
         return text

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ziya_trt.finish import FinishReason
 
-from ziya_trt.text.detok import IncrementalDetokenizer, StopMatcher, TextStream, decode_bytes_per_byte
+from ziya_trt.text.detok import IncrementalDetokenizer, StopMatcher, TextStream, _utf8_len, decode_bytes_per_byte
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -18,6 +18,22 @@ def chunked(ids, sizes):
         n = sizes[k % len(sizes)] if sizes else 1
         yield ids[i : i + n]
         i, k = i + n, k + 1
+
+
+def sp_decode_cut(tok, ids):
+    """sentencepiece's decode, except that a character the sequence cuts short at its end is one U+FFFD (sentencepiece
+    gives one per byte; Python's decoder and the Unicode recommendation one per character)."""
+    full = tok.sp.decode(ids)
+    tail = b""
+    for t in reversed(ids):
+        if tok.table.raw[t] is None:
+            break
+        tail = tok.table.raw[t] + tail
+    for k in (3, 2, 1):  # the last lead byte, if what follows it is short of its character
+        cut = tail[-k:]
+        if len(cut) == k and k < _utf8_len(cut[0]) and full.endswith("\ufffd" * k):
+            return full[:-k] + cut.decode("utf-8", "replace")
+    return full
 
 
 def stream(table, ids, sizes):
@@ -44,7 +60,7 @@ def test_random_ids_stream_equals_sentencepiece_decode(tok, data, sizes):
     n = tok.vocab_size
     byte_ids = [i for i in range(n) if tok.table.raw[i] is not None]
     ids = data.draw(st.lists(st.one_of(st.integers(0, n - 1), st.sampled_from(byte_ids)), max_size=60))
-    full = tok.sp.decode(ids)
+    full = sp_decode_cut(tok, ids)
     pieces = stream(tok.table, ids, sizes)
     assert "".join(pieces) == full
     if "\ufffd" not in full:
@@ -75,7 +91,9 @@ def test_incomplete_character_is_held_then_released(tok):
     assert d.push([B(0xE4)]) == "" and d.push([B(0xBD)]) == ""
     assert d.push([B(0xA0)]) == "你"
     assert d.push([B(0xF0), B(0x9F)]) == ""
-    assert d.flush() == "\ufffd\ufffd"  # sentencepiece: one replacement per invalid byte
+    assert d.flush() == "\ufffd"  # an emoji cut short by the end of the reply: one replacement, not one per byte
+    d = IncrementalDetokenizer(tok.table)  # in the middle of a sequence, sentencepiece's one per invalid byte
+    assert d.push([B(0xF0), B(0x9F), tok.sp.piece_to_id("\u2581")]) == "\ufffd\ufffd "
 
 
 def test_out_of_vocab_id_is_an_error(tok):
@@ -88,6 +106,7 @@ def test_out_of_vocab_id_is_an_error(tok):
     [
         (b"\xe4\xbd", False, "", b"\xe4\xbd"),
         (b"\xe4\xbd", True, "\ufffd\ufffd", b""),
+        (b"a\xf0\x9f\x98", True, "a\ufffd\ufffd\ufffd", b""),
         (b"\xed\xa0\x80", False, "\ufffd\ufffd\ufffd", b""),  # surrogate: never valid
         (b"\xc0\x80", False, "\ufffd\ufffd", b""),  # overlong
         (b"a\xf0\x9f\x98\x80b", False, "a\U0001F600b", b""),
@@ -95,6 +114,12 @@ def test_out_of_vocab_id_is_an_error(tok):
 )
 def test_per_byte_decoder(buf, final, text, rest):
     assert decode_bytes_per_byte(buf, final) == (text, rest)
+
+
+@pytest.mark.parametrize("buf, text", [(b"a\xf0\x9f\x98", "a\ufffd"), (b"\xe4\xbd", "\ufffd"), (b"\xe4", "\ufffd"),
+                                       (b"\xff\xe4\xbd", "\ufffd\ufffd"), (b"\xed\xa0", "\ufffd\ufffd")])
+def test_a_character_cut_short_at_the_end_is_one_replacement(buf, text):
+    assert decode_bytes_per_byte(buf, True, at_end=True) == (text, b"")
 
 
 # --- stopping ---------------------------------------------------------------------------------
