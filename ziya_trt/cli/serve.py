@@ -53,7 +53,10 @@ def add_serve_options(p) -> None:
                    help="seconds to wait for the server to be ready (the engine loaded) before giving up "
                         "(default %(default)g)")
     p.add_argument("--admin-key", help="the operator's key for the control, memory, statistics and model-config "
-                                       "APIs (header ziya-admin-key; default: a random one, saved beside the repository)")
+                                       "APIs (header ziya-admin-key; default: a random one, saved in the repository "
+                                       "as admin_key). Any local user sees it in this command's arguments: prefer "
+                                       "--admin-key-file")
+    p.add_argument("--admin-key-file", type=Path, help="read the operator's key from this file (its first line)")
     p.add_argument("--http-body-limit", type=int, default=1024 * 1024,
                    help="largest HTTP request body in bytes, enforced in front of tritonserver (0: no guard)")
 
@@ -150,8 +153,23 @@ def server_from_args(a, cfg: ServeConfig, gpu_probe: GpuProbe = count_visible_gp
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
     return triton_server(repo, cfg, gpu_probe, ports=ports, host=a.host, install=install, log_file=a.log_file,
-                         exit_timeout_s=a.exit_timeout, admin_key=a.admin_key,
+                         exit_timeout_s=a.exit_timeout, admin_key=admin_key(a),
                          http_body_limit=a.http_body_limit or None)
+
+
+def admin_key(a) -> str | None:
+    """The operator's key from ``--admin-key`` or ``--admin-key-file``; None: a random one."""
+    if a.admin_key_file is None:
+        return a.admin_key
+    if a.admin_key:
+        raise ConfigError("--admin-key and --admin-key-file: give one")
+    try:
+        lines = a.admin_key_file.read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"--admin-key-file: cannot read {a.admin_key_file}: {e.strerror}") from e
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"--admin-key-file: {a.admin_key_file} is empty")
+    return lines[0].strip()
 
 
 def run(a) -> int:
@@ -168,12 +186,8 @@ def run(a) -> int:
     print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
     if srv.openai_url:
         print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r})", flush=True)
-    if not a.admin_key:
-        key_file = srv.repo.parent / "admin_key"
-        key_file.write_text(srv.admin_key + "\n")
-        key_file.chmod(0o600)
-        print(f"operator key (header ziya-admin-key; over gRPC triton-grpc-protocol-ziya-admin-key): {key_file}",
-              flush=True)
+    print(f"operator key (header ziya-admin-key; over gRPC triton-grpc-protocol-ziya-admin-key): {srv.key_file}",
+          flush=True)
     print(f"models: {', '.join(cfg.front_door_names)} (text) -> {cfg.engine_name} (tokens). Ctrl-C stops.", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -25,8 +25,9 @@ from .gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
 from .http_guard import DEFAULT_MAX_BODY, HttpGuard
 from .install import ServerStartError, TritonInstall, bundled_triton, external_triton  # noqa: F401 (re-exported)
 from .procs import python_stubs
-from .spawn import popen, remove_orphaned_shm, shm_prefix
 from .request_checks import ADMIN_HEADER, RESTRICTED_APIS
+from .secret_arg import hide, write_private
+from .spawn import popen, remove_orphaned_shm, shm_prefix
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 180.0  # how long ``start`` waits for readiness unless told (``ziya-trt serve --ready-timeout``)
@@ -83,7 +84,8 @@ class TritonServer(_Endpoints):
     """A running tritonserver, and what keeps it honest. Use as a context manager, or ``start``/``stop``.
 
     - The control, memory, statistics and model-config APIs need the operator's key (``admin_key``, a
-      fresh random one unless given), in tritonserver's own restriction flags and in the HTTP guard.
+      fresh random one unless given, kept in ``key_file``), checked by tritonserver (its command line shows a
+      marker in the key's place: ``secret_arg.py``) and by the HTTP guard.
     - ``supervise``: a dead Python stub (or tritonserver itself) is a restart of the whole server on the
       same ports, with readiness false meanwhile; open streams end with an error at once. Past
       ``restart_limit`` restarts in a minute it gives up (``alive`` turns false).
@@ -94,10 +96,8 @@ class TritonServer(_Endpoints):
     - tritonserver dies with this process, however it ends (``spawn.py``; the pytest fixtures' servers too).
     """
 
-    # What tritonserver gets when this process ends without stopping it (killed, OOM): SIGKILL, not SIGTERM.
-    # SIGTERM would start tritonserver's own shutdown, but nothing is left to end it if that hangs, and with the
-    # launcher gone its HTTP guard and OpenAI API are gone too. Its stubs follow it; the next start removes its
-    # shared memory.
+    # tritonserver's signal if this process ends without stopping it (killed, OOM): SIGKILL, as no one would be left
+    # to end a SIGTERM shutdown that hangs. Its stubs follow it; the next start removes its shared memory.
     death_signal = signal.SIGKILL
 
     def __init__(
@@ -132,6 +132,8 @@ class TritonServer(_Endpoints):
         self._guard: HttpGuard | None = None
         self.serve_config = serve_config
         self.admin_key = admin_key or secrets.token_urlsafe(24)
+        self.key_file = self.repo / "admin_key"  # this server's own: not beside another's repository
+        self.key_marker = f"@admin-key-{secrets.token_hex(8)}@"  # what tritonserver's command line shows
         self.shm_prefix = shm_prefix(self.ports.grpc)
         self.drain_timeout_s = serve_config.drain_timeout_s if serve_config is not None else 20.0
         self.supervise, self.restart_limit = supervise, restart_limit
@@ -145,7 +147,7 @@ class TritonServer(_Endpoints):
 
     def command(self) -> list[str]:
         inst = self.install
-        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}"
+        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.key_marker}"
         return [
             str(inst.binary),
             f"--model-repository={self.repo}",
@@ -201,6 +203,7 @@ class TritonServer(_Endpoints):
         if orphans := remove_orphaned_shm():
             log.info("removed %d shared-memory regions of servers whose launcher is gone", len(orphans))
         clear_drain(self.repo)
+        write_private(self.key_file, self.admin_key + "\n")
         self._spawn()
         try:
             if self.http_body_limit:
@@ -220,8 +223,9 @@ class TritonServer(_Endpoints):
 
     def _spawn(self) -> None:
         with open(self.log_file, "ab") as log:
-            self.proc = popen(self.command(), self.death_signal, stdout=log, stderr=subprocess.STDOUT,
-                              env=self.env(), start_new_session=True)
+            cmd, env = hide(self.command(), self.env(), self.key_marker, self.admin_key, self.key_file)
+            self.proc = popen(cmd, self.death_signal, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)
 
     def _guard_extensions(self) -> list:
         if self.serve_config is None:
@@ -259,6 +263,9 @@ class TritonServer(_Endpoints):
                 )
             if self._triton_ready():
                 self._stubs = self._live_stubs()
+                if "--allow-http=false" not in self.extra_args and not self._triton_ok("logging", key=True):
+                    raise ServerStartError(f"tritonserver did not take the operator's key from {self.key_file} "
+                                           "(secret_arg.py's library acts in a program named tritonserver)")
                 return
             time.sleep(0.2)
         raise ServerStartError(f"tritonserver not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
@@ -270,10 +277,12 @@ class TritonServer(_Endpoints):
         """tritonserver's own readiness, behind the guard if there is one."""
         return self._triton_ok("ready")
 
-    def _triton_ok(self, what: str) -> bool:
-        """``/v2/health/<what>`` (ready or live) of tritonserver itself, behind the guard if there is one."""
+    def _triton_ok(self, what: str, key: bool = False) -> bool:
+        """``/v2/health/<what>`` (ready or live) of tritonserver itself (behind the guard); ``key``: ``/v2/<what>``."""
+        path, headers = (what, {ADMIN_HEADER: self.admin_key}) if key else (f"health/{what}", {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self._triton_http_port}/v2/health/{what}", timeout=1) as r:
+            req = urllib.request.Request(f"http://127.0.0.1:{self._triton_http_port}/v2/{path}", headers=headers)
+            with urllib.request.urlopen(req, timeout=1) as r:
                 return r.status == 200
         except OSError:
             return False

@@ -53,6 +53,7 @@ class _StartRecorder:
 
     def __init__(self, repo):
         self.repo, self.log_file, self.waits = repo, repo.parent / "tritonserver.log", []
+        self.key_file = repo / "admin_key"
         self.http_url = self.grpc_url = "127.0.0.1:1"
         self.metrics_url, self.openai_url, self.alive, self.drained = "http://127.0.0.1:2/metrics", None, False, True
 
@@ -105,3 +106,28 @@ def test_a_serve_process_waits_as_long_as_its_caller(tmp_path, monkeypatch):
         pass
     (cmd,) = started
     assert cmd[1:3] == ["-m", "ziya_trt.cli"] and build_parser().parse_args(cmd[3:]).ready_timeout == 900
+
+
+def test_serve_takes_the_admin_key_from_a_file_and_prints_where_the_server_keeps_it(tiny_ckpt, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """``--admin-key`` shows the key in serve's own arguments (``ps``); ``--admin-key-file`` does not."""
+    import pytest
+
+    from ziya_trt.cli import serve
+    from ziya_trt.serving.config import ConfigError
+
+    key = tmp_path / "key"
+    key.write_text("from-a-file\n")
+    a = build_parser().parse_args(["serve", "--engine", "synthetic", "--admin-key-file", str(key)])
+    assert serve.admin_key(a) == "from-a-file"
+    a.admin_key = "k"
+    with pytest.raises(ConfigError, match="give one"):
+        serve.admin_key(a)
+    key.write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        serve.admin_key(build_parser().parse_args(["serve", "--admin-key-file", str(key)]))
+    srv = _StartRecorder(tmp_path / "repo")
+    monkeypatch.setattr(serve, "server_from_args", lambda a, cfg: srv)
+    main(["serve", "--engine", "synthetic", "--tokenizer-dir", str(tiny_ckpt)])
+    assert f"operator key (header ziya-admin-key; over gRPC triton-grpc-protocol-ziya-admin-key): {srv.key_file}" \
+        in capsys.readouterr().out

@@ -45,12 +45,12 @@ def serve_args(tmp_path, tiny_ckpt, monkeypatch):
     return make
 
 
-def expected_command(tmp_path, world_size: int) -> list[str]:
+def expected_command(tmp_path, world_size: int, key_marker: str) -> list[str]:
     tritonserver = str(tmp_path / "opt" / "tritonserver" / "bin" / "tritonserver")
     repo = f"--model-repository={tmp_path / 'repo'}"
     backends = f"--backend-directory={tmp_path / 'opt' / 'tritonserver' / 'backends'}"
     prefix = f"ziya{os.getpid()}p8001_"
-    restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}=KEY"
+    restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={key_marker}"  # the key itself: see test_secret_arg
     rank0 = [tritonserver, repo, backends, "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
              "--metrics-address=127.0.0.1", "--http-port=18000", "--grpc-port=8001", "--metrics-port=8002",
              "--model-control-mode=none", f"--http-restricted-api={restricted}",
@@ -73,7 +73,8 @@ def test_the_exact_launch_command(serve_args, tmp_path, tp, pp):
     assert cfg.world_size == tp * pp
     srv = server_from_args(a, cfg, gpu_probe=lambda: tp * pp)
     assert isinstance(srv, MultiGpuTritonServer) and srv.proc is None  # built, not started
-    assert srv.command() == expected_command(tmp_path, tp * pp)
+    assert srv.command() == expected_command(tmp_path, tp * pp, srv.key_marker)
+    assert srv.admin_key == "KEY" and not any("KEY" in arg for arg in srv.command())
     assert srv.mpi_command(tp * pp) == srv.command()  # TritonServer.mpi_command renders the same
 
 
