@@ -7,6 +7,8 @@ copy of the ``ServeConfig``, so the served model is exactly the config rendered 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hashlib
 import math
 from dataclasses import replace
@@ -34,7 +36,9 @@ UID = 1000  # the images' user (the NGC image's triton-server, ziya in the CPU i
 CONTAINER = "server"
 READY_PATH, LIVE_PATH = "/v2/health/ready", "/v2/health/live"
 SCRAPE_INTERVAL = "15s"
-ADMIN_KEY_ENV = "ZIYA_ADMIN_KEY"
+ADMIN_KEY_DIR = "/var/run/secrets/ziya-trt"  # the operator key from a Secret, as a file (not inside CONFIG_DIR:
+# that is a read-only ConfigMap mount, where the kubelet could not make a mount point)
+ADMIN_KEY_FILE = f"{ADMIN_KEY_DIR}/admin_key"
 
 
 def version() -> str:
@@ -86,8 +90,8 @@ def serve_args(cfg: ServeConfig, opts: K8sOptions) -> list[str]:
             "--ready-timeout", str(opts.startup_timeout_s)]
     if cfg.engine is EngineKind.TENSORRT_LLM:
         args += ["--tritonserver", TRITONSERVER]
-    if opts.admin_secret():
-        args += ["--admin-key", f"$({ADMIN_KEY_ENV})"]  # the kubelet expands it from the Secret's env var
+    if opts.admin_secret():  # a file from the Secret: the key is in no process's arguments
+        args += ["--admin-key-file", ADMIN_KEY_FILE]
     return args
 
 
@@ -139,9 +143,8 @@ def container(cfg: ServeConfig, opts: K8sOptions) -> dict:
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
     }
-    secret = opts.admin_secret()
-    if secret:
-        c["env"] = [{"name": ADMIN_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": secret[0], "key": secret[1]}}}]
+    if opts.admin_secret():
+        c["volumeMounts"].append({"name": "admin-key", "mountPath": ADMIN_KEY_DIR, "readOnly": True})
     if not opts.pre_stop_s:
         del c["lifecycle"]
     return c
@@ -152,11 +155,16 @@ def volumes(opts: K8sOptions) -> list[dict]:
         model = {"name": "model", "persistentVolumeClaim": {"claimName": opts.volume_claim, "readOnly": True}}
     else:
         model = {"name": "model", "hostPath": {"path": opts.host_path, "type": "Directory"}}
-    return [model,
-            {"name": "config", "configMap": {"name": f"{opts.name}-config"}},
-            {"name": "state", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm_size}}]
+    out = [model,
+           {"name": "config", "configMap": {"name": f"{opts.name}-config"}},
+           {"name": "state", "emptyDir": {}},
+           {"name": "tmp", "emptyDir": {}},
+           {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm_size}}]
+    secret = opts.admin_secret()
+    if secret:  # readable by the pod's group (fsGroup) only
+        out.append({"name": "admin-key", "secret": {"secretName": secret[0], "defaultMode": 0o440,
+                                                    "items": [{"key": secret[1], "path": Path(ADMIN_KEY_FILE).name}]}})
+    return out
 
 
 def deployment(cfg: ServeConfig, opts: K8sOptions) -> dict:

@@ -267,12 +267,18 @@ def test_a_changed_config_rolls_the_pods():
     assert digest(trtllm()) == digest(trtllm()) != digest(trtllm(max_queue_size=8))
 
 
-def test_admin_key_from_a_secret():
-    c = pod(k8s.render(trtllm(), opts(admin_key_secret="ops-keys:ziya")))["containers"][0]
-    assert c["env"] == [{"name": "ZIYA_ADMIN_KEY", "valueFrom": {"secretKeyRef": {"name": "ops-keys", "key": "ziya"}}}]
-    assert build_parser().parse_args(c["args"]).admin_key == "$(ZIYA_ADMIN_KEY)"  # the kubelet expands it
-    c = pod(k8s.render(trtllm(), opts()))["containers"][0]
-    assert "env" not in c and "--admin-key" not in c["args"]
+def test_admin_key_from_a_secret_is_a_file_never_an_argument():
+    p = pod(k8s.render(trtllm(), opts(admin_key_secret="ops-keys:ziya")))
+    c = p["containers"][0]
+    a = build_parser().parse_args(c["args"])
+    assert a.admin_key is None and str(a.admin_key_file) == "/var/run/secrets/ziya-trt/admin_key" and "env" not in c
+    assert {"name": "admin-key", "mountPath": "/var/run/secrets/ziya-trt", "readOnly": True} in c["volumeMounts"]
+    vol = next(v for v in p["volumes"] if v["name"] == "admin-key")
+    assert vol["secret"] == {"secretName": "ops-keys", "defaultMode": 0o440, "items": [{"key": "ziya", "path": "admin_key"}]}
+    p = pod(k8s.render(trtllm(), opts()))
+    c = p["containers"][0]
+    assert "--admin-key" not in c["args"] and "--admin-key-file" not in c["args"]
+    assert all(v["name"] != "admin-key" for v in p["volumes"])
 
 
 def test_autoscaler_on_the_front_door_gauge_through_the_adapter_rule():
