@@ -190,19 +190,27 @@ class EngineLink:
     async def _send_stop(self, call: _Call, req) -> None:
         """A call the engine has not answered yet (queued for a slot) is cancelled itself, so it gives its
         place back at once. Otherwise the stop goes on a stream of its own (after the answer, so it cannot
-        overtake the call's request); its one empty response is read and dropped."""
+        overtake the call's request); its one empty response is read and dropped. A stop the server refuses
+        (Triton's queue for the engine model is full: the template bounds it with the engine's max_queue_size,
+        and a burst of stops can fill it) must not leave the call running: the call's own stream is cancelled
+        then, which Triton passes on to the engine as the request's cancellation."""
         if call.grpc is not None and not call.started.done():
             call.grpc.cancel()
             return
+        refused = None
         try:
             await call.started
             stream = self._stub.ModelStreamInfer()
             await stream.write(req)
             await stream.done_writing()
-            async for _ in stream:
-                pass
-        except Exception:  # the call ended first, or the server is going: the call's own task reports that
+            async for resp in stream:
+                refused = refused or resp.error_message or None
+        except Exception as e:  # the call ended first, or the server is going: the call's own task reports that
             log.debug("%s: stop for %s not sent", self.name, call.id, exc_info=True)
+            refused = refused or type(e).__name__
+        if refused is not None and call.grpc is not None:
+            log.info("%s: the stop for %s was refused (%s): cancelling the call itself", self.name, call.id, refused)
+            call.grpc.cancel()  # a no-op for a call that has ended
 
     async def _run_call(self, call: _Call, req) -> None:
         error = None

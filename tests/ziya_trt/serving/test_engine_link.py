@@ -145,3 +145,24 @@ def test_calls_submitted_the_moment_the_link_starts_are_not_lost(syn_server):
         finally:
             link.close()
             link.close()  # idempotent
+
+
+def test_a_stop_the_server_refuses_still_ends_the_call(link, syn_server):
+    """Triton refuses a stop when the engine model's queue is full (the template bounds it with max_queue_size): the
+    call must not go on generating. Here the engine refuses the stop itself (a stop with no stop flag and no ids is
+    an invalid request), as deterministic a refusal: the link then cancels the call, and the engine frees the slot."""
+    from tests.triton_helpers import wait_metric
+    from ziya_trt.serving.gauges import METRIC_ACTIVE
+
+    ev, rid = Events(), uuid.uuid4().hex
+    link.submit(rid, arrays([20, 21, 22], 3000), ev)
+    deadline = time.monotonic() + 10
+    while not ev.tokens and time.monotonic() < deadline:  # the engine has answered: a stop goes on its own stream
+        time.sleep(0.01)
+    assert ev.tokens
+    refused_stop = {k: v for k, v in stop_request_inputs().items() if k != "stop"}
+    refused_stop.pop("input_ids")
+    assert link.stop(rid, refused_stop)
+    assert ev.done.wait(10), "the call went on after its stop was refused"
+    active, _ = wait_metric(syn_server, METRIC_ACTIVE, "synthetic", lambda v: v == 0, timeout_s=10)
+    assert active == 0 and len(ev.tokens) < 3000
