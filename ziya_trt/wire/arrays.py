@@ -166,7 +166,7 @@ def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
                          batch_index: int | None = None) -> dict[str, np.ndarray]:
     """The engine's outputs for one response, as the tensorrt_llm backend fills them: the ``wanted`` ones (all
     when the caller named none), ``batch_index`` for a row of a batch, and, for a request that set
-    return_perf_metrics, all ten perf outputs whatever was asked (Triton drops those not requested)."""
+    return_perf_metrics, the perf outputs."""
     values = {
         "output_ids": [out.tokens],  # [beam][tokens]
         "sequence_length": [len(out.tokens)],
@@ -184,7 +184,10 @@ def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
                 "first_scheduled_time_ns": p.first_scheduled_ns, "first_token_time_ns": p.first_token_ns,
                 "last_token_time_ns": p.last_token_ns, "acceptance_rate": 0.0, "total_accepted_draft_tokens": 0,
                 "total_draft_tokens": 0}
-        arrays.update((k, _OUTPUTS[k].array(perf[k])) for k in template().backend.perf_outputs)
+        # all ten, as the backend writes them, less those not asked for: Triton drops those, so they would only cost
+        # a tensor each per response (whether the config declares them all is checked when the request starts)
+        arrays.update((k, _OUTPUTS[k].array(perf[k])) for k in template().backend.perf_outputs
+                      if wanted is None or k in wanted)
     return arrays
 
 
