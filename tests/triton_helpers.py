@@ -103,3 +103,44 @@ def wait_metric(srv, name: str, model: str, pred, timeout_s: float = 5.0) -> tup
             break
         time.sleep(0.02)
     return v, time.monotonic() - t0
+
+
+def hold_engine(srv, n: int, model: str = "synthetic", timeout_s: float = 20.0) -> list:
+    """Fill ``n`` of the engine's places (slots, then its queue) with long streams of its own clients, one at a time:
+    each counts in the engine's gauges before the next goes (a burst could meet Triton's own queue bound, the
+    config's max_queue_size, first). Returns the clients; ``release`` them."""
+    import time
+
+    from ziya_trt.serving.gauges import METRIC_ACTIVE, METRIC_QUEUED
+
+    held: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(held) < n and time.monotonic() < deadline:
+        c = tg.InferenceServerClient(srv.grpc_url)
+        c.start_stream(callback=lambda result, error: None)
+        values = {"input_ids": list(range(5, 200)), "input_lengths": 195, "request_output_len": 1500,
+                  "streaming": True}
+        c.async_stream_infer(model, grpc_inputs(values, ENGINE_INPUTS), request_id=f"hold-{len(held)}-{time.time_ns()}")
+        text = ""
+        counted = lambda v: (metric(text, METRIC_ACTIVE, model) or 0) + (metric(text, METRIC_QUEUED, model) or 0)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.0:
+            text = scrape(srv)
+            if counted(text) >= len(held) + 1:
+                break
+            time.sleep(0.02)
+        if counted(text) >= len(held) + 1:
+            held.append(c)
+        else:  # refused (Triton's queue was full for a moment): try again
+            c.stop_stream(cancel_requests=True)
+            c.close()
+    if len(held) < n:
+        release(held)
+        raise TimeoutError(f"could hold only {len(held)} of {n} engine places")
+    return held
+
+
+def release(clients) -> None:
+    for c in clients:
+        c.stop_stream(cancel_requests=True)
+        c.close()

@@ -10,10 +10,9 @@ import urllib.request
 
 import numpy as np
 import pytest
-import tritonclient.grpc as tg
 
 from tests.reliability.test_attacks import get, post_raw
-from tests.triton_helpers import ENGINE, grpc_inputs, grpc_stream
+from tests.triton_helpers import grpc_stream, hold_engine, release
 
 pytestmark = pytest.mark.server
 
@@ -143,13 +142,7 @@ def test_large_conversations_do_not_block_the_http_port(syn_server):
 
 # 8 ---------------------------------------------------------------------------------------------------
 def test_overload_is_429_with_retry_after_on_v2_generate(slow_server):
-    holders = []
-    for i in range(3):  # 2 slots + a queue of 1, held by clients of the engine itself
-        c = tg.InferenceServerClient(slow_server.grpc_url)
-        c.start_stream(callback=lambda result, error: None)
-        values = {"input_ids": list(range(5, 200)), "input_lengths": 195, "request_output_len": 400, "streaming": True}
-        c.async_stream_infer("synthetic", grpc_inputs(values, ENGINE), request_id=f"v2-hold-{i}")
-        holders.append(c)
+    holders = hold_engine(slow_server, 3)  # 2 slots + a queue of 1, held by clients of the engine itself
     try:
         deadline, seen = time.monotonic() + 20, []
         while time.monotonic() < deadline:
@@ -165,9 +158,7 @@ def test_overload_is_429_with_retry_after_on_v2_generate(slow_server):
         assert seen and seen[0][0] == 429 and seen[0][1] == "1", seen
         assert "[ziya:overloaded]" in seen[0][2]
     finally:
-        for c in holders:
-            c.stop_stream(cancel_requests=True)
-            c.close()
+        release(holders)
 
 
 # 9 ---------------------------------------------------------------------------------------------------
