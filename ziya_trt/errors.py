@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -60,6 +61,13 @@ class PromptTooLongError(InvalidRequestError):
         self.excess = n_tokens - budget
         self.what = what
         super().__init__(f"{field}: {what} is {n_tokens} tokens, {self.excess} over the limit of {budget} tokens", field)
+
+
+class BodyTooLargeError(InvalidRequestError):
+    """A request body over the HTTP port's limit."""
+
+    def __init__(self, n: int, limit: int):
+        super().__init__(f"request body: {n} bytes, over the limit of {limit} bytes", "body")
 
 
 class TokenizerError(ZiyaError):
@@ -114,6 +122,59 @@ class APIConnectionError(ZiyaError):
 
 class APITimeoutError(APIConnectionError):
     """The server did not answer in time."""
+
+
+# --- the one error table -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """How one typed error goes out on every wire besides its in-band ``[ziya:<code>]`` (the class's ``code``): its
+    HTTP status (every HTTP route), OpenAI's ``type`` and ``code``, the metric kind
+    (``ziya_request_errors_total{kind}``) and whether a retry may succeed (``Retry-After``)."""
+
+    http_status: int
+    openai_type: str
+    openai_code: str
+    metric: str
+    retry_after_s: int | None = None
+
+
+RETRY_AFTER_S = 1  # what a refused client is told to wait (overloaded, or the server is draining or restarting)
+# most specific first: an error takes the first row its class is an instance of
+ERROR_TABLE: tuple[tuple[type, ErrorKind], ...] = (
+    (BodyTooLargeError, ErrorKind(413, "invalid_request_error", "request_too_large", "invalid")),
+    (PromptTooLongError, ErrorKind(400, "invalid_request_error", "context_length_exceeded", "invalid")),
+    (InvalidRequestError, ErrorKind(400, "invalid_request_error", "invalid_value", "invalid")),
+    (ServerOverloadedError, ErrorKind(429, "rate_limit_error", "overloaded", "overload", RETRY_AFTER_S)),
+    (ServerShuttingDownError, ErrorKind(503, "server_error", "shutting_down", "shutting_down", RETRY_AFTER_S)),
+    (ZiyaError, ErrorKind(500, "server_error", "internal_error", "server")),
+)
+
+
+def kind_of(err: ZiyaError) -> ErrorKind:
+    return next(k for cls, k in ERROR_TABLE if isinstance(err, cls))
+
+
+def retry_headers(err: ZiyaError) -> dict[str, str]:
+    """``Retry-After`` for an error a retry may get past (openai-python waits that long), nothing otherwise."""
+    s = kind_of(err).retry_after_s
+    return {"Retry-After": str(s)} if s is not None else {}
+
+
+# what a client makes of an HTTP status or a gRPC status code when the message carries no [ziya:] code
+_BY_HTTP_STATUS = {400: InvalidRequestError, 404: InvalidRequestError, 413: InvalidRequestError,
+                   429: ServerOverloadedError, 503: ServerShuttingDownError}
+_BY_GRPC_STATUS = {"INVALID_ARGUMENT": InvalidRequestError, "NOT_FOUND": InvalidRequestError,
+                   "OUT_OF_RANGE": InvalidRequestError, "RESOURCE_EXHAUSTED": ServerOverloadedError}
+
+
+def from_status(status, message: str) -> ZiyaError | None:
+    """The typed error for a transport's status (an HTTP status, or a gRPC ``StatusCode``), None where it does not
+    say more than "failed"."""
+    text = str(status or "")
+    name = text.rsplit(".", 1)[-1] if text.startswith("StatusCode.") else None
+    cls = _BY_GRPC_STATUS.get(name) if name else _BY_HTTP_STATUS.get(int(text)) if text.isdigit() else None
+    return cls(message) if cls is not None else None
 
 
 def typed(e: BaseException, what: str) -> ZiyaError:

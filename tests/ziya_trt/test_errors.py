@@ -59,3 +59,41 @@ def test_unexpected_exceptions_become_generic_errors_naming_only_their_type():
     assert isinstance(err, E.ServerError) and err.message == "engine: could not start (FileNotFoundError)"
     same = E.ServerOverloadedError("full")
     assert E.typed(same, "x") is same
+
+
+def test_one_error_table_gives_every_wire_its_answer():
+    """Status, OpenAI type and code, metric kind and Retry-After come from one table, for every error class."""
+    from ziya_trt.serving.openai_schema import openai_error
+    from ziya_trt.serving.request_metrics import ERROR_KINDS, error_kind
+
+    cases = [
+        (E.BodyTooLargeError(9, 1), 413, "invalid_request_error", "request_too_large", "invalid", None),
+        (E.PromptTooLongError(9, 5), 400, "invalid_request_error", "context_length_exceeded", "invalid", None),
+        (E.InvalidRequestError("top_k: no", "top_k"), 400, "invalid_request_error", "invalid_value", "invalid", None),
+        (E.ServerOverloadedError("full"), 429, "rate_limit_error", "overloaded", "overload", "1"),
+        (E.QueueFullError("Maximum queue size of 1 has been reached"), 429, "rate_limit_error", "overloaded",
+         "overload", "1"),
+        (E.ServerShuttingDownError("bye"), 503, "server_error", "shutting_down", "shutting_down", "1"),
+        (E.BackendError("boom"), 500, "server_error", "internal_error", "server", None),
+        (E.TokenizerError("p", ["x"]), 500, "server_error", "internal_error", "server", None),
+    ]
+    for err, status, otype, ocode, metric, retry in cases:
+        k = E.kind_of(err)
+        assert (k.http_status, k.openai_type, k.openai_code, k.metric) == (status, otype, ocode, metric), err
+        got_status, body = openai_error(err)
+        assert got_status == status and body["error"]["type"] == otype and body["error"]["code"] == ocode
+        assert error_kind(err) == metric and metric in ERROR_KINDS
+        assert E.retry_headers(err).get("Retry-After") == retry
+    assert openai_error(E.InvalidRequestError("top_k: no", "top_k"))[1]["error"]["param"] == "top_k"
+
+
+def test_a_transports_status_is_read_by_the_table_never_a_message_with_a_code_overridden():
+    assert isinstance(E.from_status(429, "x"), E.ServerOverloadedError)
+    assert isinstance(E.from_status("StatusCode.INVALID_ARGUMENT", "x"), E.InvalidRequestError)
+    assert isinstance(E.from_status(503, "x"), E.ServerShuttingDownError)
+    assert E.from_status(500, "x") is None and E.from_status(None, "x") is None
+    assert E.from_status("StatusCode.UNAVAILABLE", "x") is None  # a transport failure: the client's own mapping
+    from ziya_trt.client._core import map_error
+
+    assert isinstance(map_error("[ziya:overloaded] full", 400), E.ServerOverloadedError)  # the code wins
+    assert isinstance(map_error("something", 413), E.InvalidRequestError)

@@ -216,10 +216,10 @@ def map_error(exc: BaseException | str, status: int | str | None = None) -> E.Zi
     msg = str(getattr(exc, "message", lambda: None)() or exc) if not isinstance(exc, str) else exc
     msg = _TRACE.sub("", msg).strip()
     status = status if status is not None else (getattr(exc, "status", lambda: None)() if not isinstance(exc, str) else None)
-    typed = E.from_wire(msg)
+    typed = E.from_wire(msg) or E.from_status(status, msg)  # the server's code, else the transport's status
     if typed is not None:
         return typed
-    low = msg.lower()
+    low = msg.lower()  # what is left: transport failures, and Triton's own in-band refusals, which carry no code
     if str(status) in ("503", "StatusCode.UNAVAILABLE") and "queue" in low:  # full queues' own words: from_wire
         return E.ServerOverloadedError(f"server overloaded: {msg}")
     if "deadline" in low or "timed out" in low or "timeout" in low or str(status) == "StatusCode.DEADLINE_EXCEEDED":

@@ -23,9 +23,8 @@ import threading
 import time
 
 from ..errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
-                      from_wire)
+                      from_wire, kind_of, retry_headers)
 from . import request_checks as checks
-from .openai_schema import http_status, retry_headers
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}
@@ -183,13 +182,14 @@ class HttpGuard:
         try:
             checks.check_path(request.raw_path)
             if checks.is_restricted(request.path) and not self._admin(request):
-                return _error(403, InvalidRequestError(
-                    f"path: {request.path} is for the operator (the {checks.ADMIN_HEADER} header)", "path"), request)
+                return _error(InvalidRequestError(
+                    f"path: {request.path} is for the operator (the {checks.ADMIN_HEADER} header)", "path"), request,
+                    status=403)
             if self.unavailable and not request.path.startswith("/v2/health") and request.path != "/health":
-                return _error(503, ServerShuttingDownError(f"the server is {self.unavailable}; retry later"), request)
+                return _error(ServerShuttingDownError(f"the server is {self.unavailable}; retry later"), request)
             return await handler(request)
         except ZiyaError as e:
-            return _error(400, e, request)
+            return _error(e, request)
         finally:
             if conn is not None:
                 conn.busy -= 1
@@ -232,10 +232,8 @@ class HttpGuard:
         try:
             body = await self.read_body(request)
             self._check_body(request, body)
-        except checks.BodyTooLargeError as e:
-            return _error(413, e)
         except ZiyaError as e:
-            return _error(429 if isinstance(e, ServerOverloadedError) else 400, e)
+            return _error(e)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         resp = None
         # HEAD is GET without the body (tritonserver answers HEAD on its health routes as not ready)
@@ -249,7 +247,7 @@ class HttpGuard:
                     first += await up.content.read(_ERROR_BODY_MAX)  # an error body: small, and whole
                 refused = _refusal(up.status, ctype, first)
                 if refused is not None:  # tritonserver says 400 (or 200 and an error event) for every model error
-                    return _error(http_status(refused), refused, request)
+                    return _error(refused, request)
                 resp = web.StreamResponse(status=up.status, reason=up.reason)
                 for k, v in up.headers.items():
                     if k.lower() not in HOP_BY_HOP:
@@ -266,7 +264,7 @@ class HttpGuard:
         except aiohttp.ClientError:
             err = ServerShuttingDownError("tritonserver went away (restarting or stopping); retry later")
             if resp is None:
-                return _error(503, err)
+                return _error(err)
             if "text/event-stream" in (resp.headers.get("Content-Type") or ""):  # say so in the stream
                 try:
                     await resp.write(b"data: " + json.dumps({"error": err.to_wire()}).encode() + b"\n\n")
@@ -319,16 +317,18 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
-def _error(status: int, err: ZiyaError, request=None):
-    """Triton's error shape, or OpenAI's on the OpenAI API's paths."""
+def _error(err: ZiyaError, request=None, status: int | None = None):
+    """Triton's error shape, or OpenAI's on the OpenAI API's paths; the status (unless given) and ``Retry-After``
+    from the one error table."""
     from aiohttp import web
 
+    k = kind_of(err)
     if request is not None and request.path.startswith("/v1/"):
-        param = getattr(err, "field", None)
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        return web.json_response({"error": {"message": err.to_wire(), "type": kind, "param": param, "code": None}},
-                                 status=status, headers=retry_headers(status))
-    return web.json_response({"error": err.to_wire()}, status=status, headers=retry_headers(status))
+        body = {"error": {"message": err.to_wire(), "type": k.openai_type, "param": getattr(err, "field", None),
+                          "code": k.openai_code}}
+    else:
+        body = {"error": err.to_wire()}
+    return web.json_response(body, status=status or k.http_status, headers=retry_headers(err))
 
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpGuard", "ServerError"]

@@ -12,10 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import InvalidRequestError, PromptTooLongError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ..errors import InvalidRequestError, PromptTooLongError, ZiyaError, kind_of
 from ..text.prompt import Message, Role
 from ..text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams
-from .request_checks import BodyTooLargeError
 
 CARD = SamplingParams()  # the model card's defaults
 
@@ -164,36 +163,16 @@ def parse(model: type[_Generation], body: Any) -> _Generation:
 
 # --- errors in OpenAI's shape ---------------------------------------------------------------------
 
-RETRY_AFTER_S = 1  # what a refused client is told to wait (overloaded, or the server is draining or restarting)
-
-
-def retry_headers(status: int) -> dict[str, str]:
-    """``Retry-After`` for a 429 or 503 (openai-python waits that long before its retry), nothing otherwise."""
-    return {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else {}
-
-
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def http_status(err: ZiyaError) -> int:
-    """The HTTP status of a typed error, on every route (OpenAI's, and Triton's ``/v2`` through the guard)."""
-    return openai_error(err)[0]
-
-
 def openai_error(err: ZiyaError) -> tuple[int, dict]:
-    """(HTTP status, body) for a typed error; the message keeps the project's ``[ziya:<code>]`` prefix."""
-    if isinstance(err, BodyTooLargeError):
-        return 413, error_body(err.to_wire(), "invalid_request_error", "body", "request_too_large")
-    if isinstance(err, PromptTooLongError):
-        return 400, error_body(err.to_wire(), "invalid_request_error", "messages", "context_length_exceeded")
-    if isinstance(err, InvalidRequestError):
-        return 400, error_body(err.to_wire(), "invalid_request_error", err.field, "invalid_value")
-    if isinstance(err, ServerOverloadedError):
-        return 429, error_body(err.to_wire(), "rate_limit_error", None, "overloaded")
-    if isinstance(err, ServerShuttingDownError):
-        return 503, error_body(err.to_wire(), "server_error", None, "shutting_down")
-    return 500, error_body(err.to_wire(), "server_error", None, "internal_error")
+    """(HTTP status, body) for a typed error, from the one error table (``errors.ERROR_TABLE``); the message keeps the
+    project's ``[ziya:<code>]`` prefix."""
+    k = kind_of(err)
+    param = "messages" if isinstance(err, PromptTooLongError) else getattr(err, "field", None)
+    return k.http_status, error_body(err.to_wire(), k.openai_type, param, k.openai_code)
 
 
 # --- the OpenAPI document (for clients and for schemathesis) -------------------------------------

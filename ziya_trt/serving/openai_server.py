@@ -19,7 +19,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
-from ..errors import InvalidRequestError, ServerError, ServerOverloadedError, ZiyaError, from_wire, typed
+from ..errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
+                      from_wire, retry_headers, typed)
 from ..text.prompt import Conversation
 from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
@@ -84,7 +85,8 @@ class OpenAIServer:
         from aiohttp import web
 
         if self.guard.unavailable:
-            return _json(503, {"status": "unavailable", "reason": self.guard.unavailable})
+            return _json(503, {"status": "unavailable", "reason": self.guard.unavailable},
+                         retry_headers(ServerShuttingDownError(self.guard.unavailable)))
         try:
             async with self.session.get(f"{self.upstream}/v2/models/{self.cfg.engine_name}/ready") as up:
                 ok = up.status == 200
@@ -128,7 +130,7 @@ class OpenAIServer:
         except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
             err = typed(e, "openai: could not start the request")
             self.metrics.record(RequestOutcome.failed(err))
-            return _json(*schema.openai_error(err))
+            return _error_json(err)
         try:
             try:
                 if len(body) <= TOKENIZE_INLINE_BYTES:
@@ -138,7 +140,7 @@ class OpenAIServer:
             except Exception as e:
                 err = typed(e, "openai: could not start the request")
                 self.metrics.record(RequestOutcome.failed(err))
-                return _json(*schema.openai_error(err))
+                return _error_json(err)
             if req.stream:
                 return await self._stream(request, req, job, chat, t0)
             return await self._whole(req, job, chat, t0)
@@ -213,7 +215,7 @@ class OpenAIServer:
                 parts.append(text)
         except ZiyaError as e:
             self._outcome(job, t0, None, e)
-            return _json(*schema.openai_error(e))
+            return _error_json(e)
         self._outcome(job, t0, None)
         reason = _REASON.get(job.finish_reason.value, "stop")
         rid = _id(chat)
@@ -236,7 +238,7 @@ class OpenAIServer:
             first = []
         except ZiyaError as e:
             self._outcome(job, t0, None, e)
-            return _json(*schema.openai_error(e))
+            return _error_json(e)
         except asyncio.CancelledError:  # the client left while the request waited for a slot
             self.metrics.record(RequestOutcome(time.monotonic() - t0, finish_reason="cancelled"))
             raise
@@ -309,11 +311,15 @@ def _id(chat: bool) -> str:
     return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
 
 
-def _json(status: int, body: dict):
+def _json(status: int, body: dict, headers: dict | None = None):
     from aiohttp import web
 
-    return web.json_response(body, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False),
-                             headers=schema.retry_headers(status))
+    return web.json_response(body, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False), headers=headers)
+
+
+def _error_json(err: ZiyaError):
+    """An error response from the one error table: status, OpenAI's body, ``Retry-After`` where a retry may pass."""
+    return _json(*schema.openai_error(err), headers=retry_headers(err))
 
 
 def _sse(obj: dict) -> bytes:

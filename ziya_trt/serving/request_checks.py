@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from ..errors import InvalidRequestError
+from ..errors import BodyTooLargeError, InvalidRequestError  # noqa: F401 (BodyTooLargeError: the guard's)
 from ..text.unicode import refuse_surrogates
 from ..wire.tensors import INT_RANGES, TensorSpec
 
@@ -35,13 +35,6 @@ _RESTRICTED_PATHS = re.compile(
 _ENCODED = re.compile(r"%(2e|2f|5c|00)", re.I)  # '.', '/', '\\' and NUL have no business encoded in a path
 _GENERATE = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/(generate|generate_stream)$")
 _FP32_MAX = float(np.finfo(np.float32).max)
-
-
-class BodyTooLargeError(InvalidRequestError):
-    """A request body over the guard's limit (HTTP 413)."""
-
-    def __init__(self, n: int, limit: int):
-        super().__init__(f"request body: {n} bytes, over the limit of {limit} bytes", "body")
 
 
 def json_depth_over(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:

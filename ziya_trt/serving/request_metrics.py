@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import InvalidRequestError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ..errors import ZiyaError, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,8 @@ ERROR_KINDS = ("invalid", "overload", "cancelled", "shutting_down", "server")
 
 
 def error_kind(err: ZiyaError) -> str:
-    if isinstance(err, InvalidRequestError):
-        return "invalid"
-    if isinstance(err, ServerOverloadedError):
-        return "overload"
-    if isinstance(err, ServerShuttingDownError):
-        return "shutting_down"
-    return "server"
+    """The ``kind`` label of a failed request: the one error table's (``errors.ERROR_TABLE``)."""
+    return kind_of(err).metric
 
 
 @dataclass(frozen=True)
