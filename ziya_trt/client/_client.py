@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import weakref
 
@@ -45,7 +46,9 @@ class _Base:
         return stream
 
     def _delays(self):
-        return [self.backoff_s * (2**i) for i in range(self.connect_retries)]
+        """Exponential backoff with jitter (each delay drawn from its upper half), so that clients cut off together
+        do not all come back at the same instant."""
+        return [self.backoff_s * (2**i) * random.uniform(0.5, 1.0) for i in range(self.connect_retries)]
 
 
 class _StreamState:

@@ -213,3 +213,11 @@ def test_works_unchanged_against_stock_model_names(stock_server, tok, model, pro
         "春天 spring", max_new_tokens=12
     )
     assert text.text == token.text and text.completion_tokens == 12
+
+
+def test_connect_retries_back_off_with_jitter():
+    c = ZiyaClient("grpc://127.0.0.1:1", connect_retries=4, backoff_s=0.1)
+    runs = [c._delays() for _ in range(20)]
+    for delays in runs:
+        assert len(delays) == 4 and all(0.1 * 2**i * 0.5 <= d <= 0.1 * 2**i for i, d in enumerate(delays))
+    assert len({tuple(d) for d in runs}) > 1  # not the same schedule for every client
