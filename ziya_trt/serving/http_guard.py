@@ -97,11 +97,6 @@ class HttpGuard:
             self._loop.call_soon_threadsafe(self._stop_event.set)
             self._thread.join(10)
 
-    @property
-    def native_id(self) -> int | None:
-        """The OS id of the guard's thread (for reading its CPU time)."""
-        return self._thread.native_id if self._thread else None
-
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._stop_event = asyncio.Event()
