@@ -119,13 +119,7 @@ ENGINE_INPUTS = _specs(
     ("exclude_input_in_output", BOOL, (1,)),
     ("return_perf_metrics", BOOL, (1,)),
 )
-ENGINE_OUTPUTS = _specs(
-    ("output_ids", I32, (-1, -1)),
-    ("sequence_length", I32, (-1,)),
-    ("num_input_tokens", I32, (1,)),
-    ("num_output_tokens", I32, (1,)),
-    ("kv_cache_reused_blocks", I32, (1,)),  # filled by tensorrt_llm when return_perf_metrics is set
-)
+# the engine's outputs: every one of the tensorrt_llm template's (wire/trtllm_template.py)
 # what the front door asks the engine for: tensorrtllm_backend's response filler throws unless a
 # request asks for both output_ids and sequence_length, so asking for output_ids alone fails there;
 # the reused-blocks count comes with return_perf_metrics

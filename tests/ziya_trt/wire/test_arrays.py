@@ -16,7 +16,8 @@ from ziya_trt.wire.arrays import (
     stop_request_inputs,
     text_outputs,
 )
-from ziya_trt.wire.tensors import ENGINE_INPUTS, ENGINE_OUTPUTS, FRONT_DOOR_OUTPUTS
+from ziya_trt.wire.tensors import ENGINE_INPUTS, FRONT_DOOR_OUTPUTS
+from ziya_trt.wire.trtllm_template import template
 
 
 def test_read_inputs_keeps_only_the_tensors_a_request_has():
@@ -61,7 +62,8 @@ def test_a_stop_request_names_the_request_it_stops():
 def test_engine_outputs_have_tensorrt_llm_shapes_and_only_what_was_asked_for():
     out = engine_output_arrays(EngineOutput([5, 6, 7], num_input_tokens=3, num_output_tokens=3))
     assert out["output_ids"].shape == (1, 1, 3) and out["sequence_length"].tolist() == [[3]]
-    assert all(a.dtype == ENGINE_OUTPUTS[k].np_dtype for k, a in out.items())
+    specs = {s.name: s for s in template().outputs}
+    assert all(a.dtype == specs[k].np_dtype for k, a in out.items())
     assert set(engine_output_arrays(EngineOutput([]), {"output_ids"})) == {"output_ids"}
 
 
