@@ -1,6 +1,7 @@
 """Every Triton tensor name and dtype this project uses, in one place.
 
-Engine tensors are a subset of TensorRT-LLM 1.2.1's ``tensorrt_llm`` model; text tensors a subset of
+The engine inputs sent and read are a subset of TensorRT-LLM 1.2.1's ``tensorrt_llm`` model (its outputs, and the
+whole model as rendered, are ``trtllm_template.py``'s); text tensors a subset of
 its ``tensorrt_llm_bls``/``ensemble`` models, plus the few extras listed in ``FRONT_DOOR_EXTRAS``.
 Tests check every name against the 1.2.1 facts in ``contracts/``. Every array the project sends or
 builds for Triton is made by a ``TensorSpec`` from here (``array``, ``vector``).
