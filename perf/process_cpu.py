@@ -1,7 +1,7 @@
 """CPU seconds each serving process spends over a sweep point, per streamed token.
 
 What carries from a shared benchmark box to a GPU server is not tokens per second (that mostly measures the box)
-but the CPU each process spends per token it streams. This reads ``utime + stime`` from ``/proc`` for every process
+but the CPU each process spends per token it streams. This reads user + system CPU time (psutil) for every process
 of the server — tritonserver, each Python backend stub by model, the launcher (which also runs the HTTP guard and
 the OpenAI API) — and for the load generator itself, around the measured part of each point.
 
@@ -17,7 +17,9 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from ziya_trt.serving.procs import PROC, Proc, descendants, every
+import psutil
+
+from ziya_trt.serving.procs import Proc, descendants, every
 
 LOAD_GENERATOR = "load generator"
 
@@ -39,29 +41,12 @@ def _is_launcher(p: Proc) -> bool:
 
 def listening_pid(port: int) -> int | None:
     """The process that listens on TCP ``port`` here, if this user may see it."""
-    inodes = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (PROC / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                inodes.add(f[9])
-    if not inodes:
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
         return None
-    want = {f"socket:[{i}]" for i in inodes}
-    for d in PROC.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            for fd in (d / "fd").iterdir():
-                if os.readlink(fd) in want:
-                    return int(d.name)
-        except OSError:
-            continue
-    return None
+    return next((c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                 and c.pid is not None), None)
 
 
 def _is_local(host: str) -> bool:

@@ -1,8 +1,8 @@
-"""A server's processes, read from ``/proc``: who is whose child, their command lines and CPU time, and which
-are Triton Python-backend stubs (and of which model).
+"""A server's processes, through psutil: who is whose child, their command lines and CPU time, and which are
+Triton Python-backend stubs (and of which model).
 
 The launcher watches its stubs with it, the multi-GPU launcher finds mpirun's ranks, and the benchmark reads
-each process's CPU time per token. Linux only, as tritonserver is.
+each process's CPU time per token.
 """
 
 from __future__ import annotations
@@ -11,16 +11,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PROC = Path("/proc")
+import psutil
+
 STUB = "triton_python_backend_stub"
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 
 
 @dataclass(frozen=True)
 class Proc:
     pid: int
     ppid: int
-    cpu_s: float  # utime + stime, every thread
+    cpu_s: float  # user + system, every thread
     argv: tuple[str, ...]
 
     @property
@@ -31,26 +32,27 @@ class Proc:
         return None
 
 
+def _proc(p: psutil.Process, argv: bool) -> Proc | None:
+    try:
+        with p.oneshot():
+            t = p.cpu_times()
+            return Proc(p.pid, p.ppid(), t.user + t.system, tuple(p.cmdline()) if argv else ())
+    except _GONE:
+        return None
+
+
 def read(pid: int, argv: bool = True) -> Proc | None:
     """One process, or None once it is gone (or is not this user's to read); ``argv=False`` leaves its
     command line unread (empty)."""
     try:
-        stat = (PROC / str(pid) / "stat").read_text()
-        args = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0") if argv else ()
-        f = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and ')'
-        return Proc(pid, int(f[1]), (int(f[11]) + int(f[12])) / _TICK,
-                    tuple(a.decode(errors="replace") for a in args if a))
-    except (OSError, ValueError, IndexError):
+        return _proc(psutil.Process(pid), argv)
+    except _GONE:
         return None
 
 
 def every(argv: bool = True) -> dict[int, Proc]:
     """Every process this user can read, by pid."""
-    out = {}
-    for d in PROC.iterdir():
-        if d.name.isdigit() and (p := read(int(d.name), argv)) is not None:
-            out[p.pid] = p
-    return out
+    return {p.pid: p for p in (_proc(q, argv) for q in psutil.process_iter()) if p is not None}
 
 
 def descendants(pid: int, procs: dict[int, Proc] | None = None) -> list[int]:
@@ -68,5 +70,9 @@ def descendants(pid: int, procs: dict[int, Proc] | None = None) -> list[int]:
 
 def python_stubs(pid: int) -> dict[int, str]:
     """The Python backend stubs of tritonserver ``pid``: {stub pid: model directory name}."""
-    children = (read(c) for c, p in every(argv=False).items() if p.ppid == pid)  # command lines of these only
-    return {c.pid: c.stub_model for c in children if c is not None and c.stub_model is not None}
+    try:
+        children = psutil.Process(pid).children()
+    except _GONE:
+        return {}
+    found = (_proc(c, argv=True) for c in children)
+    return {c.pid: c.stub_model for c in found if c is not None and c.stub_model is not None}
