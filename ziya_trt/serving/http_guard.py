@@ -47,6 +47,7 @@ class _Watched(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.guard._conns.discard(self)
+        self.guard._open -= 1
         self.inner.connection_lost(exc)
 
     def data_received(self, data):
@@ -76,6 +77,9 @@ class HttpGuard:
         self.max_connections, self.header_timeout_s = max_connections, header_timeout_s
         self.unavailable: str | None = None  # why the server cannot serve now (restarting, draining), or None
         self._conns: set[_Watched] = set()
+        # connections accepted and not yet lost, counted when accepted: asyncio makes the protocols of a burst of
+        # accepts before any of them is connected, so counting connected ones let a burst past the cap
+        self._open = 0
         self._by_inner: dict = {}
         self._body_bytes = 0  # being read, all requests together
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,9 +148,10 @@ class HttpGuard:
     def _protocol(self, factory):
         def make():
             inner = factory()
-            if len(self._conns) >= self.max_connections:
+            if self._open >= self.max_connections:
                 self.counters["refused_connections"] += 1
                 return _Refused()
+            self._open += 1
             w = _Watched(inner, self)
             self._by_inner[inner] = w
             return w

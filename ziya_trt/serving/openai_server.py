@@ -52,6 +52,7 @@ class OpenAIServer:
     # --- the guard's extension hooks (on its event loop) ---------------------------------------------
     async def setup(self, app, session, guard) -> None:
         self.session, self.guard = session, guard
+        self.metrics.registry.register(_GuardCollector(guard))  # the HTTP port's own counters, on its /metrics
         await self.link.start_on_running_loop()
         r = app.router
         r.add_post("/v1/chat/completions", self.chat_completions)
@@ -293,6 +294,22 @@ class OpenAIServer:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+class _GuardCollector:
+    """The HTTP guard's connection counters as Prometheus counters (read when /metrics is scraped)."""
+
+    HELP = {"refused_connections": "connections closed at once: the HTTP port had its most open",
+            "timed_out_connections": "connections closed for sending no whole request in time (idle or trickling)"}
+
+    def __init__(self, guard):
+        self.guard = guard
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        for key, help_ in self.HELP.items():
+            yield CounterMetricFamily(f"ziya_http_{key}", help_, value=self.guard.counters[key])
 
 
 async def _chain(first: list, rest: AsyncIterator):
