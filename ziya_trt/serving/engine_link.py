@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ServerShuttingDownError
+from ..errors import TRITON_QUEUE_FULL, ServerShuttingDownError
 from ..wire.grpc import infer_request, is_final, is_host_port, response_arrays
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,14 @@ OnEvent = Callable[[dict, "str | None", bool], None]
 
 class LinkClosedError(ServerShuttingDownError):
     """The link is closed: the front door is being unloaded."""
+
+
+BUSY_RETRIES, BUSY_BACKOFF_S = 3, 0.005  # a refusal by Triton's own queue: up to 3 more tries, 5, 10, 20 ms apart
+
+
+def _busy(call: "_Call", resp) -> bool:
+    """Whether the engine call's first answer is Triton's own queue refusal (no engine has seen the request)."""
+    return not call.started.done() and TRITON_QUEUE_FULL.lower() in (resp.error_message or "").lower()
 
 
 class _Call:
@@ -215,13 +223,25 @@ class EngineLink:
     async def _run_call(self, call: _Call, req) -> None:
         error = None
         try:
-            await call.grpc.write(req)
-            await call.grpc.done_writing()  # the server closes the stream after the final response
-            async for resp in call.grpc:
-                if not call.started.done():
-                    call.started.set_result(None)
-                if self._dispatch(call, resp):
-                    return
+            for attempt in range(BUSY_RETRIES + 1):
+                await call.grpc.write(req)
+                await call.grpc.done_writing()  # the server closes the stream after the final response
+                async for resp in call.grpc:
+                    if attempt < BUSY_RETRIES and _busy(call, resp):
+                        break
+                    if not call.started.done():
+                        call.started.set_result(None)
+                    if self._dispatch(call, resp):
+                        return
+                else:
+                    break
+                # Triton's own queue for the engine model was full for a moment (it holds max_queue_size requests
+                # while the model is busy in execute; the fronts' budget says the engine has room): once more
+                await asyncio.sleep(BUSY_BACKOFF_S * 2**attempt)
+                if call.stopped:
+                    raise asyncio.CancelledError
+                call.grpc.cancel()  # a no-op: the refusal was its final response
+                call.grpc = self._stub.ModelStreamInfer()
             error = "the stream ended before the final response"
         except asyncio.CancelledError:
             error = ("cancelled before the engine answered" if call.stopped
