@@ -115,10 +115,8 @@ class OpenAIServer:
         t0 = time.monotonic()
         try:
             body = await self.guard.read_body(request)  # the size limit, the shared budget, the nesting depth
-            if len(body) <= TOKENIZE_INLINE_BYTES:
-                req = schema.parse(model, parse_json(body))
-            else:  # parsing a large body takes long too: off the loop
-                req = await self._off_loop(lambda: schema.parse(model, parse_json(body)))
+            large = len(body) > TOKENIZE_INLINE_BYTES
+            req = await self._work(large, lambda: schema.parse(model, parse_json(body)))
             if req.model not in self.models:
                 self.metrics.record(RequestOutcome(0.0, error="invalid"))
                 return _json(404, schema.error_body(f"The model '{req.model}' does not exist; served: "
@@ -134,10 +132,7 @@ class OpenAIServer:
             return _error_json(err)
         try:
             try:
-                if len(body) <= TOKENIZE_INLINE_BYTES:
-                    job = self._job(req, chat)
-                else:  # a long conversation's truncation takes long: never on the loop that serves every client
-                    job = await self._off_loop(lambda: self._job(req, chat))
+                job = await self._work(large, lambda: self._job(req, chat))
             except Exception as e:
                 err = typed(e, "openai: could not start the request")
                 self.metrics.record(RequestOutcome.failed(err))
@@ -148,8 +143,10 @@ class OpenAIServer:
         finally:
             place.release()
 
-    async def _off_loop(self, fn):
-        return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn)
+    async def _work(self, large: bool, fn):
+        """``fn()`` on the event loop for a small request; a large one's parsing, tokenising and truncating take long:
+        never on the loop that serves every client, but on the tokenising pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn) if large else fn()
 
     def _outcome(self, job: TextJob, t0: float, t_first: float | None, err: ZiyaError | None = None) -> None:
         now = time.monotonic()
