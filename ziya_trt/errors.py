@@ -196,7 +196,9 @@ _TOO_LONG = re.compile(r"(\w+): (.+) is (\d+) tokens, -?\d+ over the limit of (\
 _FIELD = re.compile(r"([A-Za-z_][\w.]*): ")  # messages name their field first: "temperature: ..."
 
 
-TRITON_QUEUE_FULL = "Exceeds maximum queue size"  # Triton's refusal past a model's dynamic_batching max_queue_size
+def is_triton_queue_full(message: str) -> bool:
+    """Whether a message is Triton's own refusal past a model's ``dynamic_batching`` max_queue_size."""
+    return "exceeds maximum queue size" in (message or "").lower()
 
 
 def is_queue_full(message: str) -> bool:
@@ -204,7 +206,7 @@ def is_queue_full(message: str) -> bool:
     burst faster than the model's ``execute``), or TensorRT-LLM's executor's (past ``maxQueueSize``)."""
     from .wire.trtllm_template import template
 
-    return TRITON_QUEUE_FULL.lower() in (message or "").lower() or template().backend.is_queue_full(message)
+    return is_triton_queue_full(message) or template().backend.is_queue_full(message)
 
 
 def from_wire(message: str) -> ZiyaError | None:

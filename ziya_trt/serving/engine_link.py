@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import TRITON_QUEUE_FULL, ServerShuttingDownError
+from ..errors import ServerShuttingDownError, is_triton_queue_full
 from ..wire.grpc import infer_request, is_final, is_host_port, response_arrays
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ BUSY_RETRIES, BUSY_BACKOFF_S = 3, 0.005  # a refusal by Triton's own queue: up t
 
 def _busy(call: "_Call", resp) -> bool:
     """Whether the engine call's first answer is Triton's own queue refusal (no engine has seen the request)."""
-    return not call.started.done() and TRITON_QUEUE_FULL.lower() in (resp.error_message or "").lower()
+    return not call.started.done() and is_triton_queue_full(resp.error_message)
 
 
 class _Call:
@@ -250,7 +250,8 @@ class EngineLink:
             # the status only: gRPC's details name addresses (logged below, never sent to a client)
             code = getattr(e, "code", None)
             error = f"gRPC {code().name}" if callable(code) else type(e).__name__
-            log.debug("%s: engine call %s: %s", self.name, call.id, getattr(e, "details", lambda: e)(), exc_info=True)
+            log.debug("%s: engine call %s: %s", self.name, call.id, e.details() if hasattr(e, "details") else e,
+                      exc_info=True)
         finally:
             if not call.started.done():
                 call.started.set_exception(LinkClosedError("no response"))
