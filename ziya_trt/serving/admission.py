@@ -20,6 +20,8 @@ import struct
 import threading
 from pathlib import Path
 
+from ..errors import ServerOverloadedError
+
 BUDGET_FILE = ".ziya_admission"  # in the model repository, beside the drain file
 
 
@@ -39,6 +41,11 @@ class Place:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+def refusal(who: str, size: int) -> ServerOverloadedError:
+    """What a front answers when every place is taken."""
+    return ServerOverloadedError(f"{who}: overloaded, the engine's {size} places are taken; retry later")
 
 
 class SharedBudget:

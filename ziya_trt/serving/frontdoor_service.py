@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..engine.request import EngineOutput
-from ..errors import ServerError, ServerOverloadedError, ServerShuttingDownError, from_wire, typed
+from ..errors import ServerError, ServerShuttingDownError, from_wire, typed
 from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs, text_outputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
-from .admission import LocalBudget, Place, SharedBudget, budget_file
+from .admission import LocalBudget, Place, SharedBudget, budget_file, refusal
 from .config import ConfigError
 from .drain import DrainWatch, drain_file
 from .engine_link import GRPC_URL_ENV, EngineLink
@@ -53,7 +53,7 @@ class FrontDoorService:
         ``budget`` the admission budget shared with the other fronts (default: ``max_inflight`` places here)."""
         self.record = record or (lambda outcome: None)
         self.door, self.link, self.name, self.engine_name = door, link, name, engine_name
-        self.max_inflight, self.drain_s = max_inflight, drain_s
+        self.drain_s = drain_s
         self.outbox = Outbox(self._deliver, lambda r: r.responder.is_cancelled(), self._on_cancel,
                              threads=send_threads, check_period_s=cancel_check_s, name=name)
         self.budget = budget or LocalBudget(max_inflight)
@@ -89,8 +89,7 @@ class FrontDoorService:
             return
         place = self.budget.try_acquire()
         if place is None:
-            self._refuse(responder, ServerOverloadedError(
-                f"{self.name}: overloaded, the engine's {self.max_inflight} places are taken; retry later"))
+            self._refuse(responder, refusal(self.name, self.budget.size))
             return
         try:
             job = self.door.open(read_inputs())

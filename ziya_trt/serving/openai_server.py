@@ -19,14 +19,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
-from ..errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
+from ..errors import (InvalidRequestError, ServerError, ServerShuttingDownError, ZiyaError,
                       from_wire, retry_headers, typed)
 from ..text.prompt import Conversation
 from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
 from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from . import openai_schema as schema
 from .engine_link import EngineLink
-from .admission import LocalBudget
+from .admission import LocalBudget, refusal
 from .frontdoor import FrontDoor, TextJob, TextRequest
 from .request_checks import parse_json
 from .request_metrics import PromRequestMetrics, RequestOutcome
@@ -124,8 +124,7 @@ class OpenAIServer:
                                                     "model_not_found"))
             place = self.budget.try_acquire()
             if place is None:
-                raise ServerOverloadedError(f"openai: overloaded, the engine's {self.budget.size} places are taken; "
-                                            "retry later")
+                raise refusal("openai", self.budget.size)
         except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
             err = typed(e, "openai: could not start the request")
             self.metrics.record(RequestOutcome.failed(err))
