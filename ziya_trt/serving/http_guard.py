@@ -25,6 +25,7 @@ import time
 from ..errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
                       from_wire, kind_of, retry_headers)
 from . import request_checks as checks
+from .openai_schema import openai_error
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}
@@ -322,13 +323,11 @@ def _error(err: ZiyaError, request=None, status: int | None = None):
     from the one error table."""
     from aiohttp import web
 
-    k = kind_of(err)
     if request is not None and request.path.startswith("/v1/"):
-        body = {"error": {"message": err.to_wire(), "type": k.openai_type, "param": getattr(err, "field", None),
-                          "code": k.openai_code}}
+        body = openai_error(err)[1]
     else:
         body = {"error": err.to_wire()}
-    return web.json_response(body, status=status or k.http_status, headers=retry_headers(err))
+    return web.json_response(body, status=status or kind_of(err).http_status, headers=retry_headers(err))
 
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpGuard", "ServerError"]
