@@ -91,7 +91,7 @@ def scrape(url: str) -> str:
 
 def engine_active(srv) -> float | None:
     """Requests holding an engine slot: TensorRT-LLM's own gauge, else the stand-in engines'; None if neither."""
-    from ziya_trt.serving.gauges import METRIC_ACTIVE
+    from ziya_trt.serving.triton.gauges import METRIC_ACTIVE
 
     text = scrape(srv.metrics_url)
     v = sample(text, "nv_trt_llm_request_metrics", request_type="active")
@@ -218,7 +218,7 @@ def run_checks(srv, n_long: int, n: int = ANSWER_TOKENS, say=print) -> None:
 
 def preflight(a) -> str | None:
     """Why this machine cannot run the smoke test; None when it can."""
-    from ziya_trt.serving.multi_gpu import count_visible_gpus
+    from ziya_trt.serving.process.multi_gpu import count_visible_gpus
 
     installed = trtllm_version()
     if installed != TRTLLM_VERSION:
@@ -274,7 +274,7 @@ class Endpoints:
 @contextmanager
 def serving(a, engine: Path, dtype: str, ready_timeout_s: float = 600.0):
     """``ziya-trt serve --engine tensorrt_llm`` for ``engine``, in a process of its own, until the block ends."""
-    from ziya_trt.serving.launcher import Ports, ServerStartError
+    from ziya_trt.serving.process.server import Ports, ServerStartError
 
     ports = Ports.free()
     srv = Endpoints.on(ports)

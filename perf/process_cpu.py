@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from ziya_trt.serving.procs import Proc, descendants, every
+from ziya_trt.serving.process.procs import Proc, descendants, every
 
 LOAD_GENERATOR = "load generator"
 

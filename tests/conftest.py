@@ -32,7 +32,7 @@ def tok(tiny_ckpt):
 def _start(tmp_path_factory, name, **cfg_kw):
     from ziya_trt.serving.config import ServeConfig
     from ziya_trt.serving.repo import render_repo
-    from ziya_trt.serving.launcher import TritonServer
+    from ziya_trt.serving.process.server import TritonServer
 
     d = tmp_path_factory.mktemp(name)
     cfg = ServeConfig(**cfg_kw)

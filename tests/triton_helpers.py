@@ -111,7 +111,7 @@ def hold_engine(srv, n: int, model: str = "synthetic", timeout_s: float = 20.0) 
     config's max_queue_size, first). Returns the clients; ``release`` them."""
     import time
 
-    from ziya_trt.serving.gauges import METRIC_ACTIVE, METRIC_QUEUED
+    from ziya_trt.serving.triton.gauges import METRIC_ACTIVE, METRIC_QUEUED
 
     held: list = []
     deadline = time.monotonic() + timeout_s

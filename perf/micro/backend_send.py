@@ -42,7 +42,7 @@ def one(client, q, n: int, mode: int, gap_ms: float) -> list[float]:
 def main(argv=None) -> int:
     import tritonclient.grpc as g
 
-    from ziya_trt.serving.launcher import TritonServer, bundled_triton
+    from ziya_trt.serving.process.server import TritonServer, bundled_triton
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=4)

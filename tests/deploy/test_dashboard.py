@@ -7,7 +7,7 @@ from pathlib import Path
 
 import promql_parser
 
-from ziya_trt.serving.gauges import ENGINE_GAUGES, FRONT_DOOR_GAUGES, KV_GAUGES
+from ziya_trt.serving.triton.gauges import ENGINE_GAUGES, FRONT_DOOR_GAUGES, KV_GAUGES
 from ziya_trt.serving.request_metrics import ENGINE_QUEUE_TIME, REQUEST_METRICS
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "ziya-trt-dashboard.json"

@@ -82,7 +82,7 @@ def test_serve_renders_tensorrt_llm_config_from_the_manifest(tiny_ckpt, tmp_path
 
 def test_mpi_launch_command_for_two_ranks(tmp_path):
     """The whole command, per parallel layout, is in tests/ziya_trt/serving/test_launch.py."""
-    from ziya_trt.serving.launcher import Ports, TritonInstall, TritonServer
+    from ziya_trt.serving.process.server import Ports, TritonInstall, TritonServer
 
     srv = TritonServer(tmp_path, Ports(1, 2, 3), install=TritonInstall(Path("/opt/tritonserver/bin/tritonserver"),
                                                                        Path("/opt/tritonserver/backends")))

@@ -86,7 +86,7 @@ def test_the_serve_command_parses_and_its_failure_names_the_logs(tiny_ckpt, tmp_
     from engine_build.build import run_build
     from engine_build.plan import make_plan
     from engine_build.smoke import serving
-    from ziya_trt.serving.launcher import ServerStartError
+    from ziya_trt.serving.process.server import ServerStartError
 
     engine = tmp_path / "engine-bf16"
     run_build(make_plan(tiny_ckpt, "h200", "bf16"), engine, tmp_path / "work", {}, dry_run=True,

@@ -9,10 +9,10 @@ import urllib.request
 import pytest
 import tritonclient.grpc as tg
 
-from ziya_trt.serving import procs
-from ziya_trt.serving.launcher import TritonServer
-from ziya_trt.serving.request_checks import ADMIN_GRPC_HEADER, ADMIN_HEADER
-from ziya_trt.serving.secret_arg import library
+from ziya_trt.serving.process import procs
+from ziya_trt.serving.process.server import TritonServer
+from ziya_trt.serving.http.checks import ADMIN_GRPC_HEADER, ADMIN_HEADER
+from ziya_trt.serving.process.secret_arg import library
 
 pytestmark = [pytest.mark.server,
               pytest.mark.skipif(library() is None, reason="no C compiler: the key goes on the command line")]

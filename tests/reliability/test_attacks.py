@@ -15,7 +15,7 @@ import tritonclient.grpc as tg
 from tests.triton_helpers import grpc_stream, http_post
 from ziya_trt import errors as E
 from ziya_trt.client import ZiyaClient
-from ziya_trt.serving.request_checks import ADMIN_GRPC_HEADER, ADMIN_HEADER
+from ziya_trt.serving.http.checks import ADMIN_GRPC_HEADER, ADMIN_HEADER
 from ziya_trt.wire.tensors import ENGINE_INPUTS
 
 pytestmark = pytest.mark.server
@@ -110,7 +110,7 @@ def test_more_than_100_http_streams_at_once_and_health_still_answers(syn_server)
 def guarded(tmp_path, tiny_ckpt):
     """A server whose guard has small limits: 2 s to send a request, 100 connections, an 8 MiB body budget."""
     from ziya_trt.serving.config import ServeConfig
-    from ziya_trt.serving.launcher import TritonServer
+    from ziya_trt.serving.process.server import TritonServer
     from ziya_trt.serving.repo import render_repo
 
     cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_batch_size=8, max_queue_size=8,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ziya_trt.serving import procs
+from ziya_trt.serving.process import procs
 
 pytestmark = pytest.mark.server
 
@@ -22,8 +22,8 @@ LAUNCHER = r"""
 import os, signal, sys, time
 from pathlib import Path
 from ziya_trt.serving.config import ServeConfig
-from ziya_trt.serving.launcher import TritonServer
-from ziya_trt.serving.procs import python_stubs
+from ziya_trt.serving.process.server import TritonServer
+from ziya_trt.serving.process.procs import python_stubs
 from ziya_trt.serving.repo import render_repo
 
 out, tok, restart = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "restart"

@@ -14,7 +14,7 @@ from tests.triton_helpers import metric, scrape, wait_metric
 from ziya_trt import errors as E
 from ziya_trt.client import AsyncZiyaClient, ZiyaClient
 from ziya_trt.engine.synthetic import synthetic_tokens
-from ziya_trt.serving.gauges import METRIC_ACTIVE, METRIC_CANCELLED, METRIC_FRONT_DOOR_INFLIGHT
+from ziya_trt.serving.triton.gauges import METRIC_ACTIVE, METRIC_CANCELLED, METRIC_FRONT_DOOR_INFLIGHT
 
 pytestmark = pytest.mark.server
 WORDS_EN = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]

@@ -16,9 +16,9 @@ from tests.triton_helpers import wait_metric
 from ziya_trt import errors as E
 from ziya_trt.client import AsyncZiyaClient, ZiyaClient
 from ziya_trt.serving.config import ServeConfig
-from ziya_trt.serving.gauges import METRIC_QUEUED
-from ziya_trt.serving.launcher import ServeProcess, TritonServer
-from ziya_trt.serving.procs import python_stubs
+from ziya_trt.serving.triton.gauges import METRIC_QUEUED
+from ziya_trt.serving.process.server import ServeProcess, TritonServer
+from ziya_trt.serving.process.procs import python_stubs
 from ziya_trt.serving.repo import render_repo
 
 pytestmark = pytest.mark.server

@@ -14,7 +14,7 @@ from ziya_trt import errors as E
 from ziya_trt.client import ZiyaClient
 from ziya_trt.serving.config import ServeConfig
 from ziya_trt.serving.repo import render_repo
-from ziya_trt.serving.launcher import Ports, TritonServer
+from ziya_trt.serving.process.server import Ports, TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -112,7 +112,7 @@ def test_binds_loopback_and_refuses_model_control(syn_server):
     status, text = http_post(syn_server.http_url, "/v2/repository/models/ziya/unload", {})
     assert status == 403 and "for the operator" in text  # the repository API needs the operator's key
 
-    from ziya_trt.serving.request_checks import ADMIN_HEADER
+    from ziya_trt.serving.http.checks import ADMIN_HEADER
 
     req = urllib.request.Request(f"http://{syn_server.http_url}/v2/repository/models/ziya/unload", data=b"{}",
                                  method="POST", headers={ADMIN_HEADER: syn_server.admin_key})

@@ -63,7 +63,7 @@ def test_unexpected_exceptions_become_generic_errors_naming_only_their_type():
 
 def test_one_error_table_gives_every_wire_its_answer():
     """Status, OpenAI type and code, metric kind and Retry-After come from one table, for every error class."""
-    from ziya_trt.serving.openai_schema import openai_error
+    from ziya_trt.serving.http.openai.schema import openai_error
     from ziya_trt.serving.request_metrics import ERROR_KINDS, error_kind
 
     cases = [

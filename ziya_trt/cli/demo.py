@@ -39,7 +39,7 @@ def run_served(args) -> int:
     from ..client import ZiyaClient
     from ..fixtures.demo_model import demo_checkpoint
     from ..serving.config import ServeConfig
-    from ..serving.launcher import TritonServer
+    from ..serving.process.server import TritonServer
     from ..serving.repo import render_repo
 
     con = Console()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
 from ..serving.config import ConfigError, EngineKind, ServeConfig
-from ..serving.launcher import READY_TIMEOUT_S, Ports, TritonServer, external_triton
-from ..serving.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
+from ..serving.process.server import READY_TIMEOUT_S, Ports, TritonServer, external_triton
+from ..serving.process.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
 from ..serving.repo import render_repo
 
 

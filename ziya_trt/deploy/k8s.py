@@ -17,7 +17,7 @@ from importlib import metadata
 import yaml
 
 from ..serving.config import EngineKind, ServeConfig
-from ..serving.gauges import METRIC_FRONT_DOOR_INFLIGHT
+from ..serving.triton.gauges import METRIC_FRONT_DOOR_INFLIGHT
 from .options import (
     RESTART_READY_S,
     STARTUP_SLACK_S,

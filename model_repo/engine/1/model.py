@@ -3,18 +3,18 @@
 backend is python), which ``EngineService`` checks as that backend would (``serving/backend_rules.py``).
 
 Everything else (the in-flight batching loop, sending, cancellation, ``stop`` requests, drain) is
-``ziya_trt.serving.engine_service``, which is tested without a server.
+``ziya_trt.serving.triton.engine_service``, which is tested without a server.
 """
 
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from ziya_trt.serving import gauges
+from ziya_trt.serving.triton import gauges
 from ziya_trt.serving.config import ServeConfig
-from ziya_trt.serving.engine_service import EngineService
+from ziya_trt.serving.triton.engine_service import EngineService
 from ziya_trt.serving.request_metrics import ENGINE_QUEUE_TIME, TritonRequestMetrics
-from ziya_trt.serving.responder import TritonResponder
+from ziya_trt.serving.triton.responder import TritonResponder
 from ziya_trt.wire.arrays import read_inputs
 from ziya_trt.wire.tensors import ENGINE_INPUTS
 

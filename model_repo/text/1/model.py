@@ -1,18 +1,18 @@
 """Triton adapter for the text front door: reads tensors, hands them to ``FrontDoorService``.
 
 Everything else (admission, tokenizing, the engine call over gRPC, streaming text, cancellation,
-drain) is ``ziya_trt.serving.frontdoor_service``, which is tested without a server.
+drain) is ``ziya_trt.serving.triton.frontdoor_service``, which is tested without a server.
 """
 
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from ziya_trt.serving import gauges
+from ziya_trt.serving.triton import gauges
 from ziya_trt.serving.config import ServeConfig
-from ziya_trt.serving.frontdoor_service import FrontDoorService
+from ziya_trt.serving.triton.frontdoor_service import FrontDoorService
 from ziya_trt.serving.request_metrics import TritonRequestMetrics
-from ziya_trt.serving.responder import TritonResponder
+from ziya_trt.serving.triton.responder import TritonResponder
 from ziya_trt.wire.arrays import read_inputs
 from ziya_trt.wire.tensors import FRONT_DOOR_INPUTS
 

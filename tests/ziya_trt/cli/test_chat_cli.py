@@ -6,7 +6,7 @@ import pexpect
 import pytest
 
 from tests.triton_helpers import wait_metric
-from ziya_trt.serving.gauges import METRIC_ACTIVE
+from ziya_trt.serving.triton.gauges import METRIC_ACTIVE
 
 pytestmark = pytest.mark.server
 

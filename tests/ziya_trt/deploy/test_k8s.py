@@ -14,8 +14,8 @@ from ziya_trt.cli import build_parser, main
 from ziya_trt.deploy import k8s
 from ziya_trt.deploy.options import RESTART_READY_S, STARTUP_SLACK_S, K8sOptions, termination_grace_s
 from ziya_trt.serving.config import ConfigError, ServeConfig
-from ziya_trt.serving.gauges import METRIC_FRONT_DOOR_INFLIGHT
-from ziya_trt.serving.launcher import TritonServer
+from ziya_trt.serving.triton.gauges import METRIC_FRONT_DOOR_INFLIGHT
+from ziya_trt.serving.process.server import TritonServer
 
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 CRD_KINDS = {"ServiceMonitor", "PodMonitor"}

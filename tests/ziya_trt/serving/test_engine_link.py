@@ -10,7 +10,7 @@ from ziya_trt.engine.request import EngineRequest
 from ziya_trt.engine.synthetic import synthetic_tokens
 from ziya_trt.serving.engine_link import EngineLink, LinkClosedError
 from ziya_trt.errors import from_wire
-from ziya_trt.serving.launcher import free_port
+from ziya_trt.serving.process.server import free_port
 from ziya_trt.wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from ziya_trt.wire.arrays import engine_inputs, stop_request_inputs
 
@@ -152,7 +152,7 @@ def test_a_stop_the_server_refuses_still_ends_the_call(link, syn_server):
     call must not go on generating. Here the engine refuses the stop itself (a stop with no stop flag and no ids is
     an invalid request), as deterministic a refusal: the link then cancels the call, and the engine frees the slot."""
     from tests.triton_helpers import wait_metric
-    from ziya_trt.serving.gauges import METRIC_ACTIVE
+    from ziya_trt.serving.triton.gauges import METRIC_ACTIVE
 
     ev, rid = Events(), uuid.uuid4().hex
     link.submit(rid, arrays([20, 21, 22], 3000), ev)

@@ -17,9 +17,9 @@ import re
 
 import numpy as np
 
-from ..errors import BodyTooLargeError, InvalidRequestError  # noqa: F401 (BodyTooLargeError: the guard's)
-from ..text.unicode import refuse_surrogates
-from ..wire.tensors import INT_RANGES, TensorSpec
+from ...errors import BodyTooLargeError, InvalidRequestError  # noqa: F401 (BodyTooLargeError: the guard's)
+from ...text.unicode import refuse_surrogates
+from ...wire.tensors import INT_RANGES, TensorSpec
 
 MAX_JSON_DEPTH = 64  # a real request nests at most ~6 deep
 

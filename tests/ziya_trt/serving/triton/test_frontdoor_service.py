@@ -11,7 +11,7 @@ import pytest
 from tests.polling import wait_until
 from ziya_trt.errors import InvalidRequestError, ServerError, ServerOverloadedError
 from ziya_trt.serving.frontdoor import FrontDoor, FrontDoorLimits
-from ziya_trt.serving.frontdoor_service import FrontDoorService
+from ziya_trt.serving.triton.frontdoor_service import FrontDoorService
 
 ANSWER = "北京是中国的首都。 The capital is Beijing!"
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import ZiyaError
+from ...errors import ZiyaError
 
 
 class Responder(Protocol):

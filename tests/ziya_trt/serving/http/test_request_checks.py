@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ziya_trt.errors import InvalidRequestError
-from ziya_trt.serving import request_checks as checks
+from ziya_trt.serving.http import checks
 from ziya_trt.wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
 
 

@@ -16,7 +16,7 @@ import pytest
 from tests.triton_helpers import wait_metric
 from ziya_trt.client import ZiyaClient
 from ziya_trt.engine.synthetic import synthetic_tokens
-from ziya_trt.serving.gauges import METRIC_ACTIVE
+from ziya_trt.serving.triton.gauges import METRIC_ACTIVE
 
 pytestmark = pytest.mark.server
 

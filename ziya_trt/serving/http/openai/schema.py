@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import InvalidRequestError, PromptTooLongError, ZiyaError, kind_of
-from ..text.prompt import Message, Role
-from ..text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams
+from ....errors import InvalidRequestError, PromptTooLongError, ZiyaError, kind_of
+from ....text.prompt import Message, Role
+from ....text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams
 
 CARD = SamplingParams()  # the model card's defaults
 

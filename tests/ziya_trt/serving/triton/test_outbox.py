@@ -14,7 +14,7 @@ import pytest
 from tests.polling import wait_until
 from ziya_trt.finish import FinishReason
 from ziya_trt.engine.request import EngineOutput
-from ziya_trt.serving.outbox import Outbox, Sent, coalesce
+from ziya_trt.serving.triton.outbox import Outbox, Sent, coalesce
 from ziya_trt.errors import ServerError
 
 

@@ -22,17 +22,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..engine.request import EngineOutput
-from ..errors import ServerError, ServerShuttingDownError, from_wire, typed
-from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs, text_outputs
-from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
-from .admission import LocalBudget, Place, SharedBudget, budget_file, refusal
-from .config import ConfigError
-from .drain import DrainWatch, drain_file
-from .engine_link import GRPC_URL_ENV, EngineLink
-from .frontdoor import FrontDoor, TextJob
+from ...engine.request import EngineOutput
+from ...errors import ServerError, ServerShuttingDownError, from_wire, typed
+from ...wire.arrays import engine_inputs, reused_blocks, stop_request_inputs, text_outputs
+from ...wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
+from ..admission import LocalBudget, Place, SharedBudget, budget_file, refusal
+from ..config import ConfigError
+from ..drain import DrainWatch, drain_file
+from ..engine_link import GRPC_URL_ENV, EngineLink
+from ..frontdoor import FrontDoor, TextJob
 from .outbox import Outbox, Sent
-from .request_metrics import RecordFn, RequestOutcome
+from ..request_metrics import RecordFn, RequestOutcome
 from .responder import Responder
 
 

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from ziya_trt.serving import secret_arg
-from ziya_trt.serving.secret_arg import hide, library, write_private
+from ziya_trt.serving.process import secret_arg
+from ziya_trt.serving.process.secret_arg import hide, library, write_private
 
 MARKER = "@admin-key-0123456789abcdef@"
 

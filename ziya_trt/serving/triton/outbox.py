@@ -30,7 +30,7 @@ from collections import deque
 from enum import Enum
 from typing import Any, Callable
 
-from ..engine.request import EngineOutput
+from ...engine.request import EngineOutput
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..cache import cache_dir
+from ...cache import cache_dir
 
 log = logging.getLogger(__name__)
 MARKER_ENV, FILE_ENV, PRELOAD_WAS_ENV = "ZIYA_SECRET_MARKER", "ZIYA_SECRET_FILE", "ZIYA_PRELOAD_WAS"

@@ -2,7 +2,7 @@
 
 import time
 
-from ziya_trt.serving.gauges import GaugeMirror
+from ziya_trt.serving.triton.gauges import GaugeMirror
 
 
 class FakeGauge:

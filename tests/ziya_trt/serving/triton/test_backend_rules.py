@@ -13,7 +13,7 @@ from tritonclient.grpc import model_config_pb2
 
 from tests.triton_helpers import ENGINE, grpc_stream, hold_engine, release
 from ziya_trt.errors import BackendError, QueueFullError, ServerOverloadedError, from_wire, is_queue_full
-from ziya_trt.serving.backend_rules import LoadedModel
+from ziya_trt.serving.triton.backend_rules import LoadedModel
 from ziya_trt.serving.config import ConfigError, ServeConfig
 from ziya_trt.serving.repo import model_configs, tensorrt_llm_config, to_pbtxt
 from ziya_trt.wire.trtllm_template import template

@@ -17,14 +17,14 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..engine.loop import EngineLoop
-from ..engine.request import EngineOutput
-from ..errors import typed
-from ..wire.arrays import engine_output_arrays, engine_requests_from_inputs
+from ...engine.loop import EngineLoop
+from ...engine.request import EngineOutput
+from ...errors import typed
+from ...wire.arrays import engine_output_arrays, engine_requests_from_inputs
 from .backend_rules import LoadedModel
-from .drain import DrainWatch, drain_file
+from ..drain import DrainWatch, drain_file
 from .outbox import Outbox
-from .request_metrics import ENGINE_QUEUE_TIME
+from ..request_metrics import ENGINE_QUEUE_TIME
 from .responder import Responder
 
 
@@ -49,7 +49,7 @@ class EngineService:
         ``observe(metric, value)`` gets each request's wait for a slot (``ziya_engine_queue_time_seconds``);
         ``model_config`` is the loaded config (Triton's JSON): the model refuses to load where the tensorrt_llm
         backend would."""
-        from ..engine.factory import build_engine
+        from ...engine.factory import build_engine
 
         model = None
         if model_config is not None:

@@ -22,10 +22,10 @@ import json
 import threading
 import time
 
-from ..errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
+from ...errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
                       from_wire, kind_of, retry_headers)
-from . import request_checks as checks
-from .openai_schema import openai_error
+from . import checks
+from .openai.schema import openai_error
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}

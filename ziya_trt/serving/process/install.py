@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import cache_dir
-from ..errors import ZiyaError
+from ...cache import cache_dir
+from ...errors import ZiyaError
 
 
 class ServerStartError(ZiyaError):

@@ -19,17 +19,17 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
-from ..errors import (InvalidRequestError, ServerError, ServerShuttingDownError, ZiyaError,
+from ....errors import (InvalidRequestError, ServerError, ServerShuttingDownError, ZiyaError,
                       from_wire, retry_headers, typed)
-from ..text.prompt import Conversation
-from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
-from ..wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
-from . import openai_schema as schema
-from .engine_link import EngineLink
-from .admission import LocalBudget, refusal
-from .frontdoor import FrontDoor, TextJob, TextRequest
-from .request_checks import parse_json
-from .request_metrics import PromRequestMetrics, RequestOutcome
+from ....text.prompt import Conversation
+from ....wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
+from ....wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
+from . import schema
+from ...engine_link import EngineLink
+from ...admission import LocalBudget, refusal
+from ...frontdoor import FrontDoor, TextJob, TextRequest
+from ..checks import parse_json
+from ...request_metrics import PromRequestMetrics, RequestOutcome
 
 _REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish reasons
 TOKENIZE_INLINE_BYTES = 8 * 1024  # a body this small tokenises in well under a millisecond: on the event loop

@@ -27,8 +27,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ConfigError, EngineKind
-from .launcher import READY_TIMEOUT_S, ServerStartError, TritonServer
+from ..config import ConfigError, EngineKind
+from .server import READY_TIMEOUT_S, ServerStartError, TritonServer
 from .procs import descendants, read
 
 MPIRUN = "mpirun"

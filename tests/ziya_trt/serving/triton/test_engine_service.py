@@ -6,11 +6,11 @@ import time
 import pytest
 
 from tests.polling import wait_until
-from tests.ziya_trt.serving.test_frontdoor_service import Responder
+from tests.ziya_trt.serving.triton.test_frontdoor_service import Responder
 from ziya_trt.engine.request import EngineLimits, EngineRequest
 from ziya_trt.engine.synthetic import SyntheticEngine, synthetic_tokens
 from ziya_trt.errors import InvalidRequestError, ServerOverloadedError
-from ziya_trt.serving.engine_service import EngineService
+from ziya_trt.serving.triton.engine_service import EngineService
 from ziya_trt.wire.arrays import engine_inputs, stop_request_inputs
 
 

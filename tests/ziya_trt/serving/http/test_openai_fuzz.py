@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
-from ziya_trt.serving.openai_schema import openapi
+from ziya_trt.serving.http.openai.schema import openapi
 
 pytestmark = pytest.mark.server
 schema = schemathesis.openapi.from_dict(openapi(("ensemble", "tensorrt_llm_bls"), 1024))

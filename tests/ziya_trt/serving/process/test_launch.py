@@ -17,13 +17,13 @@ from engine_build.plan import make_plan
 from tests.polling import wait_until
 from ziya_trt.cli import build_parser
 from ziya_trt.cli.serve import config_from_manifest, server_from_args
-from ziya_trt.serving import procs
+from ziya_trt.serving.process import procs
 from ziya_trt.serving.config import ConfigError, ServeConfig
 from ziya_trt.serving.engine_link import GRPC_URL_ENV
-from ziya_trt.serving.launcher import ServerStartError, TritonServer
-from ziya_trt.serving.multi_gpu import (SHM_FLAG, MultiGpuTritonServer, count_visible_gpus, leader_mode_command,
+from ziya_trt.serving.process.server import ServerStartError, TritonServer
+from ziya_trt.serving.process.multi_gpu import (SHM_FLAG, MultiGpuTritonServer, count_visible_gpus, leader_mode_command,
                                         rank_processes, require_gpus, triton_server)
-from ziya_trt.serving.request_checks import ADMIN_HEADER, RESTRICTED_APIS
+from ziya_trt.serving.http.checks import ADMIN_HEADER, RESTRICTED_APIS
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def serve_args(tmp_path, tiny_ckpt, monkeypatch):
     binary = tmp_path / "opt" / "tritonserver" / "bin" / "tritonserver"
     binary.parent.mkdir(parents=True)
     binary.write_text("")
-    monkeypatch.setattr("ziya_trt.serving.launcher.free_port", lambda: 18000)  # tritonserver's HTTP, behind the guard
+    monkeypatch.setattr("ziya_trt.serving.process.server.free_port", lambda: 18000)  # tritonserver's HTTP, behind the guard
 
     def make(tp: int, pp: int):
         eng = tmp_path / f"eng-tp{tp}pp{pp}"
@@ -150,7 +150,7 @@ def test_only_the_tensorrt_llm_engine_runs_on_several_gpus(tmp_path, tiny_ckpt):
 def test_leader_mode_environment(tmp_path, tiny_ckpt, monkeypatch):
     monkeypatch.setenv("TRTLLM_ORCHESTRATOR", "1")
     monkeypatch.setenv("TRTLLM_ORCHESTRATOR_SPAWN_PROCESSES", "1")
-    from ziya_trt.serving.launcher import Ports, TritonInstall
+    from ziya_trt.serving.process.server import Ports, TritonInstall
 
     cfg = ServeConfig(engine="tensorrt_llm", tokenizer_dir=tiny_ckpt, engine_dir=tmp_path, world_size=2)
     srv = triton_server(tmp_path, cfg, ports=Ports(1, 2, 3), install=TritonInstall(tmp_path / "t", tmp_path))
@@ -164,7 +164,7 @@ def test_library_path_keeps_the_containers_order(tmp_path, monkeypatch):
     server's environment keeps that order and adds Python's LIBDIR after it, once."""
     import sysconfig
 
-    from ziya_trt.serving.launcher import Ports, TritonInstall
+    from ziya_trt.serving.process.server import Ports, TritonInstall
 
     libdir = sysconfig.get_config_var("LIBDIR")
     external = TritonServer(tmp_path, Ports(1, 2, 3), install=TritonInstall(tmp_path / "t", tmp_path))

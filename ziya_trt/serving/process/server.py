@@ -17,15 +17,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
-from .admission import SharedBudget, budget_file
-from .drain import clear_drain, start_drain
-from .engine_link import GRPC_URL_ENV
-from .gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
-from .http_guard import DEFAULT_MAX_BODY, HttpGuard
+from ...wire.tensors import ENGINE_INPUTS, FRONT_DOOR_INPUTS
+from ..admission import SharedBudget, budget_file
+from ..drain import clear_drain, start_drain
+from ..engine_link import GRPC_URL_ENV
+from ..triton.gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
+from ..http.guard import DEFAULT_MAX_BODY, HttpGuard
 from .install import ServerStartError, TritonInstall, bundled_triton, external_triton  # noqa: F401 (re-exported)
 from .procs import python_stubs
-from .request_checks import ADMIN_HEADER, RESTRICTED_APIS
+from ..http.checks import ADMIN_HEADER, RESTRICTED_APIS
 from .secret_arg import hide, write_private
 from .spawn import popen, remove_orphaned_shm, shm_prefix
 
@@ -189,7 +189,7 @@ class TritonServer(_Endpoints):
         env["LD_LIBRARY_PATH"] = ":".join(front + have + back)
         # the python backend stub must find this environment's interpreter and packages
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-        root = str(Path(__file__).resolve().parents[2])
+        root = str(Path(__file__).resolve().parents[3])
         env["PYTHONPATH"] = ":".join([root, env.get("PYTHONPATH", "")]).strip(":")
         env[GRPC_URL_ENV] = self.grpc_url  # the front door calls the engine through this server's gRPC endpoint
         return env
@@ -230,7 +230,7 @@ class TritonServer(_Endpoints):
     def _guard_extensions(self) -> list:
         if self.serve_config is None:
             return []
-        from .openai_server import OpenAIServer
+        from ..http.openai.server import OpenAIServer
 
         cfg = self.serve_config.resolved()
         budget = SharedBudget(budget_file(self.repo), cfg.admission_budget)  # shared with the front doors

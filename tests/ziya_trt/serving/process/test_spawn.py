@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.polling import wait_until
-from ziya_trt.serving.spawn import popen, remove_orphaned_shm, shm_prefix
+from ziya_trt.serving.process.spawn import popen, remove_orphaned_shm, shm_prefix
 
 # a launcher in a process of its own: start a sleeper from a short-lived thread, print its pid, wait to be killed
 LAUNCHER = r"""
 import signal, sys, threading, time
-from ziya_trt.serving.spawn import popen
+from ziya_trt.serving.process.spawn import popen
 
 out = []
 t = threading.Thread(target=lambda: out.append(popen(["sleep", "600"], signal.SIGKILL)))
@@ -52,7 +52,7 @@ def test_a_child_outlives_the_thread_that_asked_for_it():
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_child_dies_with_its_launcher_however_the_launcher_ends(how):
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdout=subprocess.PIPE, text=True,
-                                cwd=Path(__file__).resolve().parents[3])
+                                cwd=Path(__file__).resolve().parents[4])
     child = int(launcher.stdout.readline())
     try:
         assert alive(child)

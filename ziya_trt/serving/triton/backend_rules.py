@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ..errors import BackendError
-from ..wire.trtllm_template import template
-from .config import ConfigError
+from ...errors import BackendError
+from ...wire.trtllm_template import template
+from ..config import ConfigError
 
 
 @dataclass(frozen=True)

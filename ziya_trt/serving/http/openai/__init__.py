@@ -1,0 +1,1 @@
+"""The OpenAI-compatible API: ``server`` (routes, streaming), ``schema`` (pydantic request models, error bodies)."""
