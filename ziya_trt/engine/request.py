@@ -95,6 +95,27 @@ class EngineOutput:
     perf: PerfMetrics | None = None  # when the request set return_perf_metrics
 
 
+def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
+    """Merge consecutive token outputs into one (what piled up while the consumer was busy); an error output stays
+    on its own (it carries no tokens)."""
+    merged: list[EngineOutput] = []
+    for o in outs:
+        prev = merged[-1] if merged else None
+        if prev is None or o.error is not None or prev.error is not None or prev.final:
+            merged.append(o)
+            continue
+        merged[-1] = EngineOutput(
+            prev.tokens + o.tokens,
+            final=o.final,
+            finish_reason=o.finish_reason,
+            num_input_tokens=o.num_input_tokens,
+            num_output_tokens=o.num_output_tokens,
+            reused_blocks=max(prev.reused_blocks, o.reused_blocks),
+            perf=o.perf,
+        )
+    return merged
+
+
 Sink = Callable[[EngineOutput], None]
 
 

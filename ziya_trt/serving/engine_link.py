@@ -74,7 +74,6 @@ class EngineLink:
         self._stub = None
         self._tasks: set[asyncio.Task] = set()  # the link thread's own
         self._closed = False
-        self.counters = {"calls": 0, "responses": 0, "stops": 0, "failed": 0}
 
     # --- any thread ------------------------------------------------------------------------------
     def submit(self, request_id: str, arrays: dict[str, np.ndarray], on_event: OnEvent) -> None:
@@ -87,7 +86,6 @@ class EngineLink:
                 raise ValueError(f"{self.name}: request id {request_id!r} is already in flight")
             self._start_loop()
             call = self._calls[request_id] = _Call(request_id, on_event)
-            self.counters["calls"] += 1
         self._call_soon(self._open_call, call, req)
 
     def stop(self, request_id: str, arrays: dict[str, np.ndarray]) -> bool:
@@ -98,7 +96,6 @@ class EngineLink:
             if call is None or call.stopped or self._closed:
                 return False
             call.stopped = True
-            self.counters["stops"] += 1
         self._call_soon(self._track, self._send_stop(call, req))
         return True
 
@@ -258,7 +255,6 @@ class EngineLink:
                 call.started.exception()  # retrieved: no "never retrieved" warning
         call.grpc.cancel()
         if self._forget(call):
-            self.counters["failed"] += 1
             log.warning("%s: engine call %s over %s failed: %s", self.name, call.id, self.url, error)
             call.on_event({}, f"the engine call failed: {error}", True)  # no internal address to clients
 
@@ -268,7 +264,6 @@ class EngineLink:
 
     def _dispatch(self, call: _Call, resp) -> bool:
         """Pass one response on; True when the call is over."""
-        self.counters["responses"] += 1
         ir = resp.infer_response
         error = resp.error_message or None
         done = error is not None or is_final(ir)

@@ -30,7 +30,7 @@ from collections import deque
 from enum import Enum
 from typing import Any, Callable
 
-from ...engine.request import EngineOutput
+from ...engine.request import EngineOutput, coalesce
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +45,6 @@ class Sent(Enum):
 
 Send = Callable[[Any, EngineOutput], "Sent | None"]
 IsCancelled = Callable[[Any], bool]
-
-
-def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
-    """Merge consecutive token outputs into one; an error output stays on its own (it carries no tokens)."""
-    merged: list[EngineOutput] = []
-    for o in outs:
-        prev = merged[-1] if merged else None
-        if prev is None or o.error is not None or prev.error is not None or prev.final:
-            merged.append(o)
-            continue
-        merged[-1] = EngineOutput(
-            prev.tokens + o.tokens,
-            final=o.final,
-            finish_reason=o.finish_reason,
-            num_input_tokens=o.num_input_tokens,
-            num_output_tokens=o.num_output_tokens,
-            reused_blocks=o.reused_blocks,
-            perf=o.perf,
-        )
-    return merged
 
 
 class Stream:
@@ -111,8 +91,6 @@ class Outbox:
         self._open: dict[int, Stream] = {}
         self._open_lock = threading.Lock()
         self._stop = threading.Event()
-        self.counters = {"responses": 0, "outputs": 0, "send_errors": 0, "cancel_checks": 0, "cancelled": 0}
-        self._count_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._sender, args=(s,), name=f"{name}-send-{i}", daemon=True)
             for i, s in enumerate(self._shards)
@@ -174,11 +152,6 @@ class Outbox:
             if not st.started and any(r is not Sent.HELD for r in sent):
                 with shard.cv:
                     st.started = True
-            self._count("outputs", len(outs))
-
-    def _count(self, key: str, n: int = 1) -> None:
-        with self._count_lock:
-            self.counters[key] += n
 
     def _deliver(self, st: Stream, out: EngineOutput) -> Sent:
         with st.lock:
@@ -189,11 +162,8 @@ class Outbox:
             try:
                 sent = self._send(st.handle, out) or Sent.RESPONDED
             except Exception:  # the client is gone or the server is stopping: nothing to tell anyone
-                self._count("send_errors")
                 log.debug("send failed for request %s", st.id, exc_info=True)
                 return Sent.RESPONDED
-            if sent is not Sent.HELD:
-                self._count("responses")
             if sent is Sent.ENDED and not st.closed:  # the callback ended the request early (e.g. an error)
                 self._end(st)
             return sent
@@ -220,8 +190,6 @@ class Outbox:
                     except Exception:
                         log.debug("cancellation check failed for request %s", st.id, exc_info=True)
                         continue
-                self._count("cancel_checks")
                 if cancelled:
                     st.cancel_seen = True
-                    self._count("cancelled")
                     self._on_cancel(st.id)

@@ -14,7 +14,8 @@ import pytest
 from tests.polling import wait_until
 from ziya_trt.finish import FinishReason
 from ziya_trt.engine.request import EngineOutput
-from ziya_trt.serving.triton.outbox import Outbox, Sent, coalesce
+from ziya_trt.engine.request import coalesce
+from ziya_trt.serving.triton.outbox import Outbox, Sent
 from ziya_trt.errors import ServerError
 
 
@@ -84,7 +85,6 @@ def test_every_token_arrives_once_and_in_order_with_one_final_last():
         assert [o.final for o in got] == [False] * (len(got) - 1) + [True]
         assert got[-1].num_output_tokens == 20
     assert box.open_streams() == 0
-    assert box.counters["outputs"] == sum(len(v) // 2 for v in expected.values())
 
 
 def test_outputs_that_pile_up_behind_a_slow_send_go_out_as_one_response():
@@ -133,7 +133,7 @@ def test_a_request_first_response_goes_ahead_of_streams_already_running(held_fir
     rec.gate.set()
     box.close()
     assert [h for h, _, _ in rec.sent[3:]] == ["blocker", "new", "old0", "old1", "old2"]
-    assert box.counters["responses"] == 8  # a held delivery is not a response
+    assert len(rec.sent) == 8  # a held delivery is not a response
 
 
 def test_cancelled_requests_are_reported_once_and_never_polled_after_their_final():
@@ -158,7 +158,6 @@ def test_cancelled_requests_are_reported_once_and_never_polled_after_their_final
     box.put(gone, out([], final=True, n=0))  # the engine's CANCELLED final still goes out
     box.close()
     assert rec.of("gone")[-1].final
-    assert box.counters["cancelled"] == 1
 
 
 def test_a_stream_is_not_polled_before_it_has_an_id():
@@ -172,13 +171,13 @@ def test_a_stream_is_not_polled_before_it_has_an_id():
     box.close()
 
 
-def test_a_failed_send_is_counted_and_the_sender_keeps_going():
+def test_after_a_failed_send_the_sender_keeps_going():
     rec = Recorder()
     rec.fail_for.add("x")
     box = Outbox(rec, lambda h: False, lambda rid: None, threads=1, check_period_s=1.0)
     x, y = box.open("x", "x"), box.open("y", "y")
     box.put(x, out([1], n=1))
-    assert wait_until(lambda: box.counters["send_errors"] == 1)
+    assert wait_until(lambda: "x" not in rec.fail_for)  # the send was tried, and failed
     box.put(y, out([2], final=True, n=1))
     box.put(x, out([3], final=True, n=2))
     box.close()

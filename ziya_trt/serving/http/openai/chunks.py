@@ -1,0 +1,59 @@
+"""The server-sent events of one streamed OpenAI response, each serialised whole (``pydantic_core.to_json``: UTF-8
+bytes, no ASCII escaping of Chinese text), never spliced from string pieces.
+
+Per token the cost is one small dict and one Rust serialisation: about 1.5 µs, where pre-spliced bytes took about
+1.2 µs (``perf/micro``'s figures are in docs/serving-overhead.md).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from pydantic_core import to_json
+
+DONE = b"data: [DONE]\n\n"
+
+
+def response_id(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+
+
+def sse(obj: dict) -> bytes:
+    return b"data: " + to_json(obj) + b"\n\n"
+
+
+class Chunks:
+    """The chunks of one response: ``chat.completion.chunk`` or ``text_completion``, one choice (index 0)."""
+
+    __slots__ = ("chat", "head")
+
+    def __init__(self, chat: bool, model: str, usage: bool):
+        """``usage``: the client asked for ``stream_options.include_usage`` (every chunk then has ``usage: null``,
+        and a last chunk carries the request's usage)."""
+        self.chat = chat
+        self.head = {"id": response_id(chat), "object": "chat.completion.chunk" if chat else "text_completion",
+                     "created": int(time.time()), "model": model}
+        if usage:
+            self.head["usage"] = None
+
+    def _choice(self, text: str | None, reason: str | None, role: bool = False) -> bytes:
+        if self.chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+        return sse({**self.head, "choices": [choice]})
+
+    def role(self) -> bytes:
+        """A chat stream's first chunk: the assistant's role, no text yet."""
+        return self._choice(None, None, role=True)
+
+    def text(self, text: str) -> bytes:
+        return self._choice(text, None)
+
+    def end(self, reason: str) -> bytes:
+        return self._choice(None, reason)
+
+    def usage(self, usage: dict) -> bytes:
+        return sse({**self.head, "choices": [], "usage": usage})

@@ -1,0 +1,142 @@
+"""One text request's lifecycle, whatever the front: the Triton front door (``triton/frontdoor_service``, in a
+Python stub, outputs delivered on its outbox's sender threads) and the OpenAI API (``http/openai/server``, on the
+launcher's event loop) both run every request as a ``TextSession``. The fronts only translate wire formats.
+
+- **Admit** (``Sessions.admit``): a place in the engine's one budget (``admission``), or ``[ziya:overloaded]``.
+- **Open** (``Sessions.open``): format and tokenise (``frontdoor.TextJob``); a failure gives the place back.
+- **Submit** (``TextSession.submit``): the engine call over the ``EngineLink``; each engine event reaches the
+  front's sink as an ``EngineOutput`` (on the link's loop: the sink only queues).
+- **Push** (``TextSession.push``): an output (the fronts merge what piled up with ``engine.request.coalesce``: the
+  outbox for the front door, the event queue for the OpenAI API) turned into the text to send now: detokenised,
+  held back at a stop string's prefix. A stop string that completes the text sends the
+  engine one ``stop``; the final output adds the finished text.
+- **Cancel** (``TextSession.cancel``): the client cancelled or left: the engine gets one ``stop`` (none once the
+  engine call is over) and the text ends with the finish reason ``cancelled``.
+- **End** (``finish``, ``fail``, ``abandon``): the outcome is recorded once (``request_metrics``) and the place given
+  back once, however many times a front reports the end.
+
+Nothing here blocks or imports Triton or aiohttp: it runs on whichever thread or loop delivers the outputs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..engine.request import EngineOutput
+from ..errors import ServerError, ZiyaError, from_wire
+from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
+from .admission import Place, refusal
+from .frontdoor import FrontDoor, TextJob
+from .request_metrics import RecordFn, RequestOutcome
+
+__all__ = ["Sessions", "TextSession"]
+
+
+class Sessions:
+    """What every request of one front shares: the request logic (``FrontDoor``), the engine link, the admission
+    budget and the sink of outcomes. ``link`` is an ``EngineLink`` or anything with its ``submit``/``stop``."""
+
+    def __init__(self, door: FrontDoor, link, budget, record: RecordFn, name: str, engine_name: str):
+        self.door, self.link, self.budget, self.record = door, link, budget, record
+        self.name, self.engine_name = name, engine_name
+
+    def admit(self) -> Place:
+        """A place in the engine's budget; ``ServerOverloadedError`` when every one is taken."""
+        place = self.budget.try_acquire()
+        if place is None:
+            raise refusal(self.name, self.budget.size)
+        return place
+
+    def open(self, place: Place, make_job: Callable[[FrontDoor], TextJob], t0: float | None = None) -> "TextSession":
+        """The request formatted and tokenised (``make_job``); on any failure the place is given back."""
+        try:
+            job = make_job(self.door)
+        except BaseException:
+            place.release()
+            raise
+        return TextSession(self, job, place, time.monotonic() if t0 is None else t0)
+
+    def refused(self, err: ZiyaError, t0: float | None = None) -> None:
+        """A request that ended before it had a session (refused, or its body was invalid)."""
+        self.record(RequestOutcome.failed(err, 0.0 if t0 is None else time.monotonic() - t0))
+
+
+class TextSession:
+    """One admitted request: its ``TextJob``, its engine call, its one outcome."""
+
+    __slots__ = ("sessions", "job", "place", "t0", "t_first", "ended")
+
+    def __init__(self, sessions: Sessions, job: TextJob, place: Place, t0: float):
+        self.sessions, self.job, self.place, self.t0 = sessions, job, place, t0
+        self.t_first: float | None = None  # when the first text was ready to send
+        self.ended = False
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    # --- the engine call ---------------------------------------------------------------------------------
+    def submit(self, sink: Callable[[EngineOutput], None]) -> None:
+        """Call the engine; each of its events reaches ``sink`` as an ``EngineOutput``, the last one final (an error
+        is a final output with ``error`` set). Runs ``sink`` on the link's loop: it must only queue."""
+        output = self._output
+        self.sessions.link.submit(self.job.id, engine_inputs(self.job.engine_request),
+                                  lambda outputs, error, final: sink(output(outputs, error, final)))
+
+    def _output(self, outputs: dict, error: str | None, final: bool) -> EngineOutput:
+        if error is not None:
+            err = from_wire(error) or ServerError(f"{self.sessions.engine_name}: {error}")
+            return EngineOutput([], final=True, error=err)
+        ids = outputs.get("output_ids")
+        return EngineOutput(ids.reshape(-1).tolist() if ids is not None else [], final=final,
+                            reused_blocks=reused_blocks(outputs))
+
+    def push(self, out: EngineOutput) -> str:
+        """The text to send now for one (merged) output: "" for nothing yet; the final output's includes the rest.
+        An error output raises its error (the front answers with it and calls ``fail``)."""
+        if out.error is not None:
+            raise out.error
+        job = self.job
+        job.reused_blocks = max(job.reused_blocks, out.reused_blocks)
+        text, stop = job.push(out.tokens)
+        if stop:  # a stop string completed the text: the engine need not go on
+            self._stop_engine()
+        if out.final:
+            text += job.finish()
+        if text and self.t_first is None:
+            self.t_first = time.monotonic()
+        return text
+
+    def cancel(self) -> None:
+        """The client cancelled or left: one engine ``stop`` (a no-op once the engine call is over); what the engine
+        still sends is counted, not shown, and the request finishes as ``cancelled``."""
+        if self.job.cancel():
+            self._stop_engine()
+
+    def _stop_engine(self) -> None:
+        self.sessions.link.stop(self.job.id, stop_request_inputs())
+
+    # --- the end (each records the outcome and gives the place back, once) ------------------------------------
+    def finish(self) -> None:
+        """The final response went out."""
+        job, now = self.job, time.monotonic()
+        self._end(RequestOutcome(now - self.t0, len(job.input_ids), job.n_output, (self.t_first or now) - self.t0,
+                                 job.finish_reason.value, cached_tokens=job.cached_tokens))
+
+    def fail(self, err: ZiyaError) -> None:
+        """The request ended with ``err``: the engine is stopped if it is still running."""
+        self._stop_engine()
+        self._end(RequestOutcome.failed(err, time.monotonic() - self.t0))
+
+    def abandon(self) -> None:
+        """The client left before the final response: the engine is stopped, the request counted as cancelled."""
+        self.cancel()
+        self._end(RequestOutcome(time.monotonic() - self.t0, finish_reason="cancelled"))
+
+    def _end(self, outcome: RequestOutcome) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.place.release()
+        self.sessions.record(outcome)
