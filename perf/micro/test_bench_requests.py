@@ -45,3 +45,13 @@ def test_engine_request_decoding_and_response_encoding(benchmark, bench_tok):
     r, out, back = benchmark(roundtrip)
     assert r.max_new_tokens == 64 and out["output_ids"].tolist() == [[[5, 6, 7]]]
     assert back["input_ids"].tolist() == inputs["input_ids"].tolist()
+
+
+def test_openai_stream_chunk(benchmark):
+    """One streamed token's server-sent event, serialised whole (``http/openai/chunks.py``): the per-token cost of the
+    OpenAI API's encoding."""
+    from ziya_trt.serving.http.openai.chunks import Chunks
+
+    chunks = Chunks(True, "ziya", usage=False)
+    event = benchmark(chunks.text, "北京 is")
+    assert event.startswith(b"data: {") and event.endswith(b"}\n\n") and "北京 is".encode() in event
