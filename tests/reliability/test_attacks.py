@@ -141,7 +141,7 @@ def test_slow_idle_and_excess_connections_are_closed(guarded):
         time.sleep(0.5)
     assert all(_closed(s, 1.0) for s in trickling + idle), "slow or idle connections were kept open"
     assert get(guarded, "/v2/health/ready")[0] == 200  # and the server serves
-    assert guarded._guard.counters["timed_out_connections"] >= 80
+    assert guarded._guard.connections.counters["timed_out_connections"] >= 80
     series = dict(line.rsplit(" ", 1) for line in get(guarded, "/metrics")[1].splitlines()  # where operators look
                   if line.startswith("ziya_http_"))
     assert float(series["ziya_http_timed_out_connections_total"]) >= 80

@@ -29,6 +29,7 @@ from ...frontdoor import FrontDoor, TextJob, TextRequest
 from ...request_metrics import PromRequestMetrics, RequestOutcome
 from ...session import Sessions, TextSession
 from ..checks import parse_json
+from ..connections import ConnectionCollector
 from . import schema
 from .chunks import DONE, Chunks, response_id, sse
 
@@ -54,7 +55,7 @@ class OpenAIServer:
     # --- the guard's extension hooks (on its event loop) ---------------------------------------------
     async def setup(self, app, session, guard) -> None:
         self.session, self.guard = session, guard
-        self.metrics.registry.register(_GuardCollector(guard))  # the HTTP port's own counters, on its /metrics
+        self.metrics.registry.register(ConnectionCollector(guard.connections))  # the HTTP port's own refusals
         await self.link.start_on_running_loop()
         r = app.router
         r.add_post("/v1/chat/completions", self.chat_completions)
@@ -249,22 +250,6 @@ def _usage(job: TextJob) -> dict:
     n_in, n_out = len(job.input_ids), job.n_output
     return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
             "prompt_tokens_details": {"cached_tokens": job.cached_tokens}}
-
-
-class _GuardCollector:
-    """The HTTP guard's connection counters as Prometheus counters (read when /metrics is scraped)."""
-
-    HELP = {"refused_connections": "connections closed at once: the HTTP port had its most open",
-            "timed_out_connections": "connections closed for sending no whole request in time (idle or trickling)"}
-
-    def __init__(self, guard):
-        self.guard = guard
-
-    def collect(self):
-        from prometheus_client.core import CounterMetricFamily
-
-        for key, help_ in self.HELP.items():
-            yield CounterMetricFamily(f"ziya_http_{key}", help_, value=self.guard.counters[key])
 
 
 async def _chain(first: list, rest: AsyncIterator):
