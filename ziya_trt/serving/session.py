@@ -119,10 +119,12 @@ class TextSession:
 
     # --- the end (each records the outcome and gives the place back, once) ------------------------------------
     def finish(self) -> None:
-        """The final response went out."""
+        """The final response went out. Time to first token (and so inter-token latency) is recorded for a streamed
+        request only: a whole response's first token is its last, and counting it would skew both histograms."""
         job, now = self.job, time.monotonic()
-        self._end(RequestOutcome(now - self.t0, len(job.input_ids), job.n_output, (self.t_first or now) - self.t0,
-                                 job.finish_reason.value, cached_tokens=job.cached_tokens))
+        ttft = (self.t_first or now) - self.t0 if job.req.stream else None
+        self._end(RequestOutcome(now - self.t0, len(job.input_ids), job.n_output, ttft, job.finish_reason.value,
+                                 cached_tokens=job.cached_tokens))
 
     def fail(self, err: ZiyaError) -> None:
         """The request ended with ``err``: the engine is stopped if it is still running."""

@@ -276,3 +276,53 @@ def test_a_resent_history_is_served_from_the_prefix_cache_and_says_so(ref_server
     assert oa.usage.prompt_tokens_details.cached_tokens >= second.prompt_tokens // 32 * 32
     # an engine that does not reuse reports none
     assert ZiyaClient(f"grpc://{syn_server.grpc_url}").chat(conv, max_new_tokens=4).cached_tokens == 0
+
+
+def test_one_model_by_id_a_wrong_method_and_the_request_id(syn_server):
+    c = client(syn_server)
+    assert c.models.retrieve("ziya").id == "ziya"
+    with pytest.raises(openai.NotFoundError) as ei:
+        c.models.retrieve("gpt-4")
+    assert ei.value.body["code"] == "model_not_found"
+    for method, path, allow in (("GET", "/v1/chat/completions", "POST"), ("DELETE", "/v1/models", "GET"),
+                                ("POST", "/v1/models/ziya", "GET")):
+        req = urllib.request.Request(f"http://{syn_server.http_url}{path}", method=method)
+        with pytest.raises(urllib.error.HTTPError) as he:
+            urllib.request.urlopen(req, timeout=10)
+        assert he.value.code == 405 and he.value.headers["Allow"] == allow, (method, path)
+        assert json.loads(he.value.read())["error"]["code"] == "method_not_allowed"
+    # the client's request id comes back, on a whole response and on a stream; without one, the server makes one
+    raw = c.chat.completions.with_raw_response.create(model="ziya", messages=[{"role": "user", "content": "hi"}],
+                                                      max_tokens=2, extra_headers={"X-Request-Id": "trace-42"})
+    assert raw.headers["x-request-id"] == "trace-42"
+    with c.chat.completions.with_streaming_response.create(
+            model="ziya", messages=[{"role": "user", "content": "hi"}], max_tokens=2, stream=True,
+            extra_headers={"X-Request-Id": "trace-43"}) as s:
+        assert s.headers["x-request-id"] == "trace-43"
+    made = {c.models.with_raw_response.list().headers["x-request-id"] for _ in range(2)}
+    assert len(made) == 2 and all(len(m) == 32 for m in made)
+
+
+def test_ttft_is_timed_for_streamed_requests_only_and_a_client_that_leaves_is_counted(syn_server):
+    def metric(name, **labels):
+        with urllib.request.urlopen(f"http://{syn_server.http_url}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted({"api": "openai", "model": "ziya", **labels}.items()))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f"{name}{{{want}}}"))
+
+    c = client(syn_server)
+    msgs = [{"role": "user", "content": "timing"}]
+    ttft0, e2e0 = metric("ziya_time_to_first_token_seconds_count"), metric("ziya_e2e_request_latency_seconds_count")
+    gone0 = metric("ziya_request_errors_total", kind="cancelled")
+    c.chat.completions.create(model="ziya", messages=msgs, max_tokens=4)
+    list(c.chat.completions.create(model="ziya", messages=msgs, max_tokens=4, stream=True))
+    assert metric("ziya_e2e_request_latency_seconds_count") - e2e0 == 2
+    assert metric("ziya_time_to_first_token_seconds_count") - ttft0 == 1
+    # a whole (not streamed) request whose client gives up: counted as cancelled
+    slow = client(syn_server, timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        slow.chat.completions.create(model="ziya", messages=msgs, max_tokens=200)
+    deadline = time.monotonic() + 10
+    while metric("ziya_request_errors_total", kind="cancelled") - gone0 < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric("ziya_request_errors_total", kind="cancelled") - gone0 == 1

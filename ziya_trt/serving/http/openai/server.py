@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
@@ -34,6 +35,9 @@ from . import schema
 from .chunks import DONE, Chunks, response_id, sse
 
 _REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish reasons
+_METHODS = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET"}
+REQUEST_ID = "X-Request-Id"
+_REQUEST_ID_MAX = 256
 TOKENIZE_INLINE_BYTES = 8 * 1024  # a body this small tokenises in well under a millisecond: on the event loop
 
 
@@ -53,18 +57,21 @@ class OpenAIServer:
         self.created = int(time.time())
 
     # --- the guard's extension hooks (on its event loop) ---------------------------------------------
-    async def setup(self, app, session, guard) -> None:
-        self.session, self.guard = session, guard
+    async def setup(self, app, http, guard) -> None:
+        """``http``: the guard's client session to tritonserver's own HTTP port."""
+        self.http, self.guard = http, guard
         self.metrics.registry.register(ConnectionCollector(guard.connections))  # the HTTP port's own refusals
         await self.link.start_on_running_loop()
         r = app.router
         r.add_post("/v1/chat/completions", self.chat_completions)
         r.add_post("/v1/completions", self.completions)
         r.add_get("/v1/models", self.list_models)
+        r.add_get("/v1/models/{model}", self.get_model)
         r.add_get("/health", self.health)
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/metrics", self.prometheus)
         r.add_route("*", "/v1/{tail:.*}", self.not_found)
+        app.on_response_prepare.append(_request_id)
 
     async def cleanup(self) -> None:
         await self.link.aclose()
@@ -80,8 +87,18 @@ class OpenAIServer:
     async def list_models(self, request):
         from aiohttp import web
 
-        data = [{"id": m, "object": "model", "created": self.created, "owned_by": "ziya-trt"} for m in self.models]
-        return web.json_response({"object": "list", "data": data})
+        return web.json_response({"object": "list", "data": [self._model(m) for m in self.models]})
+
+    async def get_model(self, request):
+        from aiohttp import web
+
+        name = request.match_info["model"]
+        if name not in self.models:
+            return _model_not_found(name, self.models)
+        return web.json_response(self._model(name))
+
+    def _model(self, name: str) -> dict:
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "ziya-trt"}
 
     async def health(self, request):
         """Ready when tritonserver and the engine model are, and the server is not draining or restarting
@@ -92,7 +109,7 @@ class OpenAIServer:
             return _json(503, {"status": "unavailable", "reason": self.guard.unavailable},
                          retry_headers(ServerShuttingDownError(self.guard.unavailable)))
         try:
-            async with self.session.get(f"{self.upstream}/v2/models/{self.cfg.engine_name}/ready") as up:
+            async with self.http.get(f"{self.upstream}/v2/models/{self.cfg.engine_name}/ready") as up:
                 ok = up.status == 200
         except Exception:
             ok = False
@@ -110,6 +127,12 @@ class OpenAIServer:
         return web.json_response(schema.openapi(self.models, self.cfg.max_seq_len))
 
     async def not_found(self, request):
+        """A path under /v1 that is not served (404), or one that is, with another method (405 and ``Allow``)."""
+        allowed = _METHODS.get(request.path) or ("GET" if request.path.startswith("/v1/models/") else None)
+        if allowed is not None:
+            return _json(405, schema.error_body(f"method {request.method} not allowed for {request.path}; use "
+                                                f"{allowed}", "invalid_request_error", None, "method_not_allowed"),
+                         {"Allow": allowed})
         return _json(404, schema.error_body(f"no route {request.method} {request.path}", "invalid_request_error",
                                             None, "unknown_url"))
 
@@ -129,9 +152,7 @@ class OpenAIServer:
             req = await self._work(large, lambda: schema.parse(model, parse_json(body)))
             if req.model not in self.models:
                 self.metrics.record(RequestOutcome(0.0, error="invalid"))
-                return _json(404, schema.error_body(f"The model '{req.model}' does not exist; served: "
-                                                    f"{', '.join(self.models)}", "invalid_request_error", "model",
-                                                    "model_not_found"))
+                return _model_not_found(req.model, self.models)
             place = self.sessions.admit()
             session = await self._work(large, lambda: self.sessions.open(place, lambda door: _job(door, req, chat), t0))
         except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
@@ -241,7 +262,7 @@ def _job(door: FrontDoor, req, chat: bool) -> TextJob:
     wanted = req.requested_max_tokens()
     params = req.sampling(wanted if wanted is not None else schema.CARD.max_new_tokens)
     # left out, max_tokens is the card's 512, or as many as fit beside the prompt
-    return TextJob(door, TextRequest(text=text, messages=conv, params=params, stream=True,
+    return TextJob(door, TextRequest(text=text, messages=conv, params=params, stream=req.stream,
                                      exclude_input=not getattr(req, "echo", False), trusted=trusted,
                                      fit_max_tokens=wanted is None))
 
@@ -257,6 +278,22 @@ async def _chain(first: list, rest: AsyncIterator):
         yield item
     async for item in rest:
         yield item
+
+
+async def _request_id(request, response) -> None:
+    """Every response of the API carries ``X-Request-Id``: the client's own (printable ASCII, at most 256 characters),
+    or a new one (aiohttp's ``on_response_prepare``: streamed responses too, before their headers go out)."""
+    if not (request.path.startswith("/v1/") or request.path == "/health"):
+        return
+    rid = request.headers.get(REQUEST_ID, "")
+    if not (0 < len(rid) <= _REQUEST_ID_MAX and rid.isascii() and rid.isprintable()):
+        rid = uuid.uuid4().hex
+    response.headers[REQUEST_ID] = rid
+
+
+def _model_not_found(name: str, served):
+    return _json(404, schema.error_body(f"The model '{name}' does not exist; served: {', '.join(served)}",
+                                        "invalid_request_error", "model", "model_not_found"))
 
 
 def _json(status: int, body: dict, headers: dict | None = None):
