@@ -36,6 +36,13 @@ class TextRequest:
     pad_id: int | None = None
     trusted: bool = True  # a raw prompt's added tokens (``<human>``) count as markers; False: all of it is content
     fit_max_tokens: bool = False  # max_new_tokens is a default: as many of them as fit beside the prompt
+    # vLLM's extensions (the OpenAI API): generate past the end token; token ids that end the text as the end token
+    # does; keep the stop string that ended the text; keep at most this many prompt tokens (the oldest turns or
+    # tokens go first)
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str: bool = False
+    truncate_prompt_tokens: int | None = None
 
 
 def _text(v, field: str, max_bytes: int) -> str:
@@ -163,6 +170,8 @@ class TextJob:
         if req.messages is not None:  # the template's markers, the messages' content never one
             budget = lim.max_input_len if req.fit_max_tokens else min(lim.max_input_len,
                                                                        lim.max_seq_len - p.max_new_tokens)
+            if req.truncate_prompt_tokens is not None:
+                budget = min(budget, req.truncate_prompt_tokens)
             if budget < 1:
                 raise InvalidRequestError(f"max_tokens: {p.max_new_tokens} leaves no room for a prompt in "
                                           f"max_seq_len {lim.max_seq_len}", "max_tokens")
@@ -172,6 +181,8 @@ class TextJob:
             self.input_ids, prompt_text = tok.encode(req.text), req.text
         else:
             self.input_ids, prompt_text = tok.encode_protected(req.text, [(0, len(req.text))]), req.text
+        if req.messages is None and req.truncate_prompt_tokens is not None:
+            self.input_ids = self.input_ids[-req.truncate_prompt_tokens:]  # the oldest tokens go first
         n = len(self.input_ids)
         if n > lim.max_input_len:
             raise PromptTooLongError(n, lim.max_input_len)
@@ -183,20 +194,23 @@ class TextJob:
                 f"at most {lim.max_seq_len - n} fit",
                 "max_tokens",
             )
-        for name, v in (("end_id", req.end_id), ("pad_id", req.pad_id)):
+        for name, v in (("end_id", req.end_id), ("pad_id", req.pad_id), *(("stop_token_ids", t) for t in req.stop_token_ids)):
             if v is not None and not 0 <= v < tok.vocab_size:
                 raise InvalidRequestError(f"{name}: {v} is outside the vocabulary of {tok.vocab_size}", name)
         end_id = req.end_id if req.end_id is not None else tok.eos_id
         stops = tuple(door.template.stop_strings) + p.stop
         self.id = uuid.uuid4().hex
-        # the front door always streams from the engine, to stop on text
+        # the front door always streams from the engine, to stop on text. ignore_eos: an end id of -1, which
+        # TensorRT-LLM reads as none (trtllm-serve sends the same); stop token ids are one-token stop words
         self.engine_request = EngineRequest.from_params(
-            self.input_ids, p, end_id=end_id, pad_id=req.pad_id if req.pad_id is not None else tok.pad_id,
-            request_id=self.id, stop_words=door.word_ids(stops), bad_words=door.word_ids(req.bad_words),
-            return_perf_metrics=True)  # for the engine's count of reused KV blocks
+            self.input_ids, p, end_id=-1 if req.ignore_eos else end_id,
+            pad_id=req.pad_id if req.pad_id is not None else tok.pad_id, request_id=self.id,
+            stop_words=door.word_ids(stops) + [[t] for t in req.stop_token_ids],
+            bad_words=door.word_ids(req.bad_words), return_perf_metrics=True)  # for the count of reused KV blocks
         self.kv_block_tokens = door.kv_block_tokens
         self.reused_blocks = 0
-        self.stream = TextStream(tok.table, stops=stops, eos_ids=[end_id], max_new_tokens=p.max_new_tokens)
+        ends = ([] if req.ignore_eos else [end_id]) + list(req.stop_token_ids)
+        self.stream = TextStream(tok.table, stops=stops, eos_ids=ends, max_new_tokens=p.max_new_tokens)
         self.pending: list[str] = [] if req.exclude_input else [prompt_text]
         self.engine_tokens = 0
         self.stopping = False  # a stop was asked for (stop string or cancellation)
@@ -224,6 +238,8 @@ class TextJob:
         self.engine_tokens += len(tokens)
         if tokens and not self.stopped_early:
             self.pending.append(self.stream.push(tokens).text)
+            if self.req.include_stop_str and self.stream.stop_string is not None:
+                self.pending.append(self.stream.stop_string)
         stop = self.stopped_early and not self.stopping
         self.stopping = self.stopping or stop
         if self.req.stream and not self.stopping and any(self.pending):
@@ -241,5 +257,7 @@ class TextJob:
         """The final response's text, once the engine has finished (its last tokens pushed)."""
         if not self.stopped_early:
             self.pending.append(self.stream.end(cancelled=self.cancelled).text)
+            if self.req.include_stop_str and self.stream.stop_string is not None:
+                self.pending.append(self.stream.stop_string)
         text, self.pending = "".join(self.pending), []
         return text

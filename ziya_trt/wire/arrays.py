@@ -139,11 +139,12 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
     if n_in != len(ids):
         raise InvalidRequestError(f"input_lengths: {n_in} does not match {len(ids)} input_ids", "input_lengths")
     seed = scalar(inputs, S["seed"])
+    end_id = scalar(inputs, S["end_id"])
     req = EngineRequest(
         input_ids=[int(t) for t in ids],
         max_new_tokens=int(scalar(inputs, S["request_output_len"])),
         id=request_id,
-        end_id=scalar(inputs, S["end_id"]),
+        end_id=None if end_id is None or end_id < 0 else end_id,  # -1: no end token (TensorRT-LLM's reading)
         pad_id=scalar(inputs, S["pad_id"], 0),
         top_k=int(scalar(inputs, S["runtime_top_k"], 0)),
         top_p=float(scalar(inputs, S["runtime_top_p"], 0.0)),

@@ -122,3 +122,23 @@ def test_bad_prompts_are_typed_errors(door, inputs, match):
     arrays = {k: np.array([v.encode()], dtype=np.object_) for k, v in inputs.items()}
     with pytest.raises(InvalidRequestError, match=match):
         door.open(arrays | {"max_tokens": np.array([4], dtype=np.int32)})
+
+
+def test_ignore_eos_sends_no_end_token_and_keeps_the_text_going(door):
+    from ziya_trt.serving.frontdoor import TextJob, TextRequest
+    from ziya_trt.text.sampling import SamplingParams
+    from ziya_trt.wire.arrays import engine_inputs, engine_request_from_inputs
+
+    def make(**kw):
+        return TextJob(door, TextRequest(text="<human>:你好\n<bot>:", messages=None,
+                                         params=SamplingParams(max_new_tokens=64), stream=True, **kw))
+
+    plain, going = make(), make(ignore_eos=True)
+    assert plain.engine_request.end_id == door.tok.eos_id and going.engine_request.end_id == -1
+    # the engine reads -1 as no end token, as TensorRT-LLM does
+    assert engine_request_from_inputs(engine_inputs(going.engine_request), "x")[0].end_id is None
+    a, b = ids(door, "北京"), ids(door, "上海")
+    texts = [j.push(a + [door.tok.eos_id] + b)[0] for j in (plain, going)]
+    assert plain.finish_reason is FinishReason.EOS and going.finish_reason is None
+    texts = [t + j.finish() for t, j in zip(texts, (plain, going))]
+    assert texts[0] == "北京" and texts[1].startswith("北京") and texts[1].endswith("上海")

@@ -138,7 +138,14 @@ def test_models_health_openapi_and_unknown_routes(syn_server):
     ({"messages": [{"role": "assistant", "content": "x"}]}, 400, "messages", "invalid_value"),
     ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role", None),
     ({"stop": [f"s{i}" for i in range(20)]}, 400, "stop", None),
-    ({"seed": -1}, 400, "seed", None),
+    ({"seed": -2}, 400, "seed", None),
+    ({"top_k": -2}, 400, "top_k", None),
+    ({"min_p": 0.1}, 400, "min_p", "invalid_value"),
+    ({"skip_special_tokens": False}, 400, "skip_special_tokens", "invalid_value"),
+    ({"response_format": {"type": "json_object"}}, 400, "response_format", "invalid_value"),
+    ({"bad_words": [f"w{i}" for i in range(20)]}, 400, "bad_words", "invalid_value"),
+    ({"stop_token_ids": [10**6]}, 400, "stop_token_ids", "invalid_value"),
+    ({"stream_options": {"include_usage": True, "frobnicate": 1}, "stream": True}, 400, "stream_options.frobnicate", None),
     ({"messages": [{"role": "user", "content": "hello " * 2000}]}, 400, "messages", "context_length_exceeded"),
 ])
 def test_bad_requests_get_openais_error_shape(syn_server, body, status, param, code):
@@ -326,3 +333,54 @@ def test_ttft_is_timed_for_streamed_requests_only_and_a_client_that_leaves_is_co
     while metric("ziya_request_errors_total", kind="cancelled") - gone0 < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert metric("ziya_request_errors_total", kind="cancelled") - gone0 == 1
+
+
+def test_what_tools_send_is_accepted(syn_server, tok):
+    """OpenAI's bookkeeping fields and vLLM's extras, as guidellm, AIPerf, LangChain and openai-python send them."""
+    c = client(syn_server)
+    msgs = [{"role": "user", "content": "写一首关于春天的诗 spring"}]
+    plain = c.chat.completions.create(model="ziya", messages=msgs, max_tokens=12, seed=3).choices[0].message.content
+    got = c.chat.completions.create(
+        model="ziya", messages=msgs, max_tokens=12, seed=3, store=False, metadata={"team": "a"}, service_tier="auto",
+        user="u1", parallel_tool_calls=False, response_format={"type": "text"}, modalities=["text"], logprobs=False,
+        extra_body={"top_k": -1, "ignore_eos": True, "skip_special_tokens": True, "min_p": 0.0})
+    assert got.choices[0].message.content == plain  # the synthetic engine echoes: nothing here changes the text
+    assert c.chat.completions.create(model="ziya", messages=msgs, max_tokens=3, extra_body={"seed": -1}).choices
+    # guidellm's and AIPerf's --per-chunk-usage streams: the usage so far in every chunk
+    chunks = list(c.chat.completions.create(model="ziya", messages=msgs, max_tokens=12, stream=True,
+                                            stream_options={"include_usage": True, "continuous_usage_stats": True},
+                                            extra_body={"ignore_eos": True}))
+    counts = [ch.usage.completion_tokens for ch in chunks if ch.choices and ch.choices[0].delta.content]
+    assert counts and counts == sorted(counts) and chunks[-1].usage.completion_tokens == 12
+    assert all(ch.usage is not None for ch in chunks[1:])
+
+
+def test_vllm_extras_change_the_text_as_vllm_does(syn_server, tok):
+    c = client(syn_server)
+    prompt = "one two three four five six"
+    ids = tok.encode(prompt)
+    out = synthetic_tokens(ids, 20, frozenset({0, 1, 2, 3, 4}))
+    stop_id = out[4]
+    # a stop token ends the text before it, as the end token does
+    r = c.completions.create(model="ziya", prompt=prompt, max_tokens=20, extra_body={"stop_token_ids": [stop_id]})
+    assert r.choices[0].text == tok.decode(out[: out.index(stop_id)]) and r.choices[0].finish_reason == "stop"
+    # a stop string, kept in the text when asked
+    whole = tok.decode(out)
+    stop = whole[len(whole) // 2:][:4]
+    cut = c.completions.create(model="ziya", prompt=prompt, max_tokens=20, stop=[stop]).choices[0].text
+    kept = c.completions.create(model="ziya", prompt=prompt, max_tokens=20, stop=[stop],
+                                extra_body={"include_stop_str_in_output": True}).choices[0].text
+    assert not cut.endswith(stop) and kept == cut + stop
+    # the oldest prompt tokens go first
+    r = c.completions.create(model="ziya", prompt=prompt, max_tokens=4, extra_body={"truncate_prompt_tokens": 3})
+    assert r.usage.prompt_tokens == 3 and r.choices[0].text == tok.decode(synthetic_tokens(ids[-3:], 4,
+                                                                                           frozenset({0, 1, 2, 3, 4})))
+
+
+def test_a_too_long_completion_prompt_is_named_as_the_client_named_it(syn_server):
+    status, body = post(syn_server, "/v1/completions", {"model": "ziya", "prompt": "hello " * 2000, "max_tokens": 4})
+    e = body["error"]
+    assert status == 400 and e["param"] == "prompt" and e["code"] == "context_length_exceeded"
+    assert "text_input" not in e["message"] and e["message"].startswith("[ziya:prompt_too_long] prompt:")
+    status, body = post(syn_server, "/v1/completions", {"model": "ziya", "prompt": {"a": 1}, "max_tokens": 4})
+    assert status == 400 and body["error"]["param"] == "prompt" and ".str" not in body["error"]["message"]

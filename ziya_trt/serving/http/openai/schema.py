@@ -1,20 +1,25 @@
 """The OpenAI-compatible API's request schema (pydantic), its error shape, and its OpenAPI document.
 
 Requests are validated once, here: unknown fields are refused as OpenAI refuses them, parameters this
-server cannot honour (``n`` > 1, ``logprobs``, tools, response formats) are refused by name, and what a
-request leaves out takes the model card's defaults (``SamplingParams``). vLLM's extensions ``top_k``,
-``repetition_penalty`` and ``min_tokens`` are accepted too.
+server cannot honour (``n`` > 1, ``logprobs``, tools, JSON response formats) are refused by name, and what a
+request leaves out takes the model card's defaults (``SamplingParams``). OpenAI's bookkeeping fields (``store``,
+``metadata``, ``service_tier``, ``user``, ``parallel_tool_calls`` without tools, ``response_format`` text) are
+accepted and change nothing. vLLM's extensions are honoured where TensorRT-LLM's backend has the tensor for them:
+``top_k`` (-1: off), ``seed`` (-1: random), ``repetition_penalty``, ``min_tokens``, ``ignore_eos``, ``stop_token_ids``,
+``bad_words``, ``include_stop_str_in_output``, ``truncate_prompt_tokens``, ``stream_options.continuous_usage_stats``;
+``skip_special_tokens`` and ``min_p`` only at their defaults (true; 0).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ....errors import InvalidRequestError, PromptTooLongError, ZiyaError, kind_of
+from ....errors import InvalidRequestError, ZiyaError, kind_of
 from ....text.prompt import Message, Role
-from ....text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams
+from ....text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams, check_words
 
 CARD = SamplingParams()  # the model card's defaults
 
@@ -40,6 +45,7 @@ class ChatMessage(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: the usage so far in every chunk
 
 
 class _Generation(_Strict):
@@ -47,7 +53,7 @@ class _Generation(_Strict):
     max_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: int | None = Field(None, ge=-1, le=MAX_SEED)  # -1: vLLM's "random"
     stop: str | list[str] | None = None
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -55,10 +61,21 @@ class _Generation(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # OpenAI's bookkeeping: accepted, no effect on the output
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
     # vLLM's extensions
-    top_k: int | None = Field(None, ge=0, le=MAX_INT32)
+    top_k: int | None = Field(None, ge=-1, le=MAX_INT32)  # -1: vLLM's "off"
     repetition_penalty: float | None = Field(None, gt=0.0)
     min_tokens: int | None = Field(None, ge=0, le=MAX_INT32)
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = Field(None, max_length=MAX_STOP_STRINGS)
+    bad_words: list[str] | None = None
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    truncate_prompt_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
 
     def stops(self) -> tuple[str, ...]:
         return () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -68,6 +85,19 @@ class _Generation(_Strict):
             raise InvalidRequestError(f"n: {self.n} choices asked for; this server returns one (n=1)", "n")
         if self.stream_options is not None and not self.stream:
             raise InvalidRequestError("stream_options: only allowed with stream=true", "stream_options")
+        if not self.skip_special_tokens:
+            raise InvalidRequestError("skip_special_tokens: false is not supported; special tokens are never part of "
+                                      "the text", "skip_special_tokens")
+        if self.min_p:
+            raise InvalidRequestError("min_p: not supported (TensorRT-LLM's backend takes no min_p); only 0, off",
+                                      "min_p")
+        check_words("bad_words", self.bad_words or (), "bad words")
+
+    def text_options(self) -> dict:
+        """What the request asks of the text itself beyond sampling (``frontdoor.TextRequest``'s fields)."""
+        return dict(ignore_eos=self.ignore_eos, stop_token_ids=tuple(self.stop_token_ids or ()),
+                    bad_words=tuple(self.bad_words or ()), include_stop_str=self.include_stop_str_in_output,
+                    truncate_prompt_tokens=self.truncate_prompt_tokens)
 
     def sampling(self, max_new_tokens: int) -> SamplingParams:
         """The request's settings; what it leaves out is the card's (max_new_tokens: the caller's default)."""
@@ -76,12 +106,12 @@ class _Generation(_Strict):
             max_new_tokens=max_new_tokens,
             temperature=pick(self.temperature, CARD.temperature),
             top_p=pick(self.top_p, CARD.top_p),
-            top_k=pick(self.top_k, CARD.top_k),
+            top_k=0 if self.top_k == -1 else pick(self.top_k, CARD.top_k),
             repetition_penalty=pick(self.repetition_penalty, CARD.repetition_penalty),
             presence_penalty=pick(self.presence_penalty, 0.0),
             frequency_penalty=pick(self.frequency_penalty, 0.0),
             min_tokens=pick(self.min_tokens, 0),
-            seed=self.seed,
+            seed=None if self.seed == -1 else self.seed,
             stop=self.stops(),
         )
 
@@ -102,15 +132,18 @@ class ChatCompletionRequest(_Generation):
     function_call: Any = None
     response_format: Any = None
     logit_bias: dict[str, float] | None = None
+    modalities: list[Literal["text"]] | None = None
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
         if self.logprobs or self.top_logprobs:
             raise InvalidRequestError("logprobs: log probabilities are not returned by this server", "logprobs")
-        for name in ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format",
-                     "logit_bias"):
+        for name in ("tools", "tool_choice", "functions", "function_call", "logit_bias"):
             if getattr(self, name) not in (None, [], {}):
                 raise InvalidRequestError(f"{name}: not supported by this server", name)
+        if self.response_format not in (None, {"type": "text"}):
+            raise InvalidRequestError("response_format: only {\"type\": \"text\"} is supported by this server",
+                                      "response_format")
         if (self.max_tokens is not None and self.max_completion_tokens is not None
                 and self.max_tokens != self.max_completion_tokens):
             raise InvalidRequestError("max_completion_tokens: differs from max_tokens; give one", "max_completion_tokens")
@@ -143,6 +176,9 @@ class CompletionRequest(_Generation):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
+_UNION_TAG = re.compile(r"[\[\]()-]|^(str|int|float|bool|none|list|dict)$")  # pydantic's names for a union's member
+
+
 def parse(model: type[_Generation], body: Any) -> _Generation:
     """Validate a request body; every problem becomes an ``InvalidRequestError`` naming the parameter."""
     if not isinstance(body, dict):
@@ -151,7 +187,7 @@ def parse(model: type[_Generation], body: Any) -> _Generation:
         req = model.model_validate(body)
     except ValidationError as e:
         err = e.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or "body"
+        param = ".".join(str(p) for p in err["loc"] if not _UNION_TAG.search(str(p))) or "body"
         if err["type"] == "extra_forbidden":
             raise InvalidRequestError(f"Unrecognized request argument supplied: {param}", param) from None
         raise InvalidRequestError(f"{param}: {err['msg']}", param) from None
@@ -171,7 +207,7 @@ def openai_error(err: ZiyaError) -> tuple[int, dict]:
     """(HTTP status, body) for a typed error, from the one error table (``errors.ERROR_TABLE``); the message keeps the
     project's ``[ziya:<code>]`` prefix."""
     k = kind_of(err)
-    param = "messages" if isinstance(err, PromptTooLongError) else getattr(err, "field", None)
+    param = getattr(err, "field", None)
     return k.http_status, error_body(err.to_wire(), k.openai_type, param, k.openai_code)
 
 

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
 from ....engine.request import coalesce
-from ....errors import InvalidRequestError, ServerShuttingDownError, ZiyaError, retry_headers, typed
+from ....errors import InvalidRequestError, PromptTooLongError, ServerShuttingDownError, ZiyaError, retry_headers, typed
 from ....text.prompt import Conversation
 from ....wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from ...admission import LocalBudget
@@ -224,18 +224,21 @@ class OpenAIServer:
             return _error_json(e)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        usage = req.stream_options is not None and req.stream_options.include_usage
-        chunks = Chunks(chat, req.model, usage)
+        opts = req.stream_options
+        usage = opts is not None and opts.include_usage
+        every = usage and opts.continuous_usage_stats  # as vLLM: the usage so far in every chunk, with include_usage
+        chunks, job = Chunks(chat, req.model, usage), session.job
         try:
             if chat:
                 await resp.write(chunks.role())
             async for text, final in _chain(first, events):
                 if text:
-                    await resp.write(chunks.text(text))
+                    await resp.write(chunks.text(text, _usage(job) if every else None))
                 if final:
-                    await resp.write(chunks.end(_REASON.get(session.job.finish_reason.value, "stop")))
+                    await resp.write(chunks.end(_REASON.get(job.finish_reason.value, "stop"),
+                                                _usage(job) if every else None))
             if usage:
-                await resp.write(chunks.usage(_usage(session.job)))
+                await resp.write(chunks.usage(_usage(job)))
         except ZiyaError as e:  # after the headers went out, the error goes in-band, as OpenAI does
             session.fail(e)
             await resp.write(sse(schema.openai_error(e)[1]))
@@ -262,9 +265,12 @@ def _job(door: FrontDoor, req, chat: bool) -> TextJob:
     wanted = req.requested_max_tokens()
     params = req.sampling(wanted if wanted is not None else schema.CARD.max_new_tokens)
     # left out, max_tokens is the card's 512, or as many as fit beside the prompt
-    return TextJob(door, TextRequest(text=text, messages=conv, params=params, stream=req.stream,
-                                     exclude_input=not getattr(req, "echo", False), trusted=trusted,
-                                     fit_max_tokens=wanted is None))
+    try:
+        return TextJob(door, TextRequest(text=text, messages=conv, params=params, stream=req.stream,
+                                         exclude_input=not getattr(req, "echo", False), trusted=trusted,
+                                         fit_max_tokens=wanted is None, **req.text_options()))
+    except PromptTooLongError as e:  # named as this API names the prompt
+        raise PromptTooLongError(e.n_tokens, e.budget, e.what, "messages" if chat else "prompt") from None
 
 
 def _usage(job: TextJob) -> dict:
