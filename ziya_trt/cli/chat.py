@@ -3,10 +3,16 @@
 Streams replies and keeps the history; the server formats it and drops the oldest turns that do not
 fit. Has /reset, /system, /params and /exit. Ctrl-C stops the current reply (cancelling it on the
 server) but not the chat.
+
+At a terminal, lines are read with GNU readline: up and down recall earlier lines, editing knows wide
+(Chinese) characters, and a pasted line is read whole (the terminal's own line discipline would cut it
+at 4,095 bytes). While a reply streams, what is typed is not echoed into it; it waits for the next prompt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import typing
@@ -133,6 +139,40 @@ class ChatSession:
             print("(system prompt cleared: this server's template has no system role)", file=out)
 
 
+def line_editing() -> None:
+    """``input()`` through GNU readline, where stdin is a terminal (importing the module is what turns it on)."""
+    if sys.stdin.isatty():
+        try:
+            import readline
+        except ImportError:  # a Python built without it: plain input() still works
+            return
+        readline.set_history_length(1000)
+
+
+@contextlib.contextmanager
+def no_echo(stream=None):
+    """The terminal does not echo what is typed meanwhile (Ctrl-C still works; the typed text is kept for the next
+    prompt); a no-op where ``stream`` (stdin) is not a terminal."""
+    stream = stream or sys.stdin
+    try:
+        import termios
+
+        fd = stream.fileno()
+        if not os.isatty(fd):
+            raise OSError
+        old = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    quiet = list(old)
+    quiet[3] &= ~termios.ECHO  # lflag
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
 def run(a) -> int:
     from ..client import ZiyaClient
 
@@ -145,6 +185,7 @@ def run(a) -> int:
         session.ask(a.once, out)
         return 0
     print(f"chatting with {a.model} at {a.url}. {HELP}", file=out)
+    line_editing()
     interrupted = False
     while True:
         try:
@@ -168,6 +209,7 @@ def run(a) -> int:
             continue
         out.write("bot> ")
         try:
-            session.ask(line, out)
+            with no_echo():
+                session.ask(line, out)
         except ZiyaError as e:
             print(f"\n(error: {e})", file=out)

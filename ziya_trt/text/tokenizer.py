@@ -303,10 +303,11 @@ def load_tokenizer(path: str | Path, require_chat_tokens: bool = True) -> ZiyaTo
     if require_chat_tokens:
         if s.bos is None:
             problems.append("no bos token")
-        if s.human is None:
-            problems.append(f"missing added token {HUMAN_TOKEN}")
-        if s.bot is None:
-            problems.append(f"missing added token {BOT_TOKEN}")
+        missing = [t for t, have in ((HUMAN_TOKEN, s.human), (BOT_TOKEN, s.bot)) if have is None]
+        problems += [f"missing added token {t}" for t in missing]
+        if missing:  # another model's tokenizer: the way to serve it is its own chat template
+            problems.append("this is not Ziya's tokenizer; to serve a model with a chat template of its own, "
+                            "use --template chat_template")
     if sp is not None and sp.get_piece_size() > len(hf):
         problems.append(f"tokenizer.model has {sp.get_piece_size()} pieces but transformers sees {len(hf)}")
     if problems:

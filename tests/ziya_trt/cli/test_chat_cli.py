@@ -120,3 +120,28 @@ def test_only_the_main_thread_takes_ctrl_c_after_a_reply(slow_server):
     child.expect("Ctrl-C again")
     child.sendline("/exit")
     child.expect(pexpect.EOF)
+
+
+def test_a_long_paste_history_and_typing_during_a_reply(slow_server):
+    child = spawn(slow_server, "--max-new-tokens", "40", "--greedy")
+    child.expect("you> ")
+    # 3,300 characters, 9,900 bytes: a terminal's line discipline alone keeps only 4,095 bytes of a line
+    child.sendline("天" * 3300)
+    child.expect(r"messages: (\d+) bytes, over the limit")  # the server got the whole line (and refused it)
+    assert int(child.match.group(1)) >= 9900
+    child.expect("you> ")
+    child.sendline("spring is here")
+    child.expect("bot> ")
+    child.send("typed during the reply")  # the terminal does not echo it into the reply
+    child.expect("you> ")
+    assert "typed during" not in child.before
+    child.expect("typed during the reply")  # it waits at the next prompt, which takes it as typed
+    child.sendcontrol("u")  # readline: clear the line
+    child.send("\x1b[A")  # up: the last question again
+    child.expect("spring is here")
+    child.sendline("")
+    child.expect("bot> ")
+    child.expect("you> ")
+    assert "^[[A" not in child.before
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)

@@ -77,3 +77,10 @@ def test_tiny_model_is_shaped_like_ziya(tiny_ckpt):
     assert cfg["num_attention_heads"] == cfg["num_key_value_heads"]  # no GQA, like Ziya2-13B
     assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
     assert (tiny_ckpt / "model.safetensors").exists()
+
+
+def test_another_models_tokenizer_is_refused_with_the_way_to_serve_it(chatml_dir):
+    with pytest.raises(TokenizerError) as ei:
+        load_tokenizer(chatml_dir, require_chat_tokens=True)
+    assert "missing added token <human>" in str(ei.value) and "--template chat_template" in str(ei.value)
+    assert load_tokenizer(chatml_dir, require_chat_tokens=False).vocab_size > 0
