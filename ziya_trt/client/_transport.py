@@ -49,13 +49,14 @@ def _http_failed(status: int, content_type: str | None) -> bool:
 
 
 def _sse_event(raw: bytes, status: int) -> dict | None:
-    """One line of a generate_stream response: the event's fields, None for a non-data line; errors raise."""
+    """One line of a generate_stream response: the event's fields, None for a non-data line; errors raise. An error
+    event of a stream that began 200 has no status of its own: it is read as in-band, like a gRPC stream's."""
     line = raw.decode("utf-8").strip()
     if not line.startswith("data:"):
         return None
     d = json.loads(line[5:])
     if "error" in d:
-        raise map_error(d["error"], status)
+        raise map_error(d["error"], status if status >= 400 else None)
     return d
 
 
@@ -140,7 +141,7 @@ class HttpStream:
         try:
             self._conn.request("POST", path, body, {"Content-Type": "application/json"})
             self._resp = self._conn.getresponse()
-        except OSError as e:
+        except _HTTP_FAILURES as e:
             self._conn.close()
             raise map_error(e) from e
 
@@ -155,7 +156,7 @@ class HttpStream:
                 d = _sse_event(raw, self._resp.status)
                 if d is not None:
                     yield d
-        except OSError as e:
+        except _HTTP_FAILURES as e:
             raise map_error(e) from e
         finally:
             self.close()
@@ -169,6 +170,9 @@ class HttpStream:
         except Exception:
             pass
         self._conn.close()
+
+
+_HTTP_FAILURES = (OSError, http.client.HTTPException)  # the socket's, and a response cut short or malformed
 
 
 def _error_text(body: bytes) -> str:
