@@ -32,6 +32,7 @@ class ZiyaError(Exception):
     """Base of every error this package raises on purpose."""
 
     code: ErrorCode = ErrorCode.INTERNAL
+    retry_after_s: float | None = None  # the wait a server asked for before another try (HTTP Retry-After), if it did
 
     def __init__(self, message: str):
         super().__init__(message)

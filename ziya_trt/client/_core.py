@@ -214,17 +214,22 @@ _TRANSPORT_STATUS = {"StatusCode.UNAVAILABLE": E.APIConnectionError, "StatusCode
                      "StatusCode.DEADLINE_EXCEEDED": E.APITimeoutError}
 
 
-def map_error(exc: BaseException | str, status: int | str | None = None) -> E.ZiyaError:
+def map_error(exc: BaseException | str, status: int | str | None = None,
+              retry_after_s: float | None = None) -> E.ZiyaError:
     """A tritonclient/transport failure, or an error message with its HTTP status, as the package's typed error: by
     the server's ``[ziya:]`` code, else the transport's status (HTTP, or the gRPC ``StatusCode``), else the failed
     transport's exception class, else (a message with no status: in-band on a stream) one of Triton's own message
-    forms (``errors.TRITON_MESSAGES``); anything else is a ``ServerError`` with the message."""
+    forms (``errors.TRITON_MESSAGES``); anything else is a ``ServerError`` with the message. ``retry_after_s``: the
+    wait the server asked for (HTTP ``Retry-After``)."""
     msg = _TRACE.sub("", exc if isinstance(exc, str) else _message(exc)).strip()
     if status is None and not isinstance(exc, str):
         status = _status(exc)
-    return (E.from_wire(msg) or E.from_status(status, msg) or _transport_failure(exc, status, msg)
-            or (E.from_triton(msg) if status is None else None)
-            or E.ServerError(msg or type(exc).__name__))
+    err = (E.from_wire(msg) or E.from_status(status, msg) or _transport_failure(exc, status, msg)
+           or (E.from_triton(msg) if status is None else None)
+           or E.ServerError(msg or type(exc).__name__))
+    if retry_after_s is not None:
+        err.retry_after_s = retry_after_s
+    return err
 
 
 def _message(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 from ziya_trt import errors as E
 from ziya_trt.client._core import map_error
-from ziya_trt.client._transport import _sse_event
+from ziya_trt.client._transport import _retry_after, _sse_event
 
 # words the client once read as a kind of error; none of them decides anything now
 WORDS = ["expected an integer", "unknown model 'x'", "x is not found", "model not ready", "unexpected token",
@@ -89,3 +89,10 @@ def test_an_sse_error_event_of_a_stream_that_began_200_is_in_band():
     assert type(ei.value) is E.ServerError
     with pytest.raises(E.InvalidRequestError):
         _sse_event(b'data: {"error": "anything"}', 400)  # the stream's own error status
+
+
+def test_retry_after_is_read_in_seconds_or_as_a_date():
+    assert _retry_after("2") == 2.0 and _retry_after("0.5") == 0.5 and _retry_after("-3") == 0.0
+    assert _retry_after(None) is None and _retry_after("soon") is None
+    assert 0.0 <= _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 1.0  # a date gone by: no wait
+    assert map_error("x", 503, 1.5).retry_after_s == 1.5 and map_error("x", 503).retry_after_s is None
