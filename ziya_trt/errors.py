@@ -2,7 +2,9 @@
 
 Triton's python backend drops the error codes a model sets, so the server puts a stable prefix
 ``[ziya:<code>]`` at the start of every error message it produces. Clients map the prefix back to
-the same exception class; nothing else about the message is parsed.
+the same exception class; nothing else about the message is parsed. tritonserver's own refusals carry
+no code, and over a gRPC stream no status either: those are read by their fixed forms, one table of
+them (``TRITON_MESSAGES``).
 
 The tree mirrors openai-python's: ``ZiyaError`` at the root; ``APIConnectionError`` (with
 ``APITimeoutError`` under it) for a server that cannot be reached or does not answer, named so that
@@ -30,6 +32,7 @@ class ZiyaError(Exception):
     """Base of every error this package raises on purpose."""
 
     code: ErrorCode = ErrorCode.INTERNAL
+    retry_after_s: float | None = None  # the wait a server asked for before another try (HTTP Retry-After), if it did
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -196,9 +199,51 @@ _TOO_LONG = re.compile(r"(\w+): (.+) is (\d+) tokens, -?\d+ over the limit of (\
 _FIELD = re.compile(r"([A-Za-z_][\w.]*): ")  # messages name their field first: "temperature: ..."
 
 
+# --- Triton's own messages ------------------------------------------------------------------------------------
+# tritonserver's core refuses some requests itself, before a model sees them. Over a gRPC stream (ModelStreamInfer,
+# what the client streams on) such a refusal arrives as the response's error message alone: no status, no [ziya:]
+# code. Each row is one message form of the core (tritonserver 2.51; the source that writes it, and the status code
+# it gives where a transport carries one) and the typed error it is; ``field`` names the input where the form does.
+_REQ = r"^(?:\[request id: [^\]]*\] )?"  # InferenceRequest::LogRequest(), before a request's own errors
+_TRITON_QUEUE_FULL = re.compile(r"Exceeds maximum queue size", re.I)
+TRITON_MESSAGES: tuple[tuple[re.Pattern, type[ZiyaError]], ...] = (
+    # model_repository_manager.cc FindModelIdentifier: no model of that name (gRPC unary NOT_FOUND, HTTP 404)
+    (re.compile(r"^Request for unknown model: '[^']*' is not found"), InvalidRequestError),
+    # model_lifecycle.cc GetModel (NOT_FOUND): the model is known but no version of it is ready, which with
+    # --model-control-mode=none happens once tritonserver is stopping and has unloaded it
+    (re.compile(r"^Request for unknown model: '[^']*' has no available versions"), ServerShuttingDownError),
+    # infer_request.cc ValidateRequestInputs (INVALID_ARG): a required input left out
+    (re.compile(_REQ + r"expected (?:\d+ inputs|number of inputs between \d+ and \d+) but got \d+ inputs for model "
+                r"'[^']*'\. Got input\(s\) .*, but missing required input\(s\) ", re.S), InvalidRequestError),
+    # model.cc GetInput (INVALID_ARG): an input the model does not have
+    (re.compile(_REQ + r"unexpected inference input '(?P<field>[^']*)' for model '[^']*'"), InvalidRequestError),
+    # infer_request.cc Normalize (INVALID_ARG): an input's data type, shape or batch size
+    (re.compile(_REQ + r"inference input '(?P<field>[^']*)' data-type is '\w+', but model '[^']*' expects '\w+'"),
+     InvalidRequestError),
+    (re.compile(_REQ + r"unexpected shape for input '(?P<field>[^']*)' for model '[^']*'\. Expected \["),
+     InvalidRequestError),
+    (re.compile(_REQ + r"input '(?P<field>[^']*)' batch size does not match other inputs for '[^']*'"),
+     InvalidRequestError),
+    (re.compile(_REQ + r"inference request batch-size must be <= \d+ for '[^']*'"), InvalidRequestError),
+    # scheduler_utils.cc PolicyQueue::Enqueue (UNAVAILABLE): past the model's dynamic_batching max_queue_size; found
+    # anywhere in a message, since a front door passes its engine's refusal on after its own words
+    (_TRITON_QUEUE_FULL, ServerOverloadedError),
+)
+
+
+def from_triton(message: str) -> ZiyaError | None:
+    """The typed error of one of Triton's own message forms (``TRITON_MESSAGES``), None for any other message."""
+    for pattern, cls in TRITON_MESSAGES:
+        m = pattern.search(message or "")
+        if m:
+            field = m.groupdict().get("field")
+            return cls(message, field) if field and issubclass(cls, InvalidRequestError) else cls(message)
+    return None
+
+
 def is_triton_queue_full(message: str) -> bool:
     """Whether a message is Triton's own refusal past a model's ``dynamic_batching`` max_queue_size."""
-    return "exceeds maximum queue size" in (message or "").lower()
+    return bool(_TRITON_QUEUE_FULL.search(message or ""))
 
 
 def is_queue_full(message: str) -> bool:

@@ -97,3 +97,45 @@ def test_a_transports_status_is_read_by_the_table_never_a_message_with_a_code_ov
 
     assert isinstance(map_error("[ziya:overloaded] full", 400), E.ServerOverloadedError)  # the code wins
     assert isinstance(map_error("something", 413), E.InvalidRequestError)
+
+
+# one message of each of Triton's own forms, as tritonserver 2.51 sent it (tests/ziya_trt/client/test_triton_messages.py
+# meets each from a real server); the error it is; the field it names
+TRITON_SAMPLES = [
+    ("Request for unknown model: 'nope' is not found", E.InvalidRequestError, None),
+    ("Request for unknown model: 'ziya' has no available versions", E.ServerShuttingDownError, None),
+    ("[request id: r1] expected number of inputs between 2 and 62 but got 1 inputs for model 'synthetic'. Got input(s) "
+     "['input_ids'], but missing required input(s) ['input_lengths','request_output_len']. Please provide all required "
+     "input(s).", E.InvalidRequestError, None),
+    ("unexpected inference input 'bogus' for model 'ziya'", E.InvalidRequestError, "bogus"),
+    ("[request id: r1] inference input 'max_tokens' data-type is 'FP32', but model 'ziya' expects 'INT32'",
+     E.InvalidRequestError, "max_tokens"),
+    ("[request id: r1] unexpected shape for input 'max_tokens' for model 'ziya'. Expected [-1,1], got [1,2]. NOTE: "
+     "Setting a non-zero max_batch_size in the model config requires a batch dimension", E.InvalidRequestError,
+     "max_tokens"),
+    ("[request id: <id_unknown>] input 'text_input' batch size does not match other inputs for 'ziya'",
+     E.InvalidRequestError, "text_input"),
+    ("[request id: r1] inference request batch-size must be <= 2 for 'synthetic'", E.InvalidRequestError, None),
+    ("[request id: r1] Exceeds maximum queue size", E.ServerOverloadedError, None),
+]
+
+
+def _row(message):
+    return next(i for i, (pattern, _) in enumerate(E.TRITON_MESSAGES) if pattern.search(message))
+
+
+@pytest.mark.parametrize("message, cls, field", TRITON_SAMPLES, ids=[m[:40] for m, _, _ in TRITON_SAMPLES])
+def test_each_of_tritons_own_forms_is_its_typed_error(message, cls, field):
+    err = E.from_triton(message)
+    assert type(err) is cls and err.message == message
+    assert getattr(err, "field", None) == field
+
+
+def test_every_row_of_tritons_forms_has_its_sample_and_nothing_else_matches():
+    assert sorted(_row(m) for m, _, _ in TRITON_SAMPLES) == list(range(len(E.TRITON_MESSAGES)))
+    assert E.from_triton("expected 3 inputs but got 2 inputs for model 'm'. Got input(s) ['a'], but missing required "
+                         "input(s) ['b']. Please provide all required input(s).") is not None  # the other count form
+    for other in ("", "expected an integer", "engine: expected 3 inputs but got 2", "the model expects 'INT32'",
+                  "synthetic: Request for unknown model: 'x' is not found", "input 'x' is not ready",
+                  "[ziya:invalid_request] max_tokens: required input is missing"):
+        assert E.from_triton(other) is None, other

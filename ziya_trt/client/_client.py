@@ -51,6 +51,21 @@ class _Base:
         return [self.backoff_s * (2**i) * random.uniform(0.5, 1.0) for i in range(self.connect_retries)]
 
 
+# what another try may get past: a server that cannot be reached, or one draining or restarting (HTTP 503)
+RETRYABLE = (E.APIConnectionError, E.ServerShuttingDownError)
+MAX_RETRY_AFTER_S = 60.0  # a longer Retry-After is not waited for: the error is raised at once
+
+
+def pause(err: E.ZiyaError, delay: float | None) -> float | None:
+    """How long to wait before the next try, None for no next try: the backoff's delay, or longer where the server
+    asked for longer (HTTP ``Retry-After``), drawn from up to a quarter above what it asked so that the clients it
+    refused together do not all come back at the same instant."""
+    asked = err.retry_after_s
+    if delay is None or asked is None:
+        return delay
+    return None if asked > MAX_RETRY_AFTER_S else max(delay, asked * random.uniform(1.0, 1.25))
+
+
 class _StreamState:
     """What a sync and an async stream share: the request's state and how it ends."""
 
@@ -123,29 +138,30 @@ class ZiyaClient(_Base):
     """Blocking client. ``chat`` returns a ``ChatResult``; ``stream_chat`` a ``ChatStream``."""
 
     def _open(self, req: Request, retry: bool = True):
-        """Open the request's stream; while the server cannot be reached, ``connect_retries`` more tries."""
+        """Open the request's stream; while the server cannot be reached or is restarting, ``connect_retries`` more
+        tries."""
         for delay in [*(self._delays() if retry else ()), None]:
             try:
                 return SYNC[self.protocol](self.url, req, self.timeout_s)
-            except E.APIConnectionError:
-                if delay is None:
+            except RETRYABLE as e:
+                if (wait := pause(e, delay)) is None:
                     raise
-                time.sleep(delay)
+                time.sleep(wait)
 
     def stream_chat(self, messages, history=None, **sampling) -> ChatStream:
         req = self.core.prepare(messages, history, stream=True, **sampling)
         return self._track(ChatStream(self.core, req, self._open(req)))
 
     def _run(self, req: Request) -> ChatResult:
-        """Retry with backoff while the server cannot be reached and nothing has been received (gRPC
-        reports a refused connection only once the stream is open): 1 + ``connect_retries`` tries in all."""
+        """Retry with backoff while the server cannot be reached or is restarting and nothing has been received
+        (gRPC reports a refused connection only once the stream is open): 1 + ``connect_retries`` tries in all."""
         for delay in [*self._delays(), None]:
             try:
                 return self._track(ChatStream(self.core, req, self._open(req, retry=False))).until_done()
-            except E.APIConnectionError:
-                if delay is None or req.t_first is not None:
+            except RETRYABLE as e:
+                if (wait := pause(e, delay)) is None or req.t_first is not None:
                     raise
-                time.sleep(delay)
+                time.sleep(wait)
 
     def chat(self, messages, history=None, **sampling) -> ChatResult:
         return self._run(self.core.prepare(messages, history, stream=False, **sampling))
@@ -234,10 +250,10 @@ class AsyncZiyaClient(_Base):
         for delay in [*self._delays(), None]:
             try:
                 return await self._track(AsyncChatStream(self.core, req, self._stream(req))).until_done()
-            except E.APIConnectionError:
-                if delay is None or req.t_first is not None:
+            except RETRYABLE as e:
+                if (wait := pause(e, delay)) is None or req.t_first is not None:
                     raise
-                await asyncio.sleep(delay)
+                await asyncio.sleep(wait)
 
     def stream_chat(self, messages, history=None, **sampling) -> AsyncChatStream:
         req = self.core.prepare(messages, history, stream=True, **sampling)

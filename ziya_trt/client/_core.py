@@ -209,29 +209,69 @@ def _scalar(v) -> int:
 # --- errors ---------------------------------------------------------------------------------------
 
 _TRACE = re.compile(r"Traceback \(most recent call last\).*", re.S)
+# the gRPC status codes of a call the transport itself ended: nothing the server decided about the request
+_TRANSPORT_STATUS = {"StatusCode.UNAVAILABLE": E.APIConnectionError, "StatusCode.CANCELLED": E.APIConnectionError,
+                     "StatusCode.DEADLINE_EXCEEDED": E.APITimeoutError}
 
 
-def map_error(exc: BaseException | str, status: int | str | None = None) -> E.ZiyaError:
-    """Turn a tritonclient/transport failure into the package's typed error."""
-    msg = str(getattr(exc, "message", lambda: None)() or exc) if not isinstance(exc, str) else exc
-    msg = _TRACE.sub("", msg).strip()
-    status = status if status is not None else (getattr(exc, "status", lambda: None)() if not isinstance(exc, str) else None)
-    typed = E.from_wire(msg) or E.from_status(status, msg)  # the server's code, else the transport's status
-    if typed is not None:
-        return typed
-    low = msg.lower()  # what is left: transport failures, and Triton's own in-band refusals, which carry no code
-    if str(status) in ("503", "StatusCode.UNAVAILABLE") and "queue" in low:  # full queues' own words: from_wire
-        return E.ServerOverloadedError(f"server overloaded: {msg}")
-    if "deadline" in low or "timed out" in low or "timeout" in low or str(status) == "StatusCode.DEADLINE_EXCEEDED":
-        return E.APITimeoutError(f"request timed out: {msg}")
-    if isinstance(exc, ConnectionError) or any(s in low for s in (
-            "connection refused", "failed to connect", "connect failed", "unavailable", "cannot connect",
-            "stream removed", "connection reset", "socket closed", "broken pipe", "remote end closed")):
-        return E.APIConnectionError(f"cannot reach the server: {msg}")
-    if "unknown model" in low or "is not found" in low or "not ready" in low or "unexpected" in low or \
-            "missing required input" in low or "expected" in low:
-        return E.InvalidRequestError(msg)
-    return E.ServerError(msg or type(exc).__name__)
+def map_error(exc: BaseException | str, status: int | str | None = None,
+              retry_after_s: float | None = None) -> E.ZiyaError:
+    """A tritonclient/transport failure, or an error message with its HTTP status, as the package's typed error: by
+    the server's ``[ziya:]`` code, else the transport's status (HTTP, or the gRPC ``StatusCode``), else the failed
+    transport's exception class, else (a message with no status: in-band on a stream) one of Triton's own message
+    forms (``errors.TRITON_MESSAGES``); anything else is a ``ServerError`` with the message. ``retry_after_s``: the
+    wait the server asked for (HTTP ``Retry-After``)."""
+    msg = _TRACE.sub("", exc if isinstance(exc, str) else _message(exc)).strip()
+    if status is None and not isinstance(exc, str):
+        status = _status(exc)
+    err = (E.from_wire(msg) or E.from_status(status, msg) or _transport_failure(exc, status, msg)
+           or (E.from_triton(msg) if status is None else None)
+           or E.ServerError(msg or type(exc).__name__))
+    if retry_after_s is not None:
+        err.retry_after_s = retry_after_s
+    return err
+
+
+def _message(exc: BaseException) -> str:
+    """tritonclient's message, gRPC's details, or the exception's own text; its type's name if it has none."""
+    for attr in ("message", "details"):  # InferenceServerException.message(), grpc.RpcError.details()
+        get = getattr(exc, attr, None)
+        if callable(get) and isinstance(text := get(), str) and text:
+            return text
+    return str(exc) or type(exc).__name__
+
+
+def _status(exc: BaseException) -> str | None:
+    """The gRPC status of a tritonclient exception (``status()``) or a gRPC error (``code()``), else None."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, InferenceServerException):
+        return exc.status()
+    import grpc
+
+    code = getattr(exc, "code", None) if isinstance(exc, grpc.RpcError) else None
+    return str(code()) if callable(code) else None
+
+
+def _transport_failure(exc, status, msg: str) -> E.APIConnectionError | None:
+    """A call the transport ended: by its gRPC status, else by the exception's class (the socket's, http.client's,
+    aiohttp's; a timeout is any ``TimeoutError``, which socket and aiohttp timeouts are)."""
+    cls = _TRANSPORT_STATUS.get(str(status)) if status is not None else None
+    if cls is None and isinstance(exc, TimeoutError):
+        cls = E.APITimeoutError
+    elif cls is None and isinstance(exc, _transport_errors()):
+        cls = E.APIConnectionError
+    if cls is None:
+        return None
+    return cls(f"request timed out: {msg}" if cls is E.APITimeoutError else f"cannot reach the server: {msg}")
+
+
+def _transport_errors() -> tuple[type, ...]:
+    import http.client
+
+    import aiohttp
+
+    return OSError, http.client.HTTPException, aiohttp.ClientError
 
 
 def as_array(name: str, value, specs: dict) -> np.ndarray:

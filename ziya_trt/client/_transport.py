@@ -4,9 +4,11 @@ can be cancelled, which cancels the request on the server."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import http.client
 import json
 import queue
+import time
 import uuid
 
 from .. import errors as E
@@ -49,14 +51,34 @@ def _http_failed(status: int, content_type: str | None) -> bool:
 
 
 def _sse_event(raw: bytes, status: int) -> dict | None:
-    """One line of a generate_stream response: the event's fields, None for a non-data line; errors raise."""
+    """One line of a generate_stream response: the event's fields, None for a non-data line; errors raise. An error
+    event of a stream that began 200 has no status of its own: it is read as in-band, like a gRPC stream's."""
     line = raw.decode("utf-8").strip()
     if not line.startswith("data:"):
         return None
     d = json.loads(line[5:])
     if "error" in d:
-        raise map_error(d["error"], status)
+        raise map_error(d["error"], status if status >= 400 else None)
     return d
+
+
+def _retry_after(value: str | None) -> float | None:
+    """An HTTP ``Retry-After`` in seconds (it is a number of seconds or an HTTP date), None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _http_error(status: int, body: bytes, retry_after: str | None) -> E.ZiyaError:
+    return map_error(_error_text(body), status, _retry_after(retry_after))
 
 
 async def _within(aw, timeout_s: float):
@@ -130,7 +152,8 @@ class GrpcStream:
 
 
 class HttpStream:
-    """Triton's generate (one response) or generate_stream (SSE) endpoint; closing cancels."""
+    """Triton's generate (one response) or generate_stream (SSE) endpoint; closing cancels. An error status is
+    raised on opening, with the server's ``Retry-After``."""
 
     def __init__(self, url: str, req: Request, timeout_s: float):
         host, _, port = url.partition(":")
@@ -140,14 +163,16 @@ class HttpStream:
         try:
             self._conn.request("POST", path, body, {"Content-Type": "application/json"})
             self._resp = self._conn.getresponse()
-        except OSError as e:
+            if _http_failed(self._resp.status, self._resp.getheader("Content-Type")):
+                err = _http_error(self._resp.status, self._resp.read(), self._resp.getheader("Retry-After"))
+                self.close()
+                raise err
+        except _HTTP_FAILURES as e:
             self._conn.close()
             raise map_error(e) from e
 
     def __iter__(self):
         try:
-            if _http_failed(self._resp.status, self._resp.getheader("Content-Type")):
-                raise map_error(_error_text(self._resp.read()), self._resp.status)
             if not self.stream:
                 yield json.loads(self._resp.read())
                 return
@@ -155,7 +180,7 @@ class HttpStream:
                 d = _sse_event(raw, self._resp.status)
                 if d is not None:
                     yield d
-        except OSError as e:
+        except _HTTP_FAILURES as e:
             raise map_error(e) from e
         finally:
             self.close()
@@ -169,6 +194,9 @@ class HttpStream:
         except Exception:
             pass
         self._conn.close()
+
+
+_HTTP_FAILURES = (OSError, http.client.HTTPException)  # the socket's, and a response cut short or malformed
 
 
 def _error_text(body: bytes) -> str:
@@ -255,7 +283,7 @@ class AsyncHttpStream:
         try:
             async with self._session.post(f"http://{self.url}{path}", json=self.req.fields) as resp:
                 if _http_failed(resp.status, resp.headers.get("Content-Type")):
-                    raise map_error(_error_text(await resp.read()), resp.status)
+                    raise _http_error(resp.status, await resp.read(), resp.headers.get("Retry-After"))
                 if not stream:
                     yield json.loads(await resp.read())
                     return
