@@ -90,7 +90,9 @@ def scrape(url: str) -> str:
 
 
 def engine_active(srv) -> float | None:
-    """Requests holding an engine slot: TensorRT-LLM's own gauge, else the stand-in engines'; None if neither."""
+    """Requests holding an engine slot: the backend's ``nv_trt_llm_request_metrics{request_type="active"}`` (which
+    the engine stand-ins export too), else the stand-ins' own gauge; None if neither is there (a backend built
+    without metrics)."""
     from ziya_trt.serving.triton.gauges import METRIC_ACTIVE
 
     text = scrape(srv.metrics_url)

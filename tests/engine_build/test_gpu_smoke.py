@@ -56,12 +56,16 @@ def test_the_python_part_stops_clearly_without_tensorrt_llm(tmp_path, capsys):
 def test_the_checks_pass_against_the_reference_engine(ref_server):
     """The same checks, the same fronts (gRPC text mode, HTTP generate, /v1 streaming, a closed stream), with the
     CPU reference engine in TensorRT-LLM's place."""
-    from engine_build.smoke import run_checks
+    from engine_build.smoke import engine_active, run_checks, sample, scrape, wait_for
 
     said = []
     run_checks(ref_server, n_long=400, n=12, say=said.append)
     assert [s.split()[1] for s in said] == ["gRPC", "HTTP", "/v1/chat/completions", "cancel:"]
     assert "engine slots free" in said[-1], said
+    # read from the backend's family, as on a GPU (the reference engine exports it; its last chat leaves within a
+    # stats period), max = max_batch_size
+    assert wait_for(lambda: engine_active(ref_server), lambda v: v == 0, timeout_s=5) == 0
+    assert sample(scrape(ref_server.metrics_url), "nv_trt_llm_request_metrics", request_type="max") == 4
 
 
 def test_a_wrong_answer_is_a_failure_that_says_what_differed():

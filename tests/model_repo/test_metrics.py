@@ -1,5 +1,6 @@
 """The metrics a real server exports: latency histograms, counters typed as counters, outcomes by finish
-reason and by error kind, from the front door, the engine stand-in and the OpenAI API."""
+reason and by error kind, from the front door, the engine stand-in and the OpenAI API; the tensorrt_llm backend's
+own families from the engine stand-in, reconciled with the requests a test holds."""
 
 import re
 import time
@@ -8,7 +9,7 @@ import urllib.request
 import openai
 import pytest
 
-from tests.triton_helpers import grpc_stream, scrape
+from tests.triton_helpers import grpc_stream, hold_engine, release, scrape
 from ziya_trt.client import ZiyaClient
 from ziya_trt.serving.request_metrics import REQUEST_METRICS
 
@@ -74,3 +75,45 @@ def test_the_openai_api_exports_the_same_names_on_the_http_port(syn_server):
     text = read()
     assert value(text, "ziya_requests_total", api="openai", finish_reason="length") == before + 1
     assert "# TYPE ziya_time_to_first_token_seconds histogram" in text
+
+
+def test_the_engine_exports_the_backends_families_with_the_requests_it_holds(syn_server):
+    """Three long streams hold engine slots: nv_trt_llm_request_metrics counts them as the backend would (active,
+    scheduled; none waiting or in its context phase; max = max_batch_size 256), the KV family counts the blocks
+    their tokens fill (32 a block, 256 sequences of 4096 tokens), and both go back when they are released."""
+    from ziya_trt.serving.triton.backend_metrics import FAMILIES, INPUT_LEN, KV_CACHE, REQUEST
+
+    engine = dict(model="synthetic", version="1")
+
+    def req(text, t):
+        return value(text, REQUEST.name, request_type=t, **engine)
+
+    def kv(text, t):
+        return value(text, KV_CACHE.name, kv_cache_block_type=t, **engine)
+
+    def steady(text):  # one update seen whole: the blocks add up
+        return kv(text, "used") + kv(text, "free") == kv(text, "max") > 0
+
+    before = scrape(syn_server)
+    ended_before = value(before, f"{INPUT_LEN.name}_count", response_metric_type="total_input_tokens", **engine)
+    for f in FAMILIES:
+        assert f"# TYPE {f.name} {f.kind}" in before, f.name
+    held = hold_engine(syn_server, 3)
+    try:
+        text = settle(lambda: scrape(syn_server), lambda t: req(t, "active") == 3 and req(t, "context") == 0
+                      and steady(t))
+        assert [req(text, t) for t in ("active", "max", "scheduled", "context", "waiting")] == [3, 256, 3, 0, 0]
+        used = kv(text, "used")
+        assert 3 * 7 <= used <= 3 * 53  # 195 prompt tokens and up to 1500 generated each, 32 a block
+        assert kv(text, "max") == 256 * 128 and kv(text, "tokens_per") == 32
+        assert kv(text, "fraction") == pytest.approx(used / (256 * 128))
+    finally:
+        release(held)
+    text = settle(lambda: scrape(syn_server), lambda t: req(t, "active") == 0 and kv(t, "used") == 0)
+    assert req(text, "active") == req(text, "scheduled") == 0 and kv(text, "free") == kv(text, "max")
+
+    def ended():
+        return value(scrape(syn_server), f"{INPUT_LEN.name}_count", response_metric_type="total_input_tokens",
+                     **engine) - ended_before
+
+    assert settle(ended, lambda v: v >= 3) == 3  # each held request observed once, when it ended

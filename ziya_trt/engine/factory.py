@@ -28,5 +28,5 @@ def build_engine(cfg, name: str) -> EngineLoop:
         skip = frozenset(i for i in (s.bos, s.eos, s.pad, s.human, s.bot) if i is not None)
         return SyntheticEngine(limits, tokens_per_s=cfg.synthetic_tokens_per_s,
                                first_token_s=cfg.synthetic_first_token_s, skip_ids=skip, name=name,
-                               schedule=cfg.synthetic_schedule)
+                               schedule=cfg.synthetic_schedule, block_tokens=cfg.kv_block_tokens)
     raise ValueError(f"no engine stand-in for engine kind {kind!r}")

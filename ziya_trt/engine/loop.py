@@ -3,6 +3,13 @@
 The loop owns admission (a fixed number of slots plus a bounded wait queue), cancellation by
 request id, and draining on shutdown. Subclasses supply ``_admit`` (prefill one request into a slot)
 and ``_step`` (advance every active request by one token).
+
+``stats()`` also gives what TensorRT-LLM's executor reports of its latest iteration, for the backend's metric
+families (``serving/triton/backend_metrics.py``): every request holding a slot is in every step here (scheduled;
+none is ever paused or left out), those with no token yet are in their context phase, and the KV blocks are those
+the running requests' tokens fill, ``block_tokens`` each, in a pool of ``max_slots`` sequences of ``max_seq_len``
+(the slot cache the reference engine allocates; the synthetic engine has none, and reports what its requests
+would hold).
 """
 
 from __future__ import annotations
@@ -55,9 +62,10 @@ class Live:
 class EngineLoop:
     """In-flight batching: requests join at the next step and leave as soon as they finish."""
 
-    def __init__(self, limits: EngineLimits, name: str = "engine"):
+    def __init__(self, limits: EngineLimits, name: str = "engine", block_tokens: int = 32):
         self.limits = limits
         self.name = name
+        self.block_tokens = block_tokens
         self._cv = threading.Condition()
         self._waiting: deque[Live] = deque()
         self._active: dict[str, Live] = {}
@@ -68,6 +76,9 @@ class EngineLoop:
         self._ids = itertools.count()
         self.counters = {"generated_tokens": 0, "cancelled": 0, "completed": 0, "failed": 0, "rejected": 0}
         self.on_queue_time: Callable[[float], None] | None = None  # each admitted request's wait for a slot
+        # each request's end, however it ended: (its prompt tokens, the tokens it generated)
+        self.on_request_end: Callable[[int, int], None] | None = None
+        self._iterations, self._iteration_time = 0, 0.0  # loop passes, and the wall time of the latest
         self._thread = threading.Thread(target=self._run, name=f"{name}-loop", daemon=True)
         self._thread.start()
 
@@ -107,12 +118,22 @@ class EngineLoop:
 
     def stats(self) -> dict:
         with self._cv:
-            return {
-                "active": len(self._active),
-                "waiting": len(self._waiting),
-                "free_slots": len(self._free_slots),
-                **self.counters,
-            }
+            live = list(self._active.values())
+            out = {"active": len(live), "waiting": len(self._waiting), "free_slots": len(self._free_slots),
+                   "iterations": self._iterations, "iteration_time": self._iteration_time, **self.counters}
+        bt, lim = self.block_tokens, self.limits
+        context = [lv for lv in live if not lv.generated]
+        return out | {
+            "max_active": lim.max_slots,
+            "scheduled": len(live),
+            "context": len(context),
+            "context_tokens": sum(len(lv.req.input_ids) - lv.reused_blocks * bt for lv in context),
+            "kv_tokens_per_block": bt,
+            "kv_blocks_max": lim.max_slots * -(-lim.max_seq_len // bt),
+            "kv_blocks_used": sum(-(-(len(lv.req.input_ids) + len(lv.generated)) // bt) for lv in live),
+            "kv_blocks_reused": 0,  # blocks found in a prefix cache since the start (the reference engine's)
+            "runtime_cpu_bytes": 0,  # what the engine allocated for its runtime (the reference engine's KV)
+        }
 
     def stop_admitting(self) -> None:
         """Refuse new requests (``[ziya:shutting_down]``); the running and waiting ones go on."""
@@ -151,6 +172,8 @@ class EngineLoop:
                         self.counters["cancelled"] += 1
                         self._emit_final(live, FinishReason.CANCELLED)
                 self._cancel_ids.clear()
+                self._iterations += 1
+                self._iteration_time = time.time()
                 admit = []
                 while self._waiting and self._free_slots:
                     live = self._waiting.popleft()
@@ -248,10 +271,16 @@ class EngineLoop:
         else:
             tokens = live.generated if req.exclude_input else req.input_ids + live.generated
         live.sent = len(live.generated)
+        self._ended(live)
         live.sink(live.output(tokens, final=True, reason=reason))
 
     def _emit_error(self, live: Live, err: ZiyaError) -> None:
+        self._ended(live)
         live.sink(EngineOutput([], final=True, finish_reason=FinishReason.ERROR, error=err))
+
+    def _ended(self, live: Live) -> None:
+        if self.on_request_end is not None:
+            self.on_request_end(len(live.req.input_ids), len(live.generated))
 
 
 def _ends_with(seq: list[int], tail: list[int]) -> bool:

@@ -54,6 +54,11 @@ class PrefixCache:
     def in_use(self) -> int:
         return len(self._blocks)
 
+    @property
+    def nbytes(self) -> int:
+        """The memory of the block pool (keys and values)."""
+        return 2 * self.k.numel() * self.k.element_size()
+
     def match(self, ids: list[int]) -> list[Block]:
         """The cached blocks that start ``ids``, in order. At least one token is always left over, for the
         prefill that gives the next token's logits."""

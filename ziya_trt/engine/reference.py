@@ -115,7 +115,7 @@ class ReferenceEngine(EngineLoop):
         self.cache = PrefixCache.for_bytes(reuse_bytes, block_tokens, s.k.shape[0], s.n_kv, s.head_dim,
                                            s.k.dtype) if reuse_bytes else None
         self._samplers: dict[str, Sampler] = {}
-        super().__init__(limits, name)
+        super().__init__(limits, name, block_tokens)
 
     @classmethod
     def from_pretrained(cls, model_dir, limits: EngineLimits, dtype: str = "float32", name: str = "reference",
@@ -134,8 +134,11 @@ class ReferenceEngine(EngineLoop):
 
     def stats(self) -> dict:
         out = super().stats()
+        out["runtime_cpu_bytes"] = self.slots.kv_bytes
         if self.cache is not None:
-            out |= {"kv_blocks_in_use": self.cache.in_use, "kv_blocks_total": self.cache.max_blocks}
+            out |= {"kv_blocks_in_use": self.cache.in_use, "kv_blocks_total": self.cache.max_blocks,
+                    "kv_blocks_reused": self.cache.counters["hit_blocks"],
+                    "runtime_cpu_bytes": self.slots.kv_bytes + self.cache.nbytes}
         return out
 
     def _step(self, active: list[Live]) -> None:

@@ -51,6 +51,7 @@ class SyntheticEngine(EngineLoop):
         name: str = "synthetic",
         tick_s: float = 0.001,
         schedule: str = "stream",
+        block_tokens: int = 32,
     ):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
@@ -65,7 +66,7 @@ class SyntheticEngine(EngineLoop):
         self._due: list[tuple[float, int, str]] = []  # (time, seq, request id)
         self._plans: dict[str, list[int]] = {}
         self._seq = 0
-        super().__init__(limits, name)
+        super().__init__(limits, name, block_tokens)
 
     def _admit(self, live: Live) -> None:
         req = live.req

@@ -3,14 +3,15 @@
 backend is python), which ``EngineService`` checks as that backend would (``serving/backend_rules.py``).
 
 Everything else (the in-flight batching loop, sending, cancellation, ``stop`` requests, drain) is
-``ziya_trt.serving.triton.engine_service``, which is tested without a server.
+``ziya_trt.serving.triton.engine_service``, which is tested without a server; the backend's own metric families
+are ``ziya_trt.serving.triton.backend_metrics``.
 """
 
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from ziya_trt.serving.triton import gauges
+from ziya_trt.serving.triton import backend_metrics, gauges
 from ziya_trt.serving.config import ServeConfig
 from ziya_trt.serving.triton.engine_service import EngineService
 from ziya_trt.serving.request_metrics import ENGINE_QUEUE_TIME, TritonRequestMetrics
@@ -26,6 +27,7 @@ class TritonPythonModel:
         self.service = EngineService.from_config(ServeConfig.for_model(args), name, repo, self.requests.observe,
                                                  model_config=args["model_config"])
         self.metrics = gauges.mirror(pb_utils, gauges.ENGINE_GAUGES | gauges.KV_GAUGES, self.service.stats, {"model": name})
+        self.backend_metrics = backend_metrics.mirror(pb_utils, self.service, args)  # the C++ backend's families
 
     def execute(self, requests):
         for r in requests:
@@ -37,4 +39,5 @@ class TritonPythonModel:
     def finalize(self):
         self.service.finalize()
         self.metrics.close()
+        self.backend_metrics.close()
         self.requests.close()

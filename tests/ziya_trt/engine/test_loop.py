@@ -72,3 +72,34 @@ def test_an_engine_fault_fails_only_its_own_request():
         assert outs["a"].num_output_tokens == outs["b"].num_output_tokens == 5 and outs["a"].error is None
     finally:
         eng.shutdown(0.1)
+
+
+def test_stats_give_the_executors_figures_of_the_latest_step():
+    """Two requests in their context phase (no token yet), then generating; the KV blocks their tokens fill; each
+    request's end reported once with its counts; the loop's passes counted."""
+    from tests.polling import wait_until
+
+    ended = []
+    eng = SyntheticEngine(EngineLimits(max_slots=3, max_queue=2, max_input_len=50, max_seq_len=100, vocab_size=100),
+                          tokens_per_s=50.0, first_token_s=0.4, skip_ids=frozenset(), block_tokens=8)
+    eng.on_request_end = lambda i, o: ended.append((i, o))
+    try:
+        s = eng.stats()
+        assert (s["active"], s["scheduled"], s["context"], s["kv_blocks_used"]) == (0, 0, 0, 0)
+        assert (s["max_active"], s["kv_tokens_per_block"], s["kv_blocks_max"]) == (3, 8, 3 * 13)
+        for i, n in enumerate((10, 17)):
+            eng.submit(EngineRequest(input_ids=list(range(20, 20 + n)), max_new_tokens=60, id=f"r{i}"), lambda o: None)
+        assert wait_until(lambda: eng.stats()["active"] == 2)
+        s = eng.stats()
+        assert (s["scheduled"], s["context"], s["context_tokens"]) == (2, 2, 27)
+        assert s["kv_blocks_used"] == 2 + 3 and s["iterations"] > 0 and s["iteration_time"] > 0
+        assert wait_until(lambda: eng.stats()["context"] == 0)
+        s = eng.stats()
+        assert (s["active"], s["scheduled"], s["context_tokens"]) == (2, 2, 0)
+        assert s["kv_blocks_used"] >= 5 and s["runtime_cpu_bytes"] == s["kv_blocks_reused"] == 0
+        eng.cancel("r0")
+        assert wait_until(lambda: eng.stats()["active"] == 1)
+        assert len(ended) == 1 and ended[0][0] == 10 and ended[0][1] >= 1
+    finally:
+        eng.shutdown(0.1)
+    assert [i for i, _ in ended] == [10, 17]

@@ -140,6 +140,10 @@ def test_multi_turn_greedy_output_is_the_same_with_and_without_reuse(model):
             history = history + a + new
         stats = on.stats()
         assert stats["kv_blocks_in_use"] > 0 and on.cache.counters["hit_blocks"] > 0
+        # the backend's reused-blocks figure is the running total of blocks found; its memory, the slots' and pool's KV
+        assert stats["kv_blocks_reused"] == on.cache.counters["hit_blocks"]
+        assert stats["runtime_cpu_bytes"] == on.slots.kv_bytes + on.cache.nbytes > off.stats()["runtime_cpu_bytes"]
+        assert off.stats()["kv_blocks_reused"] == 0
     finally:
         on.shutdown(1)
         off.shutdown(1)

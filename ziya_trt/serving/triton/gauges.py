@@ -4,7 +4,9 @@ Metric objects are not safe to touch from several threads, so one thread owns th
 an IPC round trip in Triton's Python backend, and ``Metric.set()`` makes it while holding the stub's
 GIL (over a millisecond when the server is busy; ``increment()`` releases it), so a gauge is moved by
 increments, and only when its value changed. Nothing here imports Triton: the gauges are any objects
-with ``increment(delta)``, and ``mirror`` is given the Python backend's module by the adapter.
+with ``increment(delta)``, and ``mirror`` is given the Python backend's module by the adapter. The
+``tensorrt_llm`` backend's own families, which the engine stand-ins export too, follow the same way
+(``backend_metrics.py``).
 """
 
 from __future__ import annotations
