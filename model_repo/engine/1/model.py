@@ -27,7 +27,8 @@ class TritonPythonModel:
         self.service = EngineService.from_config(ServeConfig.for_model(args), name, repo, self.requests.observe,
                                                  model_config=args["model_config"])
         self.metrics = gauges.mirror(pb_utils, gauges.ENGINE_GAUGES | gauges.KV_GAUGES, self.service.stats, {"model": name})
-        self.backend_metrics = backend_metrics.mirror(pb_utils, self.service, args)  # the C++ backend's families
+        # the C++ backend's families, updated from the same thread as the gauges above
+        self.backend_metrics = backend_metrics.mirror(pb_utils, self.service, args, on=self.metrics)
 
     def execute(self, requests):
         for r in requests:

@@ -106,10 +106,10 @@ class BackendMirror(GaugeMirror):
     one request's counts, which the mirror's thread observes."""
 
     def __init__(self, read: Callable[[], dict], gauges: dict[Key, Any], histograms: dict[str, Any],
-                 period_s: float, name: str = "backend-metrics"):
+                 period_s: float, name: str = "backend-metrics", start: bool = True):
         self._ended: deque[tuple[int, int]] = deque()
         self._histograms = histograms
-        super().__init__(lambda: readings(read()), gauges, period_s, name)
+        super().__init__(lambda: readings(read()), gauges, period_s, name, start)
 
     def request_ended(self, input_tokens: int, output_tokens: int) -> None:
         self._ended.append((input_tokens, output_tokens))
@@ -122,10 +122,11 @@ class BackendMirror(GaugeMirror):
             self._histograms[OUTPUT_LEN.name].observe(float(o))
 
 
-def mirror(pb, service, args: dict) -> BackendMirror:
+def mirror(pb, service, args: dict, on=None) -> BackendMirror:
     """The families of ``FAMILIES`` for an engine stand-in, made with the Python backend's module ``pb`` and labelled
     as the backend labels them (``args``: what Triton passes to ``initialize``); ``service`` is its
-    ``EngineService``, whose engine reports each request's end to the histograms."""
+    ``EngineService``, whose engine reports each request's end to the histograms. ``on``: the model's other
+    ``GaugeMirror``, whose thread then makes these updates too (one thread for all of a model's metric round trips)."""
     labels = {"model": args["model_name"], "version": str(args["model_version"])}
     kinds = {"gauge": pb.MetricFamily.GAUGE, "counter": pb.MetricFamily.COUNTER,
              "histogram": pb.MetricFamily.HISTOGRAM}
@@ -139,7 +140,9 @@ def mirror(pb, service, args: dict) -> BackendMirror:
             else:
                 gauges[(f.name, v)] = families[f.name].Metric(labels=metric_labels)
     m = BackendMirror(service.stats, gauges, histograms, period_ms(args["model_config"]) / 1000.0,
-                      name=f"{labels['model']}-backend-metrics")
+                      name=f"{labels['model']}-backend-metrics", start=on is None)
+    if on is not None:
+        on.also(m.sync, m.period_s)
     m.families = families  # a family must outlive its metrics
     service.engine.on_request_end = m.request_ended
     return m

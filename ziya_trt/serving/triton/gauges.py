@@ -12,6 +12,7 @@ with ``increment(delta)``, and ``mirror`` is given the Python backend's module b
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 # the live figures the Python models export next to Triton's own: stats key -> (name, help, kind). A counter
@@ -37,13 +38,23 @@ FRONT_DOOR_GAUGES = {"inflight": (METRIC_FRONT_DOOR_INFLIGHT, "text requests in 
 
 
 class GaugeMirror:
+    """Mirrors ``read()`` into ``gauges`` every ``period_s``, on a thread of its own (``start=True``), or when another
+    mirror's thread calls ``sync`` (``also``): a model's metric updates all go out from one thread, never two at once
+    (two threads each making metric round trips from a busy stub starved each other, and its responses)."""
+
     def __init__(self, read: Callable[[], dict[str, float]], gauges: dict[str, Any], period_s: float = 0.02,
-                 name: str = "metrics"):
+                 name: str = "metrics", start: bool = True):
         self._read, self._gauges, self.period_s = read, gauges, period_s
         self._last = {k: 0.0 for k in gauges}  # a new gauge starts at 0
+        self._also: list[list] = []  # [sync, period_s, when next]
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True) if start else None
+        if self._thread is not None:
+            self._thread.start()
+
+    def also(self, sync: Callable[[], None], period_s: float) -> None:
+        """Call another mirror's ``sync`` from this mirror's thread, every ``period_s``."""
+        self._also.append([sync, period_s, 0.0])
 
     def sync(self) -> None:
         values = self._read()
@@ -56,10 +67,16 @@ class GaugeMirror:
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
             self.sync()
+            now = time.monotonic()
+            for entry in self._also:
+                if now >= entry[2]:
+                    entry[0]()
+                    entry[2] = now + entry[1]
 
     def close(self, timeout_s: float = 1.0) -> None:
         self._stop.set()
-        self._thread.join(timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
 
 
 def mirror(pb, specs: dict[str, tuple[str, str, str]], read: Callable[[], dict[str, float]], labels: dict[str, str],
