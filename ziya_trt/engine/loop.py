@@ -45,9 +45,16 @@ class Live:
     reused_blocks: int = 0  # KV-cache blocks of an earlier request's prefix it started from
     failed: bool = False
     t_first_token: float = 0.0
+    log_probs: list[float] | None = None  # beside ``generated``, for a request that set return_log_probs
 
-    def output(self, tokens: list[int], final: bool = False, reason: FinishReason | None = None) -> EngineOutput:
-        """One response's output; with the request's perf metrics when it asked for them (return_perf_metrics)."""
+    def __post_init__(self) -> None:
+        if self.req.return_log_probs:
+            self.log_probs = []
+
+    def output(self, tokens: list[int], final: bool = False, reason: FinishReason | None = None,
+               log_probs: list[float] | None = None) -> EngineOutput:
+        """One response's output; with the request's perf metrics when it asked for them (return_perf_metrics), and
+        ``log_probs`` (one per generated token of ``tokens``) when it asked for those."""
         now = time.monotonic()
         if tokens and not self.t_first_token:
             self.t_first_token = now
@@ -56,7 +63,8 @@ class Live:
             ns = [int(t * 1e9) for t in (self.t_submit, self.t_admit, self.t_first_token, now)]
             perf = PerfMetrics(*ns)
         return EngineOutput(tokens, final=final, finish_reason=reason, num_input_tokens=len(self.req.input_ids),
-                            num_output_tokens=len(self.generated), reused_blocks=self.reused_blocks, perf=perf)
+                            num_output_tokens=len(self.generated), reused_blocks=self.reused_blocks, perf=perf,
+                            log_probs=log_probs)
 
 
 class EngineLoop:
@@ -225,22 +233,27 @@ class EngineLoop:
     def _on_release(self, live: Live) -> None:
         """Free per-slot state (KV cache) here."""
 
-    def append_token(self, live: Live, token: int) -> None:
-        """Record one generated token; stream it and finish the request when it is done."""
-        self.append_tokens(live, (token,))
+    def append_token(self, live: Live, token: int, log_prob: float | None = None) -> None:
+        """Record one generated token (and its log probability, for a request that asked); stream it and finish the
+        request when it is done."""
+        self.append_tokens(live, (token,), None if log_prob is None else (log_prob,))
 
-    def append_tokens(self, live: Live, tokens) -> None:
+    def append_tokens(self, live: Live, tokens, log_probs=None) -> None:
         """Record tokens generated since the last call and stream them as one response, so an engine
-        that falls behind sends fewer, larger responses instead of a backlog."""
+        that falls behind sends fewer, larger responses instead of a backlog. ``log_probs``: one per token, for a
+        request that set return_log_probs (an end token is not output, nor is its log probability)."""
         if live.req.id not in self._active:
             return
         req = live.req
         reason = None
-        for token in tokens:
+        lps = live.log_probs
+        for k, token in enumerate(tokens):
             if req.end_id is not None and token == req.end_id and len(live.generated) >= req.min_tokens:
                 reason = FinishReason.EOS
                 break
             live.generated.append(token)
+            if lps is not None:
+                lps.append(log_probs[k])
             self.counters["generated_tokens"] += 1
             if any(_ends_with(live.generated, w) for w in req.stop_words):
                 reason = FinishReason.STOP
@@ -255,8 +268,9 @@ class EngineLoop:
             self._emit_final(live, reason)
         elif req.streaming:
             new = live.generated[live.sent :]
+            new_lps = live.log_probs[live.sent :] if live.log_probs is not None else None
             live.sent = len(live.generated)
-            live.sink(live.output(new))
+            live.sink(live.output(new, log_probs=new_lps))
 
     def _release(self, live: Live) -> None:
         """Give the slot back (caller holds the lock)."""
@@ -266,13 +280,15 @@ class EngineLoop:
 
     def _emit_final(self, live: Live, reason: FinishReason) -> None:
         req = live.req
+        lps = live.log_probs
         if req.streaming:
             tokens = live.generated[live.sent :]
+            lps = lps[live.sent :] if lps is not None else None
         else:
             tokens = live.generated if req.exclude_input else req.input_ids + live.generated
         live.sent = len(live.generated)
         self._ended(live)
-        live.sink(live.output(tokens, final=True, reason=reason))
+        live.sink(live.output(tokens, final=True, reason=reason, log_probs=lps))
 
     def _emit_error(self, live: Live, err: ZiyaError) -> None:
         self._ended(live)

@@ -130,7 +130,7 @@ class ReferenceEngine(EngineLoop):
             start = self.cache.load(blocks, self.slots.k[:, live.slot], self.slots.v[:, live.slot])
             live.reused_blocks = len(blocks)
         logits = self.slots.prefill(live.slot, ids, start)
-        self.append_token(live, sampler.choose(logits, live.req, ids, live.generated))
+        self.append_token(live, *sampler.choose(logits, live.req, ids, live.generated))
 
     def stats(self) -> dict:
         out = super().stats()
@@ -154,7 +154,7 @@ class ReferenceEngine(EngineLoop):
             s = self._samplers.get(live.req.id)
             if s is None:  # cancelled while the step ran
                 continue
-            self._guard(live, lambda lv: self.append_token(lv, s.choose(row, lv.req, lv.req.input_ids + lv.generated, lv.generated)))
+            self._guard(live, lambda lv: self.append_token(lv, *s.choose(row, lv.req, lv.req.input_ids + lv.generated, lv.generated)))
 
     def _on_release(self, live: Live) -> None:
         self._samplers.pop(live.req.id, None)

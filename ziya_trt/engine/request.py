@@ -40,13 +40,17 @@ class EngineRequest:
     stop_words: list[list[int]] = field(default_factory=list)
     bad_words: list[list[int]] = field(default_factory=list)
     return_perf_metrics: bool = False  # tensorrt_llm then fills kv_cache_reused_blocks
+    return_log_probs: bool = False  # each generated token's log probability (output_log_probs, cum_log_probs)
 
     @classmethod
     def from_params(cls, input_ids: list[int], params: SamplingParams, *, end_id: int | None, pad_id: int,
-                    request_id: str = "", stop_words=(), bad_words=(), return_perf_metrics: bool = False
-                    ) -> "EngineRequest":
+                    request_id: str = "", stop_words=(), bad_words=(), return_perf_metrics: bool = False,
+                    return_log_probs: bool = False) -> "EngineRequest":
         """The streaming engine request for a prompt and its sampling settings (the front door's and the
-        client's token mode's one rule)."""
+        client's token mode's one rule). A greedy request that asks for log probabilities goes with temperature 1:
+        the token is the same (the argmax), and TensorRT-LLM scales the logits by 1 / (temperature + 1e-6) before it
+        takes log probabilities, greedy or not, so at the temperature the choice ignores (0 most often) every one
+        would come back about 0 (contracts/log-probs.json)."""
         return cls(
             input_ids=list(input_ids),
             max_new_tokens=params.max_new_tokens,
@@ -55,7 +59,7 @@ class EngineRequest:
             pad_id=pad_id,
             top_k=params.wire_top_k,
             top_p=params.top_p,
-            temperature=params.temperature,
+            temperature=1.0 if return_log_probs and params.greedy else params.temperature,
             repetition_penalty=params.repetition_penalty,
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
@@ -65,6 +69,7 @@ class EngineRequest:
             stop_words=[list(w) for w in stop_words],
             bad_words=[list(w) for w in bad_words],
             return_perf_metrics=return_perf_metrics,
+            return_log_probs=return_log_probs,
         )
 
     @property
@@ -93,6 +98,9 @@ class EngineOutput:
     error: ZiyaError | None = None
     reused_blocks: int = 0  # KV-cache blocks of an earlier request's prefix this one started from
     perf: PerfMetrics | None = None  # when the request set return_perf_metrics
+    # when the request set return_log_probs: one per generated token of ``tokens``, in order (all of them; a
+    # non-streamed response that echoes the prompt has them for its generated tail only)
+    log_probs: list[float] | None = None
 
 
 def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
@@ -112,6 +120,8 @@ def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
             num_output_tokens=o.num_output_tokens,
             reused_blocks=max(prev.reused_blocks, o.reused_blocks),
             perf=o.perf,
+            log_probs=None if prev.log_probs is None and o.log_probs is None
+            else (prev.log_probs or []) + (o.log_probs or []),
         )
     return merged
 

@@ -1,5 +1,8 @@
 """Per-request next-token choice: repetition penalty, bad words, min_tokens, greedy or
-temperature/top-k/top-p sampling with a per-request seed."""
+temperature/top-k/top-p sampling with a per-request seed; and, for a request that asks (``return_log_probs``), the
+chosen token's log probability as TensorRT-LLM reports it with ``normalize_log_probs`` false (contracts/log-probs.json):
+log-softmax in float32 over the whole vocabulary of the logits the token was chosen from (penalised, banned, over the
+temperature), before any top-k/top-p cut."""
 
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ class Sampler:
         self.gen = torch.Generator()
         self.gen.manual_seed(seed % (2**63) if seed is not None else torch.seed() % (2**63))
 
-    def choose(self, logits: torch.Tensor, req, history: list[int], generated: list[int]) -> int:
+    def choose(self, logits: torch.Tensor, req, history: list[int], generated: list[int]) -> tuple[int, float | None]:
+        """The next token, and its log probability when the request asked for it (else None: no extra work)."""
         logits = logits.float()
         seen = torch.tensor(sorted(set(history)), dtype=torch.long)
         logits = apply_repetition_penalty(logits, seen, req.repetition_penalty)
@@ -69,7 +73,18 @@ class Sampler:
             logits = logits.clone()
             logits[ban] = float("-inf")
         if req.greedy:
-            return int(torch.argmax(logits))
-        logits = filter_top_k_top_p(logits / req.temperature, req.top_k, req.top_p)
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.gen))
+            token = int(torch.argmax(logits))
+            if not req.return_log_probs:
+                return token, None
+            # TensorRT-LLM scales a greedy request's logits too, by 1 / (temperature + 1e-6), unless it is the default 1
+            scaled = logits if req.temperature == 1.0 else logits / (req.temperature + 1e-6)
+            return token, log_prob(scaled, token)
+        scaled = logits / req.temperature
+        probs = torch.softmax(filter_top_k_top_p(scaled, req.top_k, req.top_p), dim=-1)
+        token = int(torch.multinomial(probs, 1, generator=self.gen))
+        return token, (log_prob(scaled, token) if req.return_log_probs else None)
+
+
+def log_prob(logits: torch.Tensor, token: int) -> float:
+    """``token``'s log probability under the softmax of ``logits`` over the whole vocabulary, in float32."""
+    return float(torch.log_softmax(logits.float(), dim=-1)[token])

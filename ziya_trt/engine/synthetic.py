@@ -2,7 +2,8 @@
 
 It replays the prompt's own ids cyclically, at a fixed per-stream rate after a fixed first-token
 delay, so every figure a load generator measures is known in advance, and every stream's content
-can be checked against the request that produced it.
+can be checked against the request that produced it. A replay is certain: for a request that asks
+(``return_log_probs``), each token's log probability is 0.0.
 
 Two schedules (``SCHEDULES``), the same rate either way:
 
@@ -92,7 +93,9 @@ class SyntheticEngine(EngineLoop):
             t = times[-1]
             n = 1 + int((now - t) / self.period)
             start = len(live.generated)
-            self.append_tokens(live, plan[start : start + n])
+            tokens = plan[start : start + n]
+            # a replay is certain: each token's probability is 1, its log probability 0.0
+            self.append_tokens(live, tokens, [0.0] * len(tokens) if live.req.return_log_probs else None)
             if rid in self._active:
                 # schedule from the due time, not from now, so the rate does not drift
                 self._push(t + n * self.period, rid)

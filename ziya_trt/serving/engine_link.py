@@ -76,9 +76,11 @@ class EngineLink:
         self._closed = False
 
     # --- any thread ------------------------------------------------------------------------------
-    def submit(self, request_id: str, arrays: dict[str, np.ndarray], on_event: OnEvent) -> None:
-        """Start an engine call; ``on_event`` gets its responses (on the link's thread), the last with final=True."""
-        req = infer_request(self.model, request_id, arrays, self.outputs)
+    def submit(self, request_id: str, arrays: dict[str, np.ndarray], on_event: OnEvent, extra_outputs=()) -> None:
+        """Start an engine call; ``on_event`` gets its responses (on the link's thread), the last with final=True.
+        ``extra_outputs``: outputs this call asks for beyond the link's own (a request's log probabilities)."""
+        outputs = self.outputs + tuple(extra_outputs) if extra_outputs else self.outputs
+        req = infer_request(self.model, request_id, arrays, outputs)
         with self._lock:
             if self._closed:
                 raise LinkClosedError(f"{self.name}: the engine link is closed (the model is being unloaded)")

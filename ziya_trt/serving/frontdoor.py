@@ -43,6 +43,7 @@ class TextRequest:
     stop_token_ids: tuple[int, ...] = ()
     include_stop_str: bool = False
     truncate_prompt_tokens: int | None = None
+    logprobs: bool = False  # each output token's log probability, from the engine (the OpenAI API's logprobs)
 
 
 def _text(v, field: str, max_bytes: int) -> str:
@@ -206,7 +207,8 @@ class TextJob:
             self.input_ids, p, end_id=-1 if req.ignore_eos else end_id,
             pad_id=req.pad_id if req.pad_id is not None else tok.pad_id, request_id=self.id,
             stop_words=door.word_ids(stops) + [[t] for t in req.stop_token_ids],
-            bad_words=door.word_ids(req.bad_words), return_perf_metrics=True)  # for the count of reused KV blocks
+            bad_words=door.word_ids(req.bad_words), return_perf_metrics=True,  # for the count of reused KV blocks
+            return_log_probs=req.logprobs)
         self.kv_block_tokens = door.kv_block_tokens
         self.reused_blocks = 0
         ends = ([] if req.ignore_eos else [end_id]) + list(req.stop_token_ids)
@@ -215,6 +217,10 @@ class TextJob:
         self.engine_tokens = 0
         self.stopping = False  # a stop was asked for (stop string or cancellation)
         self.cancelled = False
+        # a request that asked: (token id, log probability) of each token the text stream took (not the end token, nor
+        # any after a stop string), held back and released with the text, as the text is
+        self.pending_lp: list[tuple[int, float]] | None = [] if req.logprobs else None
+        self.released_lp: list[tuple[int, float]] = []
 
     @property
     def n_output(self) -> int:
@@ -234,18 +240,44 @@ class TextJob:
     def finish_reason(self) -> FinishReason | None:
         return self.stream.finish_reason
 
-    def push(self, tokens: list[int]) -> tuple[str, bool]:
+    def push(self, tokens: list[int], log_probs: list[float] | None = None) -> tuple[str, bool]:
+        """``log_probs``: one per token, for a request that asked for them."""
         self.engine_tokens += len(tokens)
         if tokens and not self.stopped_early:
-            self.pending.append(self.stream.push(tokens).text)
+            if self.pending_lp is None:
+                self.pending.append(self.stream.push(tokens).text)
+            else:
+                self._push_each(tokens, log_probs)
             if self.req.include_stop_str and self.stream.stop_string is not None:
                 self.pending.append(self.stream.stop_string)
         stop = self.stopped_early and not self.stopping
         self.stopping = self.stopping or stop
         if self.req.stream and not self.stopping and any(self.pending):
             text, self.pending = "".join(self.pending), []
+            self._release_lp()
             return text, stop
         return "", stop
+
+    def _push_each(self, tokens: list[int], log_probs: list[float]) -> None:
+        """One token at a time (a request that asked for log probabilities only), to know which ones the text stream
+        took: not the end token, nor any after the one that completed a stop string or reached max_tokens."""
+        stream = self.stream
+        for t, lp in zip(tokens, log_probs):
+            if stream.finish_reason is not None:
+                return
+            self.pending.append(stream.push((t,)).text)
+            if stream.finish_reason is not FinishReason.EOS:
+                self.pending_lp.append((t, lp))
+
+    def _release_lp(self) -> None:
+        if self.pending_lp:
+            self.released_lp += self.pending_lp
+            self.pending_lp = []
+
+    def take_logprobs(self) -> list[tuple[int, float]]:
+        """(token id, log probability) of the tokens behind the text released since the last call."""
+        out, self.released_lp = self.released_lp, []
+        return out
 
     def cancel(self) -> bool:
         """The client cancelled: True the first time a stop should go to the engine."""
@@ -260,4 +292,5 @@ class TextJob:
             if self.req.include_stop_str and self.stream.stop_string is not None:
                 self.pending.append(self.stream.stop_string)
         text, self.pending = "".join(self.pending), []
+        self._release_lp()
         return text

@@ -134,6 +134,9 @@ def tensorrt_llm_settings(cfg: ServeConfig) -> dict[str, str]:
         "cancellation_check_period_ms": "10",
         "stats_check_period_ms": "100",
         "tokenizer_dir": str(cfg.tokenizer_dir),
+        # log probabilities over the whole vocabulary, as OpenAI defines them; unset, the backend normalises them
+        # within the top-k set, which makes every greedy token's 0 (contracts/log-probs.json)
+        "normalize_log_probs": "false",
     }
     if cfg.engine_dir is not None:
         settings["gpt_model_path"] = str(cfg.engine_dir)

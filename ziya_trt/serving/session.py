@@ -9,7 +9,8 @@ launcher's event loop) both run every request as a ``TextSession``. The fronts o
 - **Push** (``TextSession.push``): an output (the fronts merge what piled up with ``engine.request.coalesce``: the
   outbox for the front door, the event queue for the OpenAI API) turned into the text to send now: detokenised,
   held back at a stop string's prefix. A stop string that completes the text sends the
-  engine one ``stop``; the final output adds the finished text.
+  engine one ``stop``; the final output adds the finished text. A request that asked for log probabilities gets
+  them with the text (``logprobs``): those of the tokens behind the text ``push`` returned.
 - **Cancel** (``TextSession.cancel``): the client cancelled or left: the engine gets one ``stop`` (none once the
   engine call is over) and the text ends with the finish reason ``cancelled``.
 - **End** (``finish``, ``fail``, ``abandon``): the outcome is recorded once (``request_metrics``) and the place given
@@ -26,6 +27,7 @@ from typing import Callable
 from ..engine.request import EngineOutput
 from ..errors import ServerError, ZiyaError, from_wire
 from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
+from ..wire.tensors import LOG_PROB_OUTPUTS
 from .admission import Place, refusal
 from .frontdoor import FrontDoor, TextJob
 from .request_metrics import RecordFn, RequestOutcome
@@ -65,12 +67,13 @@ class Sessions:
 class TextSession:
     """One admitted request: its ``TextJob``, its engine call, its one outcome."""
 
-    __slots__ = ("sessions", "job", "place", "t0", "t_first", "ended")
+    __slots__ = ("sessions", "job", "place", "t0", "t_first", "ended", "lp_seen")
 
     def __init__(self, sessions: Sessions, job: TextJob, place: Place, t0: float):
         self.sessions, self.job, self.place, self.t0 = sessions, job, place, t0
         self.t_first: float | None = None  # when the first text was ready to send
         self.ended = False
+        self.lp_seen = 0  # output tokens received so far: where the next ones' log probabilities start
 
     @property
     def id(self) -> str:
@@ -81,16 +84,35 @@ class TextSession:
         """Call the engine; each of its events reaches ``sink`` as an ``EngineOutput``, the last one final (an error
         is a final output with ``error`` set). Runs ``sink`` on the link's loop: it must only queue."""
         output = self._output
-        self.sessions.link.submit(self.job.id, engine_inputs(self.job.engine_request),
-                                  lambda outputs, error, final: sink(output(outputs, error, final)))
+        on_event = lambda outputs, error, final: sink(output(outputs, error, final))  # noqa: E731
+        if self.job.pending_lp is None:
+            self.sessions.link.submit(self.job.id, engine_inputs(self.job.engine_request), on_event)
+        else:
+            self.sessions.link.submit(self.job.id, engine_inputs(self.job.engine_request), on_event,
+                                      extra_outputs=LOG_PROB_OUTPUTS)
 
     def _output(self, outputs: dict, error: str | None, final: bool) -> EngineOutput:
         if error is not None:
             err = from_wire(error) or ServerError(f"{self.sessions.engine_name}: {error}")
             return EngineOutput([], final=True, error=err)
         ids = outputs.get("output_ids")
-        return EngineOutput(ids.reshape(-1).tolist() if ids is not None else [], final=final,
-                            reused_blocks=reused_blocks(outputs))
+        out = EngineOutput(ids.reshape(-1).tolist() if ids is not None else [], final=final,
+                           reused_blocks=reused_blocks(outputs))
+        if self.job.pending_lp is not None:
+            return self._with_log_probs(out, outputs.get("output_log_probs"))
+        return out
+
+    def _with_log_probs(self, out: EngineOutput, so_far) -> EngineOutput:
+        """The new tokens' log probabilities: the engine sends every generated token's so far beside only the new
+        tokens (contracts/log-probs.json), so they are taken by position, from the count of tokens received."""
+        start, n = self.lp_seen, len(out.tokens)
+        new = so_far.reshape(-1)[start : start + n].tolist() if so_far is not None else []
+        if len(new) < n:
+            return EngineOutput([], final=True, error=ServerError(
+                f"{self.sessions.engine_name}: {n} tokens came with {len(new)} log probabilities"))
+        self.lp_seen += n
+        out.log_probs = new
+        return out
 
     def push(self, out: EngineOutput) -> str:
         """The text to send now for one (merged) output: "" for nothing yet; the final output's includes the rest.
@@ -99,7 +121,7 @@ class TextSession:
             raise out.error
         job = self.job
         job.reused_blocks = max(job.reused_blocks, out.reused_blocks)
-        text, stop = job.push(out.tokens)
+        text, stop = job.push(out.tokens, out.log_probs)
         if stop:  # a stop string completed the text: the engine need not go on
             self._stop_engine()
         if out.final:
@@ -107,6 +129,11 @@ class TextSession:
         if text and self.t_first is None:
             self.t_first = time.monotonic()
         return text
+
+    def logprobs(self) -> list[tuple[int, float]]:
+        """For a request that asked: (token id, log probability) of the tokens behind the text of the ``push`` calls
+        since the last call (the final one's included), in order; each token once."""
+        return self.job.take_logprobs()
 
     def cancel(self) -> None:
         """The client cancelled or left: one engine ``stop`` (a no-op once the engine call is over); what the engine

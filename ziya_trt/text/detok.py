@@ -86,6 +86,15 @@ class TokenTable:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for on its own: its text's UTF-8 (a sentencepiece word piece with its leading
+        space), its raw byte(s) (byte fallback, byte-level BPE), or nothing (a control token)."""
+        b = self.raw[token_id]
+        if b is not None:
+            return b
+        t = self.texts[token_id]
+        return t.encode("utf-8") if t else b""
+
 
 def _bytes_to_unicode() -> dict[int, str]:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))

@@ -159,15 +159,18 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
         stop_words=decode_word_list(inputs.get("stop_words_list")),
         bad_words=decode_word_list(inputs.get("bad_words_list")),
         return_perf_metrics=bool(scalar(inputs, S["return_perf_metrics"], False)),
+        return_log_probs=bool(scalar(inputs, S["return_log_probs"], False)),
     )
     return req, False
 
 
 def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
-                         batch_index: int | None = None) -> dict[str, np.ndarray]:
+                         batch_index: int | None = None, log_probs: list[float] | None = None) -> dict[str, np.ndarray]:
     """The engine's outputs for one response, as the tensorrt_llm backend fills them: the ``wanted`` ones (all
     when the caller named none), ``batch_index`` for a row of a batch, and, for a request that set
-    return_perf_metrics, the perf outputs."""
+    return_perf_metrics, the perf outputs. ``log_probs``, for a request that set return_log_probs: every generated
+    token's so far, as the executor keeps them (a streamed response has them all beside only its new tokens):
+    ``output_log_probs`` [1, beam, tokens] and ``cum_log_probs`` [1, beam], their sum."""
     values = {
         "output_ids": [out.tokens],  # [beam][tokens]
         "sequence_length": [len(out.tokens)],
@@ -176,6 +179,9 @@ def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
     }
     if batch_index is not None:
         values["batch_index"] = batch_index
+    if log_probs is not None:
+        values["output_log_probs"] = [log_probs]  # [beam][tokens]
+        values["cum_log_probs"] = [sum(log_probs)]  # [beam]
     arrays = {k: _OUTPUTS[k].array(v) for k, v in values.items() if wanted is None or k in wanted}
     if out.perf is not None:
         p = out.perf
@@ -214,6 +220,8 @@ def engine_fields(req: EngineRequest) -> dict:
     }
     if req.return_perf_metrics:
         d["return_perf_metrics"] = True
+    if req.return_log_probs:
+        d["return_log_probs"] = True
     if req.presence_penalty or req.frequency_penalty:  # TensorRT-LLM's defaults are 0
         d["presence_penalty"], d["frequency_penalty"] = req.presence_penalty, req.frequency_penalty
     if req.end_id is not None:

@@ -142,3 +142,62 @@ def test_ignore_eos_sends_no_end_token_and_keeps_the_text_going(door):
     assert plain.finish_reason is FinishReason.EOS and going.finish_reason is None
     texts = [t + j.finish() for t, j in zip(texts, (plain, going))]
     assert texts[0] == "北京" and texts[1].startswith("北京") and texts[1].endswith("上海")
+
+
+# --- log probabilities (the OpenAI API's logprobs): kept for the tokens the text took, released with their text ---
+
+
+def lp_job(door, max_tokens=64, stream=True, stop=(), temperature=0.0):
+    from ziya_trt.serving.frontdoor import TextJob, TextRequest
+    from ziya_trt.text.sampling import SamplingParams
+
+    params = SamplingParams(max_new_tokens=max_tokens, stop=tuple(stop), temperature=temperature)
+    return TextJob(door, TextRequest(text="<human>:你好\n<bot>:", messages=None, params=params, stream=stream,
+                                     logprobs=True))
+
+
+def fake_lps(tokens):
+    return [-(k + 1) / 8 for k in range(len(tokens))]
+
+
+def test_a_greedy_request_with_logprobs_asks_the_engine_at_temperature_1(door):
+    r = lp_job(door).engine_request
+    assert r.return_log_probs and r.greedy and r.temperature == 1.0
+    assert not job(door).engine_request.return_log_probs
+
+
+def test_each_token_the_text_took_comes_once_with_its_text_and_the_end_token_does_not(door):
+    j, tokens = lp_job(door), ids(door, ANSWER)
+    lps = fake_lps(tokens)
+    sent = tokens + [door.tok.eos_id, 99]
+    streamed, pairs = [], []
+    for k in range(0, len(sent), 3):
+        text, _ = j.push(sent[k : k + 3], (lps + [-0.5, -0.7])[k : k + 3])
+        got = j.take_logprobs()
+        assert text or not got  # released only with text (a held half character holds its token too)
+        streamed.append(text)
+        pairs += got
+    final = j.finish()
+    pairs += j.take_logprobs()
+    assert "".join(streamed) + final == ANSWER and j.finish_reason is FinishReason.EOS
+    assert pairs == list(zip(tokens, lps))
+
+
+def test_tokens_after_the_one_that_completed_a_stop_string_have_none(door):
+    j, tokens = lp_job(door, stop=["Beijing"]), ids(door, ANSWER + " more text after")
+    pairs = []
+    for t, lp in zip(tokens, fake_lps(tokens)):
+        j.push([t], [lp])
+        pairs += j.take_logprobs()
+    j.finish()
+    pairs += j.take_logprobs()
+    took = [t for t, _ in pairs]
+    assert door.tok.decode(took).endswith("Beijing") and took == tokens[: len(took)]
+    assert j.finish_reason is FinishReason.STOP and len(took) < len(tokens)
+
+
+def test_without_streaming_they_all_come_with_the_final_text(door):
+    j, tokens = lp_job(door, stream=False, max_tokens=5), ids(door, ANSWER)
+    assert j.push(tokens, fake_lps(tokens))[0] == "" and j.take_logprobs() == []
+    assert j.finish() == door.tok.decode(tokens[:5])
+    assert j.take_logprobs() == list(zip(tokens, fake_lps(tokens)))[:5]  # max_tokens: the length cut

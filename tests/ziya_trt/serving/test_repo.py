@@ -60,7 +60,7 @@ def test_tensorrt_llm_is_the_whole_1_2_1_template_field_by_field():
                 "tokenizer_dir": "/models/ziya", "exclude_input_in_output": "true", "enable_kv_cache_reuse": "true",
                 "enable_chunked_context": "true", "batch_scheduler_policy": "guaranteed_no_evict",
                 "kv_cache_free_gpu_mem_fraction": "0.9", "cancellation_check_period_ms": "10",
-                "stats_check_period_ms": "100"}
+                "stats_check_period_ms": "100", "normalize_log_probs": "false"}
     for p in ref["parameters"] + fix["parameters_added"]:
         value = pb.parameters[p["key"]].string_value
         if p["key"] in set_here:
@@ -83,6 +83,25 @@ def data_type_name(value):
     from tritonclient.grpc import model_config_pb2
 
     return model_config_pb2.DataType.Name(value)
+
+
+def test_the_log_prob_tensors_and_their_setting_are_rendered_as_the_contracts_say():
+    """return_log_probs in, output_log_probs and cum_log_probs out, as the template declares them; normalize_log_probs
+    false, so greedy tokens get their log probability rather than 0 (contracts/log-probs.json)."""
+    ref = facts()["triton_models"]["models"]["tensorrt_llm"]
+    lp = json.loads((ROOT / "contracts" / "log-probs.json").read_text())
+    assert "false" in lp["distribution"]["normalize_log_probs"]
+    pb = parsed(tensorrt_llm_config(trt_cfg()))
+    ins, outs = by_name(ref["inputs"]), by_name(ref["outputs"])
+    got_in, got_out = {t.name: t for t in pb.input}, {t.name: t for t in pb.output}
+    r, t = ins["return_log_probs"], got_in["return_log_probs"]
+    assert (data_type_name(t.data_type), list(t.dims), t.optional) == (r["data_type"], r["dims"], r["optional"])
+    assert r["data_type"] == "TYPE_BOOL" and t.optional and list(t.reshape.shape) == []
+    for name, dims in (("output_log_probs", [-1, -1]), ("cum_log_probs", [-1])):
+        assert (data_type_name(got_out[name].data_type), list(got_out[name].dims)) == ("TYPE_FP32", dims)
+        assert (outs[name]["data_type"], outs[name]["dims"]) == ("TYPE_FP32", dims)
+    assert pb.parameters["normalize_log_probs"].string_value == "false"
+    assert ENGINE_INPUTS["return_log_probs"].data_type == "TYPE_BOOL"
 
 
 def test_the_packaged_template_is_the_contracts():

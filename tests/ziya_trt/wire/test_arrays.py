@@ -67,6 +67,28 @@ def test_engine_outputs_have_tensorrt_llm_shapes_and_only_what_was_asked_for():
     assert set(engine_output_arrays(EngineOutput([]), {"output_ids"})) == {"output_ids"}
 
 
+def test_log_probs_go_out_as_the_backend_writes_them_only_for_a_request_that_asked():
+    """output_log_probs [1, beam, tokens] and cum_log_probs [1, beam], FP32, every generated token's so far
+    (contracts/log-probs.json), and only among the outputs asked for."""
+    so_far = [-0.5, -1.25, -0.25]
+    out = engine_output_arrays(EngineOutput([7], log_probs=[-0.25]), log_probs=so_far)
+    assert out["output_ids"].shape == (1, 1, 1)
+    assert out["output_log_probs"].shape == (1, 1, 3) and out["output_log_probs"].dtype == np.float32
+    assert out["output_log_probs"].reshape(-1).tolist() == so_far and out["cum_log_probs"].tolist() == [[-2.0]]
+    assert {"output_log_probs", "cum_log_probs"}.isdisjoint(engine_output_arrays(EngineOutput([7])))
+    asked = {"output_ids", "sequence_length", "output_log_probs"}
+    assert set(engine_output_arrays(EngineOutput([7]), asked, log_probs=so_far)) == asked
+
+
+def test_return_log_probs_is_sent_only_when_asked_and_read_back():
+    req = EngineRequest.from_params([1, 5], SamplingParams(), end_id=2, pad_id=0, return_log_probs=True)
+    arrays = engine_inputs(req)
+    assert arrays["return_log_probs"].tolist() == [[True]]
+    assert engine_request_from_inputs(arrays, "r")[0].return_log_probs
+    plain = engine_inputs(EngineRequest.from_params([1, 5], SamplingParams(), end_id=2, pad_id=0))
+    assert "return_log_probs" not in plain and not engine_request_from_inputs(plain, "r")[0].return_log_probs
+
+
 def test_text_outputs_carry_counts_only_when_given():
     assert set(text_outputs("你好")) == {"text_output"}
     final = text_outputs("你好", 4, 2, "length")

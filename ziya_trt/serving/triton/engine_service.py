@@ -6,7 +6,9 @@ from an ``Outbox`` (sender threads, so the loop never waits on a send, and a wat
 cancellation, like TensorRT-LLM's ``cancellation_check_period_ms``). A request with ``stop=true``
 cancels the in-flight request with the same id, as in TensorRT-LLM. A request of batch B is B engine
 requests whose responses go out as they come, ``batch_index`` on each, the final flag with the last
-(``BatchResponder``), as the backend answers one. The backend's rules on the loaded config and on each
+(``BatchResponder``), as the backend answers one. A request that sets ``return_log_probs`` gets every generated
+token's log probability so far in each response that asks for ``output_log_probs``/``cum_log_probs``, beside only its
+new tokens, as the executor keeps them (``wire.arrays.engine_output_arrays``). The backend's rules on the loaded config and on each
 request (``backend_rules``) fail here as they would on a GPU. Nothing here imports Triton: the adapter
 (``model_repo/engine``) only reads tensors and hands in a ``TritonResponder``.
 """
@@ -84,7 +86,8 @@ class EngineService:
                 with self._batches_lock:
                     self._batches[request_id] = [r.id for r in reqs]
         for b, req in enumerate(reqs):
-            st = self.outbox.open(req.id, (responder, wanted, b if len(reqs) > 1 else None))
+            log_probs = [] if req.return_log_probs else None  # the request's so far (the executor's mLogProbs)
+            st = self.outbox.open(req.id, (responder, wanted, b if len(reqs) > 1 else None, log_probs))
             try:
                 st.id = self.engine.submit(req, lambda out, st=st: self.outbox.put(st, out))
             except Exception as e:  # once the stream is open, its responder belongs to the outbox
@@ -100,11 +103,13 @@ class EngineService:
 
     @staticmethod
     def _send(handle, out: EngineOutput) -> None:
-        responder, wanted, batch_index = handle
+        responder, wanted, batch_index, log_probs = handle
         if out.error is not None:
             responder.send(error=out.error, final=out.final)
-        else:
-            responder.send(engine_output_arrays(out, wanted, batch_index), final=out.final)
+            return
+        if log_probs is not None and out.log_probs:
+            log_probs.extend(out.log_probs)
+        responder.send(engine_output_arrays(out, wanted, batch_index, log_probs), final=out.final)
 
     def stats(self) -> dict:
         return self.engine.stats()

@@ -126,7 +126,7 @@ def test_models_health_openapi_and_unknown_routes(syn_server):
 @pytest.mark.parametrize("body, status, param, code", [
     ({"model": "nope"}, 404, "model", "model_not_found"),
     ({"n": 2}, 400, "n", "invalid_value"),
-    ({"logprobs": True}, 400, "logprobs", "invalid_value"),
+    ({"logprobs": True, "top_logprobs": 2}, 400, "top_logprobs", "invalid_value"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools", "invalid_value"),
     ({"frobnicate": 1}, 400, "frobnicate", None),
     ({"temperature": -1}, 400, "temperature", None),

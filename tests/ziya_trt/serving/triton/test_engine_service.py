@@ -42,6 +42,27 @@ def test_a_request_streams_only_the_outputs_asked_for(service):
     assert whole.done.wait(5) and len(whole.sent) == 1 and whole.sent[0][0]["num_output_tokens"].item() == 5
 
 
+def test_each_streamed_response_has_every_log_probability_so_far_as_the_backend_sends_them(service):
+    """contracts/log-probs.json: output_ids has the new tokens, output_log_probs all of them so far (the synthetic
+    engine's are 0.0); cum_log_probs is their sum; a request that did not set return_log_probs gets neither."""
+    asked = {"output_ids", "sequence_length", "output_log_probs", "cum_log_probs"}
+    r = Responder()
+    service.start(r, lambda: engine_inputs(EngineRequest(input_ids=[20, 21, 22], max_new_tokens=12, streaming=True,
+                                                         return_log_probs=True)), "lp", asked)
+    assert r.done.wait(5)
+    seen = 0
+    for o, _, _ in r.sent:
+        if o is None:
+            continue
+        seen += o["output_ids"].shape[-1]
+        assert o["output_log_probs"].shape == (1, 1, seen) and o["cum_log_probs"].tolist() == [[0.0]]
+    assert seen == 12
+    plain = Responder()
+    service.start(plain, lambda: request(4), "plain", asked)
+    assert plain.done.wait(5)
+    assert all(set(o) == {"output_ids", "sequence_length"} for o, _, _ in plain.sent if o)
+
+
 def test_a_stop_request_cancels_the_request_with_its_id(service):
     r = Responder()
     service.start(r, lambda: request(1000), "victim")

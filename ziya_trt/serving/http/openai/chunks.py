@@ -38,21 +38,23 @@ class Chunks:
         if usage:
             self.head["usage"] = None
 
-    def _choice(self, text: str | None, reason: str | None, role: bool = False, usage: dict | None = None) -> bytes:
+    def _choice(self, text: str | None, reason: str | None, role: bool = False, usage: dict | None = None,
+                logprobs: dict | None = None) -> bytes:
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+            choice = {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
         return sse({**self.head, "choices": [choice], "usage": usage} if usage else {**self.head, "choices": [choice]})
 
     def role(self) -> bytes:
         """A chat stream's first chunk: the assistant's role, no text yet."""
         return self._choice(None, None, role=True)
 
-    def text(self, text: str, usage: dict | None = None) -> bytes:
-        """``usage``: the usage so far (vLLM's ``continuous_usage_stats``), or None."""
-        return self._choice(text, None, usage=usage)
+    def text(self, text: str, usage: dict | None = None, logprobs: dict | None = None) -> bytes:
+        """``usage``: the usage so far (vLLM's ``continuous_usage_stats``), or None; ``logprobs``: those of the tokens
+        behind ``text`` (``logprobs.LogprobsFormat``), for a request that asked."""
+        return self._choice(text, None, usage=usage, logprobs=logprobs)
 
     def end(self, reason: str, usage: dict | None = None) -> bytes:
         return self._choice(None, reason, usage=usage)

@@ -1,8 +1,10 @@
 """The OpenAI-compatible API's request schema (pydantic), its error shape, and its OpenAPI document.
 
 Requests are validated once, here: unknown fields are refused as OpenAI refuses them, parameters this
-server cannot honour (``n`` > 1, ``logprobs``, tools, JSON response formats) are refused by name, and what a
-request leaves out takes the model card's defaults (``SamplingParams``). OpenAI's bookkeeping fields (``store``,
+server cannot honour (``n`` > 1, ``top_logprobs`` > 0, tools, JSON response formats) are refused by name, and what a
+request leaves out takes the model card's defaults (``SamplingParams``). Log probabilities are the sampled token's
+only (chat ``logprobs: true`` with ``top_logprobs`` 0 or absent; completions ``logprobs: 0``): TensorRT-LLM 1.2.1's
+``tensorrt_llm`` backend returns no alternatives (contracts/log-probs.json). OpenAI's bookkeeping fields (``store``,
 ``metadata``, ``service_tier``, ``user``, ``parallel_tool_calls`` without tools, ``response_format`` text) are
 accepted and change nothing. vLLM's extensions are honoured where TensorRT-LLM's backend has the tensor for them:
 ``top_k`` (-1: off), ``seed`` (-1: random), ``repetition_penalty``, ``min_tokens``, ``ignore_eos``, ``stop_token_ids``,
@@ -22,6 +24,8 @@ from ....text.prompt import Message, Role
 from ....text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams, check_words
 
 CARD = SamplingParams()  # the model card's defaults
+NO_ALTERNATIVES = ("only 0 is supported: TensorRT-LLM 1.2.1's tensorrt_llm backend returns the log probability of the "
+                   "sampled token only (output_log_probs), no alternatives")
 
 
 class _Strict(BaseModel):
@@ -97,7 +101,11 @@ class _Generation(_Strict):
         """What the request asks of the text itself beyond sampling (``frontdoor.TextRequest``'s fields)."""
         return dict(ignore_eos=self.ignore_eos, stop_token_ids=tuple(self.stop_token_ids or ()),
                     bad_words=tuple(self.bad_words or ()), include_stop_str=self.include_stop_str_in_output,
-                    truncate_prompt_tokens=self.truncate_prompt_tokens)
+                    truncate_prompt_tokens=self.truncate_prompt_tokens, logprobs=self.wants_logprobs())
+
+    def wants_logprobs(self) -> bool:
+        """Whether the response carries each output token's log probability."""
+        return False
 
     def sampling(self, max_new_tokens: int) -> SamplingParams:
         """The request's settings; what it leaves out is the card's (max_new_tokens: the caller's default)."""
@@ -123,7 +131,7 @@ class ChatCompletionRequest(_Generation):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # OpenAI's range; only 0 is served
     # accepted names this server cannot honour: refused with a clear error when set
     tools: list[Any] | None = None
     tool_choice: Any = None
@@ -136,8 +144,9 @@ class ChatCompletionRequest(_Generation):
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.logprobs or self.top_logprobs:
-            raise InvalidRequestError("logprobs: log probabilities are not returned by this server", "logprobs")
+        if self.top_logprobs:
+            raise InvalidRequestError(f"top_logprobs: {self.top_logprobs} alternatives asked for; {NO_ALTERNATIVES}",
+                                      "top_logprobs")
         for name in ("tools", "tool_choice", "functions", "function_call", "logit_bias"):
             if getattr(self, name) not in (None, [], {}):
                 raise InvalidRequestError(f"{name}: not supported by this server", name)
@@ -151,6 +160,9 @@ class ChatCompletionRequest(_Generation):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def wants_logprobs(self) -> bool:
+        return bool(self.logprobs)
+
     def conversation_messages(self) -> list[Message]:
         return [m.to_message() for m in self.messages]
 
@@ -160,7 +172,7 @@ class CompletionRequest(_Generation):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)  # OpenAI's range: the alternatives per token; only 0 is served
     logit_bias: dict[str, float] | None = None
 
     def refuse_unsupported(self) -> None:
@@ -168,9 +180,18 @@ class CompletionRequest(_Generation):
         if isinstance(self.prompt, list) and len(self.prompt) != 1:
             raise InvalidRequestError(f"prompt: {len(self.prompt)} prompts given; this server takes one", "prompt")
         for name, ok in (("suffix", self.suffix is None), ("best_of", self.best_of in (None, 1)),
-                         ("logprobs", not self.logprobs), ("logit_bias", not self.logit_bias)):
+                         ("logit_bias", not self.logit_bias)):
             if not ok:
                 raise InvalidRequestError(f"{name}: not supported by this server", name)
+        if self.logprobs:
+            raise InvalidRequestError(f"logprobs: {self.logprobs} alternatives per token asked for; {NO_ALTERNATIVES}",
+                                      "logprobs")
+        if self.logprobs is not None and self.echo:
+            raise InvalidRequestError("logprobs: not with echo; the prompt's log probabilities are not computed",
+                                      "logprobs")
+
+    def wants_logprobs(self) -> bool:
+        return self.logprobs is not None
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]

@@ -7,7 +7,8 @@ A request is validated (``schema``) and runs as a ``session.TextSession``, the s
 door's (the served model's template, history truncation, the safe encoding that keeps user content from becoming a
 role marker, stop strings, one outcome): its engine call goes straight to the engine model over the server's own
 gRPC endpoint, on the guard's event loop, so no extra process handles its tokens. This file only turns a session's
-text into OpenAI's bodies and events (``chunks``). A client that disconnects cancels its handler (aiohttp's handler
+text into OpenAI's bodies and events (``chunks``), with the log probabilities of the tokens behind it for a request
+that asked (``logprobs``). A client that disconnects cancels its handler (aiohttp's handler
 cancellation): the session is abandoned, which stops the engine request and counts it as cancelled.
 """
 
@@ -33,6 +34,7 @@ from ..checks import parse_json
 from ..connections import ConnectionCollector
 from . import schema
 from .chunks import DONE, Chunks, response_id, sse
+from .logprobs import LogprobsFormat
 
 _REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish reasons
 _METHODS = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET"}
@@ -172,11 +174,13 @@ class OpenAIServer:
         never on the loop that serves every client, but on the tokenising pool."""
         return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn) if large else fn()
 
-    async def _events(self, session: TextSession) -> AsyncIterator[tuple[str, bool]]:
-        """The engine call as (text, final) pairs; outputs that piled up while the loop was busy are merged. An engine
-        error is raised; closing the iterator early (the client left) cancels the session's engine request."""
+    async def _events(self, session: TextSession) -> AsyncIterator[tuple[str, list | None, bool]]:
+        """The engine call as (text, log probabilities, final); outputs that piled up while the loop was busy are
+        merged. The log probabilities (of the tokens behind the text; None when not asked for) come with their text.
+        An engine error is raised; closing the iterator early (the client left) cancels the session's engine request."""
         queue: asyncio.Queue = asyncio.Queue()
         session.submit(queue.put_nowait)
+        wants_lp = session.job.req.logprobs
         done = False
         try:
             while not done:
@@ -185,8 +189,9 @@ class OpenAIServer:
                     outs.append(queue.get_nowait())
                 for out in coalesce(outs):
                     text, done = session.push(out), out.final
-                    if text or done:
-                        yield text, done
+                    lps = session.logprobs() if wants_lp else None
+                    if text or done or lps:
+                        yield text, lps, done
                     if done:
                         break
         finally:
@@ -194,19 +199,23 @@ class OpenAIServer:
                 session.cancel()
 
     async def _whole(self, req, session: TextSession, chat: bool):
+        texts, pairs = [], []
         try:
-            text = "".join([t async for t, _ in self._events(session)])
+            async for t, lps, _ in self._events(session):
+                texts.append(t)
+                pairs += lps or ()
         except ZiyaError as e:
             session.fail(e)
             return _error_json(e)
         session.finish()
-        job = session.job
+        text, job = "".join(texts), session.job
         reason = _REASON.get(job.finish_reason.value, "stop")
+        logprobs = LogprobsFormat(self.sessions.door.tok.table, chat)(pairs) if job.req.logprobs else None
         if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
                       "finish_reason": reason}
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
         return _json(200, {"id": response_id(chat), "object": "chat.completion" if chat else "text_completion",
                            "created": int(time.time()), "model": req.model, "choices": [choice],
                            "usage": _usage(job)})
@@ -228,12 +237,13 @@ class OpenAIServer:
         usage = opts is not None and opts.include_usage
         every = usage and opts.continuous_usage_stats  # as vLLM: the usage so far in every chunk, with include_usage
         chunks, job = Chunks(chat, req.model, usage), session.job
+        fmt = LogprobsFormat(self.sessions.door.tok.table, chat) if job.req.logprobs else None
         try:
             if chat:
                 await resp.write(chunks.role())
-            async for text, final in _chain(first, events):
-                if text:
-                    await resp.write(chunks.text(text, _usage(job) if every else None))
+            async for text, lps, final in _chain(first, events):
+                if text or lps:
+                    await resp.write(chunks.text(text, _usage(job) if every else None, fmt(lps) if lps else None))
                 if final:
                     await resp.write(chunks.end(_REASON.get(job.finish_reason.value, "stop"),
                                                 _usage(job) if every else None))
