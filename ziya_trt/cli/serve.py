@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 from ..engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
@@ -175,7 +174,7 @@ def admin_key(a) -> str | None:
 def run(a) -> int:
     cfg = config_from_args(a)
     if a.render_only:  # for a tritonserver started by hand: the front door needs its gRPC address
-        print(render_repo(replace(cfg, grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
+        print(render_repo(cfg.with_(grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
         return 0
     if not a.ready_timeout > 0:
         raise ConfigError(f"--ready-timeout: {a.ready_timeout:g} must be more than 0 seconds")

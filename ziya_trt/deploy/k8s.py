@@ -11,7 +11,6 @@ from pathlib import Path
 
 import hashlib
 import math
-from dataclasses import replace
 from importlib import metadata
 
 import yaml
@@ -70,7 +69,7 @@ def pod_config(cfg: ServeConfig, opts: K8sOptions) -> ServeConfig:
     """The config the pod serves: its paths on the mounted volume; the gRPC address left to ``ziya-trt serve``."""
     check_paths(cfg, opts.mount_for(cfg))
     gpus(cfg)
-    return replace(cfg, grpc_url=None)
+    return cfg.with_(grpc_url=None)
 
 
 # --- the workload ------------------------------------------------------------------------------------------

@@ -128,11 +128,7 @@ class K8sOptions:
 
 def gpus(cfg: ServeConfig) -> int:
     """GPUs a pod needs: the engine's world size (tp x pp) for TensorRT-LLM; none for the CPU engines."""
-    if cfg.engine is not EngineKind.TENSORRT_LLM:
-        return 0
-    if cfg.world_size < 1:
-        raise ConfigError(f"serve config: world_size {cfg.world_size} must be >= 1")
-    return cfg.world_size
+    return cfg.world_size if cfg.engine is EngineKind.TENSORRT_LLM else 0  # ServeConfig: world_size >= 1
 
 
 def termination_grace_s(cfg: ServeConfig, opts: K8sOptions) -> int:
