@@ -27,12 +27,12 @@ pytestmark = pytest.mark.server
 def config(tiny_ckpt, **kw):
     return ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_input_len=256, max_seq_len=2048,
                        **({"max_batch_size": 32, "max_queue_size": 8, "synthetic_tokens_per_s": 20.0,
-                           "drain_timeout_s": 3.0} | kw))
+                           "drain_timeout_s": 3.0, "supervisor": {"exit_timeout_s": 10}} | kw))
 
 
 def start(tmp_path, cfg, name="srv"):
     return TritonServer(render_repo(cfg, tmp_path / name / "repo"), log_file=tmp_path / name / "log",
-                        exit_timeout_s=10, serve_config=cfg).start()
+                        serve_config=cfg).start()
 
 
 def ready_status(srv) -> int:
@@ -152,7 +152,7 @@ def test_sigterm_with_20_long_streams_drains_them_or_ends_them_typed_and_exits_0
     """``ziya-trt serve`` itself, in its own process: SIGTERM with gRPC and HTTP streams open that cannot finish
     within the 3 s drain timeout. Each gets a typed shutting_down error (none is cut off), the exit code is 0."""
     cfg = config(tiny_ckpt)
-    with ServeProcess(cfg, tmp_path / "serve", exit_timeout_s=10) as sp:
+    with ServeProcess(cfg, tmp_path / "serve") as sp:
         g_threads, g = streams(f"grpc://{sp.grpc_url}", 10)
         h_threads, h = streams(f"http://{sp.http_url}", 10)
         short_threads, short = streams(f"grpc://{sp.grpc_url}", 4, tokens=30)  # these finish within the drain

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ..engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
 from ..serving.config import ConfigError, EngineKind, ServeConfig
-from ..serving.process.server import READY_TIMEOUT_S, Ports, TritonServer, external_triton
+from ..serving.limits import DEFAULT_MAX_BODY, READY_TIMEOUT_S
+from ..serving.process.install import external_triton
+from ..serving.process.server import Ports, TritonServer
 from ..serving.process.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
 from ..serving.repo import render_repo
 
@@ -56,7 +58,7 @@ def add_serve_options(p) -> None:
                                        "as admin_key). Any local user sees it in this command's arguments: prefer "
                                        "--admin-key-file")
     p.add_argument("--admin-key-file", type=Path, help="read the operator's key from this file (its first line)")
-    p.add_argument("--http-body-limit", type=int, default=1024 * 1024,
+    p.add_argument("--http-body-limit", type=int, default=DEFAULT_MAX_BODY,
                    help="largest HTTP request body in bytes, enforced in front of tritonserver (0: no guard)")
 
 
@@ -68,14 +70,23 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(a) -> ServeConfig:
+    """The config to serve, with the launcher's limits of the command line (as before, with ``--config`` too)."""
+    if not a.ready_timeout > 0:
+        raise ConfigError(f"--ready-timeout: {a.ready_timeout:g} must be more than 0 seconds")
+    limits = dict(supervisor={"exit_timeout_s": a.exit_timeout, "ready_timeout_s": a.ready_timeout},
+                  http={"max_body_bytes": a.http_body_limit})
     if a.config:
         cfg = ServeConfig.read(a.config)
         if cfg.engine is EngineKind.TENSORRT_LLM and (Path(cfg.engine_dir) / "ziya_manifest.json").exists():
             checked_manifest(cfg.engine_dir)
-        return cfg
-    stock = a.stock_names
+        return cfg.with_(**limits)
     if a.engine == EngineKind.TENSORRT_LLM.value:
-        return config_from_manifest(a)
+        return config_from_manifest(a).with_(**limits)
+    return _model_config(a).with_(**limits)
+
+
+def _model_config(a) -> ServeConfig:
+    stock = a.stock_names
     return ServeConfig(
         engine=a.engine,
         tokenizer_dir=a.tokenizer_dir or a.model_dir or a.engine_dir,
@@ -152,8 +163,7 @@ def server_from_args(a, cfg: ServeConfig, gpu_probe: GpuProbe = count_visible_gp
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
     return triton_server(repo, cfg, gpu_probe, ports=ports, host=a.host, install=install, log_file=a.log_file,
-                         exit_timeout_s=a.exit_timeout, admin_key=admin_key(a),
-                         http_body_limit=a.http_body_limit or None)
+                         admin_key=admin_key(a))
 
 
 def admin_key(a) -> str | None:
@@ -176,12 +186,11 @@ def run(a) -> int:
     if a.render_only:  # for a tritonserver started by hand: the front door needs its gRPC address
         print(render_repo(cfg.with_(grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
         return 0
-    if not a.ready_timeout > 0:
-        raise ConfigError(f"--ready-timeout: {a.ready_timeout:g} must be more than 0 seconds")
     srv = server_from_args(a, cfg)
-    print(f"starting tritonserver ({cfg.engine.value} engine; ready within {a.ready_timeout:g} s) ... "
-          f"log: {srv.log_file}", flush=True)
-    srv.start(a.ready_timeout)
+    wait = cfg.supervisor.ready_timeout_s
+    print(f"starting tritonserver ({cfg.engine.value} engine; ready within {wait:g} s) ... log: {srv.log_file}",
+          flush=True)
+    srv.start(wait)
     print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
     if srv.openai_url:
         print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r})", flush=True)

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from ..engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
 from ..wire.grpc import is_host_port
 from .config_model import NOT_A_FLAG, ConfigError, FrozenConfig
+from .limits import HttpLimits, SupervisorLimits
 
 SERVE_CONFIG_FILE = "serve_config.json"  # in each Python model's directory
 _PATHS = ("tokenizer_dir", "model_dir", "engine_dir")
@@ -29,8 +30,8 @@ class EngineKind(str, Enum):
 
 
 class ServeConfig(FrozenConfig):
-    """What is served and how: the engine, the model's limits, the front doors. Frozen; ``with_`` makes a
-    changed copy, validated again."""
+    """What is served and how: the engine, the model's limits, the front doors, and the launcher's own limits
+    (``http``, ``supervisor``). Frozen; ``with_`` makes a changed copy, validated again."""
 
     config_name = "serve config"
 
@@ -101,6 +102,9 @@ class ServeConfig(FrozenConfig):
     kv_reuse_bytes: int = Field(256 * 1024 * 1024, ge=0,
                                 description="the reference engine: bytes of finished requests' KV blocks kept for "
                                             "reuse")
+    http: HttpLimits = Field(default_factory=HttpLimits, description="the HTTP guard's limits")
+    supervisor: SupervisorLimits = Field(default_factory=SupervisorLimits,
+                                         description="the supervisor's limits: waits and restarts")
 
     @field_validator(*_PATHS, mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ZiyaError
 
-_UNITS = {"_s": " seconds", "_ms": " ms", "_bytes": " bytes"}  # from a field name's suffix
+_UNITS = {"_per_s": "", "_s": " seconds", "_ms": " ms", "_bytes": " bytes"}  # from a field name's suffix (the first)
 _building: ContextVar[bool] = ContextVar("building a config", default=False)
 _BOUNDS = {"greater_than": ("gt", "more than"), "greater_than_equal": ("ge", "at least"),
            "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}

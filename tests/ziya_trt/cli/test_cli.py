@@ -69,7 +69,7 @@ class _StartRecorder:
 
 def test_serve_waits_for_readiness_as_long_as_told(tiny_ckpt, tmp_path, monkeypatch, capsys):
     from ziya_trt.cli import serve
-    from ziya_trt.serving.process.server import READY_TIMEOUT_S
+    from ziya_trt.serving.limits import READY_TIMEOUT_S
 
     srv = _StartRecorder(tmp_path / "repo")
     monkeypatch.setattr(serve, "server_from_args", lambda a, cfg: srv)

@@ -6,7 +6,8 @@ integers silently, and opens its control APIs to everyone (``request_checks``), 
 it to an internal loopback port and puts this guard on the public one. For every request it:
 - bounds connections: at most ``max_connections`` open; a connection must send a whole request within
   ``header_timeout_s`` of opening or of its last response, so idle and trickling sockets are closed;
-- bounds bodies: ``max_body`` bytes each, and ``body_budget`` bytes being read at once in all;
+- bounds bodies: ``max_body`` bytes each, and ``body_budget`` bytes being read at once in all
+  (``HttpLimits``, part of the ``ServeConfig``: ``serving/limits.py``);
 - refuses encoded paths, JSON nested deeper than 64, and numbers that do not fit their tensor;
 - keeps the control, memory, statistics and model-config APIs for requests with the operator's key
   (``ziya-admin-key`` header; tritonserver checks the same key itself);
@@ -24,12 +25,12 @@ import time
 
 from ...errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
                       from_wire, kind_of, retry_headers)
+from ..limits import DEFAULT_MAX_BODY, HttpLimits
 from . import checks
 from .openai.schema import openai_error
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "trailer",
               "proxy-authenticate", "proxy-authorization", "host"}
-DEFAULT_MAX_BODY = 1024 * 1024
 
 
 class _Watched(asyncio.Protocol):
@@ -69,14 +70,16 @@ class HttpGuard:
     before the pass-through route) and ``async cleanup()``, such as the OpenAI server. ``specs``: the input
     tensors of each model, by name, for checking ``generate`` bodies."""
 
-    def __init__(self, host: str, port: int, upstream_port: int, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 extensions=(), admin_key: str | None = None, specs: dict | None = None,
-                 max_connections: int = 4096, header_timeout_s: float = 15.0, body_budget: int = 64 * 1024 * 1024):
+    def __init__(self, host: str, port: int, upstream_port: int, limits: HttpLimits = HttpLimits(),
+                 extensions=(), admin_key: str | None = None, specs: dict | None = None):
         self.host, self.port, self.upstream = host, port, f"http://127.0.0.1:{upstream_port}"
-        self.max_body, self.body_budget = max_body_bytes, body_budget
+        self.max_body, self.body_budget = limits.max_body_bytes, limits.body_budget_bytes
         self.extensions, self.admin_key, self.specs = tuple(extensions), admin_key, dict(specs or {})
-        self.max_connections, self.header_timeout_s = max_connections, header_timeout_s
-        self.unavailable: str | None = None  # why the server cannot serve now (restarting, draining), or None
+        self.max_connections = limits.max_connections or max(64, open_files_limit() - 256)
+        self.header_timeout_s = limits.header_timeout_s
+        # why the server cannot serve now (restarting, draining), or None: read on the guard's loop, changed there
+        # (``set_unavailable``)
+        self.unavailable: str | None = None
         self._conns: set[_Watched] = set()
         # connections accepted and not yet lost, counted when accepted: asyncio makes the protocols of a burst of
         # accepts before any of them is connected, so counting connected ones let a burst past the cap
@@ -96,6 +99,18 @@ class HttpGuard:
         if self._error:
             raise self._error
         return self
+
+    def set_unavailable(self, why: str | None) -> None:
+        """From any thread (the supervisor's): the change is made on the guard's loop, ahead of every request
+        that loop has not begun to handle; before the loop runs or after it stopped, here and now."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(setattr, self, "unavailable", why)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        self.unavailable = why
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.is_running():
@@ -328,6 +343,13 @@ def _error(err: ZiyaError, request=None, status: int | None = None):
     else:
         body = {"error": err.to_wire()}
     return web.json_response(body, status=status or kind_of(err).http_status, headers=retry_headers(err))
+
+
+def open_files_limit() -> int:
+    """This process's open-files limit (its soft one): every connection is a file."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpGuard", "ServerError"]

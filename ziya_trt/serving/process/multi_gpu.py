@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import ConfigError, EngineKind
-from .server import READY_TIMEOUT_S, ServerStartError, TritonServer
+from .server import ServerStartError, TritonServer
 from .procs import descendants, read
 
 MPIRUN = "mpirun"
@@ -147,7 +147,7 @@ class MultiGpuTritonServer(TritonServer):
             env.pop(k, None)
         return env
 
-    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "MultiGpuTritonServer":
+    def start(self, ready_timeout_s: float | None = None) -> "MultiGpuTritonServer":
         require_gpus(self.world_size, self.gpu_probe)
         if shutil.which(MPIRUN) is None:
             raise ServerStartError(f"{MPIRUN} not found: serving a world-size-{self.world_size} engine needs MPI "

@@ -22,15 +22,16 @@ from ..admission import SharedBudget, budget_file
 from ..drain import clear_drain, start_drain
 from ..engine_link import GRPC_URL_ENV
 from ..triton.gauges import METRIC_ACTIVE, METRIC_FRONT_DOOR_INFLIGHT, METRIC_QUEUED
-from ..http.guard import DEFAULT_MAX_BODY, HttpGuard
-from .install import ServerStartError, TritonInstall, bundled_triton, external_triton  # noqa: F401 (re-exported)
+from ..http.guard import HttpGuard
+from ..limits import HttpLimits, SupervisorLimits
+from .install import ServerStartError, TritonInstall, bundled_triton
 from .procs import python_stubs
 from ..http.checks import ADMIN_HEADER, RESTRICTED_APIS
 from .secret_arg import hide, write_private
 from .spawn import popen, remove_orphaned_shm, shm_prefix
 
 log = logging.getLogger(__name__)
-READY_TIMEOUT_S = 180.0  # how long ``start`` waits for readiness unless told (``ziya-trt serve --ready-timeout``)
+RESTART_READY_S = 180.0  # how long a restart waits for tritonserver to be ready again (k8s liveness outlasts it)
 
 
 def free_port() -> int:
@@ -89,6 +90,8 @@ class TritonServer(_Endpoints):
     - ``supervise``: a dead Python stub (or tritonserver itself) is a restart of the whole server on the
       same ports, with readiness false meanwhile; open streams end with an error at once. Past
       ``restart_limit`` restarts in a minute it gives up (``alive`` turns false).
+    - Its limits (the HTTP guard's, the supervisor's) are its ``ServeConfig``'s ``http`` and ``supervisor``;
+      a server of a repository without one takes them as ``http_limits`` and ``supervisor_limits``.
     - ``stop`` drains first (``drain.py``): new requests are refused, running ones get the drain timeout to
       finish, and what is left ends with ``[ziya:shutting_down]``; only then is tritonserver stopped.
     - Its Python backend's shared-memory regions carry a prefix of this server's own, removed at stop.
@@ -107,14 +110,12 @@ class TritonServer(_Endpoints):
         host: str = "127.0.0.1",
         install: TritonInstall | None = None,
         log_file: str | Path | None = None,
-        exit_timeout_s: int = 30,
         extra_args: tuple[str, ...] = (),
-        http_body_limit: int | None = DEFAULT_MAX_BODY,
         serve_config=None,
         admin_key: str | None = None,
         supervise: bool = True,
-        restart_limit: int = 3,
-        guard_options: dict | None = None,
+        http_limits: HttpLimits | None = None,
+        supervisor_limits: SupervisorLimits | None = None,
     ):
         """``serve_config``: the ``ServeConfig`` the repository was rendered from; with it (and the HTTP guard)
         the OpenAI-compatible API is served on the HTTP port too, and the guard checks ``generate`` bodies."""
@@ -123,12 +124,16 @@ class TritonServer(_Endpoints):
         self.host = host
         self.install = install
         self.log_file = Path(log_file) if log_file else self.repo.parent / "tritonserver.log"
-        self.exit_timeout_s = exit_timeout_s
         self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
+        if serve_config is not None and (http_limits or supervisor_limits):
+            raise ValueError("a server of a ServeConfig has its limits (http, supervisor): give them there")
+        self.http_limits = serve_config.http if serve_config is not None else http_limits or HttpLimits()
+        self.supervisor_limits = (serve_config.supervisor if serve_config is not None
+                                  else supervisor_limits or SupervisorLimits())
         # with a body limit, tritonserver's HTTP moves to an internal loopback port behind the guard
-        self.http_body_limit = http_body_limit
-        self._triton_http_port = free_port() if http_body_limit else self.ports.http
+        self.guarded = self.http_limits.max_body_bytes > 0
+        self._triton_http_port = free_port() if self.guarded else self.ports.http
         self._guard: HttpGuard | None = None
         self.serve_config = serve_config
         self.admin_key = admin_key or secrets.token_urlsafe(24)
@@ -136,8 +141,7 @@ class TritonServer(_Endpoints):
         self.key_marker = f"@admin-key-{secrets.token_hex(8)}@"  # what tritonserver's command line shows
         self.shm_prefix = shm_prefix(self.ports.grpc)
         self.drain_timeout_s = serve_config.drain_timeout_s if serve_config is not None else 20.0
-        self.supervise, self.restart_limit = supervise, restart_limit
-        self.guard_options = dict(guard_options or {})  # HttpGuard's limits: connections, timeouts, body budget
+        self.supervise = supervise
         self.restarts: list[float] = []
         self.drained: bool | None = None  # after stop: whether nothing was in flight when tritonserver stopped
         self.gave_up = False
@@ -152,7 +156,7 @@ class TritonServer(_Endpoints):
             str(inst.binary),
             f"--model-repository={self.repo}",
             f"--backend-directory={inst.backend_dir}",
-            f"--http-address={'127.0.0.1' if self.http_body_limit else self.host}",
+            f"--http-address={'127.0.0.1' if self.guarded else self.host}",
             f"--grpc-address={self.host}",
             f"--metrics-address={self.host}",
             f"--http-port={self._triton_http_port}",
@@ -195,7 +199,13 @@ class TritonServer(_Endpoints):
         return env
 
     # --- start ---------------------------------------------------------------------------------------
-    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "TritonServer":
+    @property
+    def exit_timeout_s(self) -> int:
+        """tritonserver's own wait for in-flight requests when it stops (its ``--exit-timeout-secs``)."""
+        return self.supervisor_limits.exit_timeout_s
+
+    def start(self, ready_timeout_s: float | None = None) -> "TritonServer":
+        """Start tritonserver and wait for it (``ready_timeout_s``; default: the supervisor limits')."""
         if self.install is None:
             self.install = bundled_triton()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -206,13 +216,11 @@ class TritonServer(_Endpoints):
         write_private(self.key_file, self.admin_key + "\n")
         self._spawn()
         try:
-            if self.http_body_limit:
-                self._guard = HttpGuard(self.host, self.ports.http, self._triton_http_port, self.http_body_limit,
+            if self.guarded:
+                self._guard = HttpGuard(self.host, self.ports.http, self._triton_http_port, self.http_limits,
                                         extensions=self._guard_extensions(), admin_key=self.admin_key,
-                                        specs=self._guard_specs(),
-                                        **({"max_connections": max(64, open_files_limit() - 256)}
-                                           | self.guard_options)).start()
-            self.wait_ready(ready_timeout_s)
+                                        specs=self._guard_specs()).start()
+            self.wait_ready(ready_timeout_s or self.supervisor_limits.ready_timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -245,7 +253,7 @@ class TritonServer(_Endpoints):
     @property
     def openai_url(self) -> str | None:
         """The OpenAI-compatible API's base URL (``…/v1``), when it is served."""
-        return f"http://{self.http_url}/v1" if self.serve_config is not None and self.http_body_limit else None
+        return f"http://{self.http_url}/v1" if self.serve_config is not None and self.guarded else None
 
     @property
     def alive(self) -> bool:
@@ -305,7 +313,7 @@ class TritonServer(_Endpoints):
                 return
             now = time.monotonic()
             self.restarts = [t for t in self.restarts if now - t < 60] + [now]
-            if len(self.restarts) > self.restart_limit:
+            if len(self.restarts) > self.supervisor_limits.restart_limit:
                 log.error("%s; %d restarts within a minute: giving up", why, len(self.restarts) - 1)
                 self.gave_up = True
                 self._set_unavailable("down")
@@ -330,7 +338,7 @@ class TritonServer(_Endpoints):
                 return f"the Python backend stub of {model!r} died"
         return None
 
-    def restart(self, why: str, ready_timeout_s: float = 180.0) -> None:
+    def restart(self, why: str, ready_timeout_s: float = RESTART_READY_S) -> None:
         """Restart tritonserver on the same ports; readiness is false (503) until it is back."""
         log.warning("%s: restarting tritonserver", why)
         self._set_unavailable(f"restarting ({why})")
@@ -345,8 +353,10 @@ class TritonServer(_Endpoints):
         self._set_unavailable(None)
 
     def _set_unavailable(self, why: str | None) -> None:
+        """What the guard answers meanwhile (503 with ``why``); None: serving again. Called from the supervisor's
+        thread or the caller's: the guard makes the change on its own loop."""
         if self._guard is not None:
-            self._guard.unavailable = why
+            self._guard.set_unavailable(why)
 
     def _kill(self) -> None:
         """The whole process group at once: no stub outlives the server; then its shared memory."""
@@ -427,12 +437,6 @@ class TritonServer(_Endpoints):
         self.proc.send_signal(signal.SIGTERM)
 
 
-def open_files_limit() -> int:
-    import resource
-
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 def raise_open_files_limit() -> None:
     """Every connection is a file: take the hard limit, not the (often 1,024) soft one."""
     import resource
@@ -446,10 +450,9 @@ class ServeProcess(_Endpoints):
     """``ziya-trt serve`` for a ``ServeConfig``, in a process of its own (its launcher, HTTP guard and OpenAI
     API do not share a GIL with the caller: what a benchmark needs). Same URLs as ``TritonServer``."""
 
-    def __init__(self, cfg, run_dir: str | Path, ports: Ports | None = None, host: str = "127.0.0.1",
-                 exit_timeout_s: int = 30):
+    def __init__(self, cfg, run_dir: str | Path, ports: Ports | None = None, host: str = "127.0.0.1"):
         self.cfg, self.run_dir, self.ports = cfg, Path(run_dir), ports or Ports.free()
-        self.host, self.exit_timeout_s = host, exit_timeout_s
+        self.host, self.exit_timeout_s = host, cfg.supervisor.exit_timeout_s
         self.log_file = self.run_dir / "serve.log"
         self.proc: subprocess.Popen | None = None
 
@@ -457,13 +460,16 @@ class ServeProcess(_Endpoints):
     def openai_url(self) -> str:
         return f"http://{self.http_url}/v1"
 
-    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "ServeProcess":
+    def start(self, ready_timeout_s: float | None = None) -> "ServeProcess":
+        """Start ``ziya-trt serve`` on the config and wait for it (``ready_timeout_s``, passed on to it; default:
+        the config's)."""
+        ready_timeout_s = ready_timeout_s or self.cfg.supervisor.ready_timeout_s
         self.run_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = self.cfg.write(self.run_dir / "serve_config.json")
         cmd = [sys.executable, "-m", "ziya_trt.cli", "serve", "--config", str(cfg_file), "--host", self.host,
                "--http-port", str(self.ports.http), "--grpc-port", str(self.ports.grpc),
                "--metrics-port", str(self.ports.metrics), "--repo-dir", str(self.run_dir / "repo"),
-               "--log-file", str(self.run_dir / "tritonserver.log"), "--exit-timeout", str(self.exit_timeout_s),
+               "--log-file", str(self.run_dir / "tritonserver.log"),
                "--ready-timeout", str(ready_timeout_s)]  # the child waits as long as this does
         with open(self.log_file, "ab") as log:  # told SIGTERM if this process dies: it drains, stops tritonserver
             self.proc = popen(cmd, signal.SIGTERM, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -18,7 +18,7 @@ from tests.polling import wait_until
 from ziya_trt.cli import build_parser
 from ziya_trt.cli.serve import config_from_manifest, server_from_args
 from ziya_trt.serving.process import procs
-from ziya_trt.serving.config import ConfigError, ServeConfig
+from ziya_trt.serving.config import ConfigError, ServeConfig, SupervisorLimits
 from ziya_trt.serving.engine_link import GRPC_URL_ENV
 from ziya_trt.serving.process.server import ServerStartError, TritonServer
 from ziya_trt.serving.process.multi_gpu import (SHM_FLAG, MultiGpuTritonServer, count_visible_gpus, leader_mode_command,
@@ -293,7 +293,7 @@ def test_kv_reuse_and_chunked_context_are_on_unless_switched_off(serve_args, tmp
 
 @pytest.mark.parametrize("ready", [True, False])  # 2.51 stays ready when a stub dies; 2.71 turns not ready
 def test_a_dead_stub_of_a_live_server_is_a_restart_at_once_whatever_readiness_says(tmp_path, monkeypatch, ready):
-    srv = TritonServer(tmp_path / "repo", supervise=False, exit_timeout_s=30)
+    srv = TritonServer(tmp_path / "repo", supervise=False, supervisor_limits=SupervisorLimits(exit_timeout_s=30))
     srv.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         srv._stubs = {srv.proc.pid + 1_000_000: "ziya"}  # a stub that is gone
@@ -308,9 +308,24 @@ def test_a_dead_stub_of_a_live_server_is_a_restart_at_once_whatever_readiness_sa
 
 
 def test_stubs_gone_while_tritonserver_is_not_live_is_its_shutdown_not_a_dead_stub(tmp_path, monkeypatch):
-    srv = TritonServer(tmp_path / "repo", supervise=False, exit_timeout_s=1)
+    srv = TritonServer(tmp_path / "repo", supervise=False, supervisor_limits=SupervisorLimits(exit_timeout_s=1))
     srv.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])  # it exits by itself
     srv._stubs = {srv.proc.pid + 1_000_000: "ziya"}
     monkeypatch.setattr(srv, "_live_stubs", dict)  # this server only: others run in this process
     monkeypatch.setattr(srv, "_triton_ok", lambda what: False)
     assert srv._trouble() == "tritonserver exited with code 0"
+
+
+def test_limits_are_the_serve_configs_or_for_a_bare_repository_the_defaults(tmp_path, tiny_ckpt):
+    from ziya_trt.serving.config import HttpLimits
+    from ziya_trt.serving.process.server import TritonInstall
+
+    cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, http={"max_body_bytes": 0},
+                      supervisor={"exit_timeout_s": 7, "restart_limit": 1})
+    srv = TritonServer(tmp_path, serve_config=cfg, install=TritonInstall(tmp_path / "t", tmp_path))
+    assert srv.exit_timeout_s == 7 and "--exit-timeout-secs=7" in srv.command()
+    assert f"--http-port={srv.ports.http}" in srv.command() and srv.openai_url is None  # no guard: no OpenAI API
+    bare = TritonServer(tmp_path)
+    assert bare.http_limits == HttpLimits() and bare.supervisor_limits == SupervisorLimits() and bare.guarded
+    with pytest.raises(ValueError, match="give them there"):
+        TritonServer(tmp_path, serve_config=cfg, supervisor_limits=SupervisorLimits())
