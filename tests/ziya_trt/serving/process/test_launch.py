@@ -280,7 +280,7 @@ def test_kv_reuse_and_chunked_context_are_on_unless_switched_off(serve_args, tmp
     a = serve_args(1, 1)
     on = tensorrt_llm_config(config_from_manifest(a, installed_version=lambda: None)).parameters
     assert on["enable_kv_cache_reuse"] == "true" and on["enable_chunked_context"] == "true"
-    a.no_kv_cache_reuse = a.no_chunked_context = True
+    a.kv_cache_reuse = a.chunked_context = False
     cfg = config_from_manifest(a, installed_version=lambda: None)
     off = tensorrt_llm_config(cfg).parameters
     assert off["enable_kv_cache_reuse"] == "false" and off["enable_chunked_context"] == "false"
