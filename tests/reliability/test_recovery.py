@@ -17,7 +17,8 @@ from ziya_trt import errors as E
 from ziya_trt.client import AsyncZiyaClient, ZiyaClient
 from ziya_trt.serving.config import ServeConfig
 from ziya_trt.serving.triton.gauges import METRIC_QUEUED
-from ziya_trt.serving.process.server import ServeProcess, TritonServer
+from ziya_trt.serving.process.serve_process import ServeProcess
+from ziya_trt.serving.process.server import TritonServer
 from ziya_trt.serving.process.procs import python_stubs
 from ziya_trt.serving.repo import render_repo
 

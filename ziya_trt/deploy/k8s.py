@@ -16,9 +16,9 @@ from importlib import metadata
 import yaml
 
 from ..serving.config import EngineKind, ServeConfig
+from ..serving.process.supervisor import RESTART_READY_S  # a supervised restart's wait: liveness outlasts it
 from ..serving.triton.gauges import METRIC_FRONT_DOOR_INFLIGHT
 from .options import (
-    RESTART_READY_S,
     STARTUP_SLACK_S,
     TRITONSERVER,
     K8sOptions,

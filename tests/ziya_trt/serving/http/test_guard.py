@@ -8,7 +8,7 @@ import urllib.request
 from tests.polling import wait_until
 from ziya_trt.serving.http.guard import HttpGuard, open_files_limit
 from ziya_trt.serving.limits import HttpLimits
-from ziya_trt.serving.process.server import free_port
+from ziya_trt.serving.process.endpoints import free_port
 
 
 def test_the_guard_takes_its_limits_from_http_limits():

@@ -22,7 +22,7 @@ from ziya_trt.serving.config import ConfigError, ServeConfig, SupervisorLimits
 from ziya_trt.serving.engine_link import GRPC_URL_ENV
 from ziya_trt.serving.process.server import ServerStartError, TritonServer
 from ziya_trt.serving.process.multi_gpu import (SHM_FLAG, MultiGpuTritonServer, count_visible_gpus, leader_mode_command,
-                                        rank_processes, require_gpus, triton_server)
+                                                mpi_command, rank_processes, require_gpus, triton_server)
 from ziya_trt.serving.http.checks import ADMIN_HEADER, RESTRICTED_APIS
 
 
@@ -75,7 +75,7 @@ def test_the_exact_launch_command(serve_args, tmp_path, tp, pp):
     assert isinstance(srv, MultiGpuTritonServer) and srv.proc is None  # built, not started
     assert srv.command() == expected_command(tmp_path, tp * pp, srv.key_marker)
     assert srv.admin_key == "KEY" and not any("KEY" in arg for arg in srv.command())
-    assert srv.mpi_command(tp * pp) == srv.command()  # TritonServer.mpi_command renders the same
+    assert mpi_command(srv, tp * pp) == srv.command()  # a one-tritonserver command, as mpirun runs it, is the same
 
 
 def test_rank_0_is_the_server_the_others_only_the_engine(serve_args):
@@ -300,7 +300,7 @@ def test_a_dead_stub_of_a_live_server_is_a_restart_at_once_whatever_readiness_sa
         monkeypatch.setattr(srv, "_live_stubs", dict)  # this server only: others run in this process
         monkeypatch.setattr(srv, "_triton_ok", lambda what: what == "live" or ready)
         t0 = time.monotonic()
-        assert srv._trouble() == "the Python backend stub of 'ziya' died"
+        assert srv.supervisor.trouble() == "the Python backend stub of 'ziya' died"
         assert time.monotonic() - t0 < 5  # not the exit wait (exit_timeout + 10 s) of a shutdown
     finally:
         srv.proc.kill()
@@ -313,7 +313,7 @@ def test_stubs_gone_while_tritonserver_is_not_live_is_its_shutdown_not_a_dead_st
     srv._stubs = {srv.proc.pid + 1_000_000: "ziya"}
     monkeypatch.setattr(srv, "_live_stubs", dict)  # this server only: others run in this process
     monkeypatch.setattr(srv, "_triton_ok", lambda what: False)
-    assert srv._trouble() == "tritonserver exited with code 0"
+    assert srv.supervisor.trouble() == "tritonserver exited with code 0"
 
 
 def test_limits_are_the_serve_configs_or_for_a_bare_repository_the_defaults(tmp_path, tiny_ckpt):
