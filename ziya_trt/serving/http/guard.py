@@ -23,8 +23,8 @@ import json
 import threading
 import time
 
-from ...errors import (InvalidRequestError, ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError,
-                      from_wire, kind_of, retry_headers)
+from ...errors import (BodyTooLargeError, InvalidRequestError, ServerError, ServerOverloadedError,
+                      ServerShuttingDownError, ZiyaError, from_wire, kind_of, retry_headers)
 from ..limits import DEFAULT_MAX_BODY, HttpLimits
 from . import checks
 from .openai.schema import openai_error
@@ -215,7 +215,7 @@ class HttpGuard:
         """The request's body within the size limit and the shared budget, and not nested too deep."""
         n = request.content_length
         if n is not None and n > self.max_body:
-            raise checks.BodyTooLargeError(n, self.max_body)
+            raise BodyTooLargeError(n, self.max_body)
         if self._body_bytes + (n or 0) > self.body_budget:
             raise ServerOverloadedError("request bodies: too many being received at once; retry later")
         body, counted = bytearray(), 0
@@ -226,7 +226,7 @@ class HttpGuard:
                     self._body_bytes += len(chunk)
                     counted += len(chunk)
                     if len(body) > self.max_body:
-                        raise checks.BodyTooLargeError(len(body), self.max_body)
+                        raise BodyTooLargeError(len(body), self.max_body)
                     if self._body_bytes > self.body_budget:
                         raise ServerOverloadedError("request bodies: too many being received at once; retry later")
         except TimeoutError:
