@@ -10,7 +10,7 @@ from ziya_trt.engine.request import EngineRequest
 from ziya_trt.engine.synthetic import synthetic_tokens
 from ziya_trt.serving.engine_link import EngineLink, LinkClosedError
 from ziya_trt.errors import from_wire
-from ziya_trt.serving.process.endpoints import free_port
+from ziya_trt.serving.process.server import free_port
 from ziya_trt.wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from ziya_trt.wire.arrays import engine_inputs, stop_request_inputs
 
