@@ -104,7 +104,7 @@ def _start_server(args):
     from ziya_trt.cache import cache_dir
     from ziya_trt.fixtures.tiny import fixture_checkpoint
     from ziya_trt.serving.config import ServeConfig
-    from ziya_trt.serving.process.server import ServeProcess
+    from ziya_trt.serving.process.serve_process import ServeProcess
 
     if args.serve == "demo":
         from ziya_trt.fixtures.demo_model import demo_checkpoint

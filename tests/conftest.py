@@ -35,9 +35,8 @@ def _start(tmp_path_factory, name, **cfg_kw):
     from ziya_trt.serving.process.server import TritonServer
 
     d = tmp_path_factory.mktemp(name)
-    cfg = ServeConfig(**cfg_kw)
-    return TritonServer(render_repo(cfg, d / "repo"), log_file=d / "tritonserver.log", exit_timeout_s=10,
-                        serve_config=cfg).start()
+    cfg = ServeConfig(**({"supervisor": {"exit_timeout_s": 10}} | cfg_kw))
+    return TritonServer(render_repo(cfg, d / "repo"), log_file=d / "tritonserver.log", serve_config=cfg).start()
 
 
 def _server_fixture(name: str, with_model: bool = False, **cfg_kw):

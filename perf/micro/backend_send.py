@@ -42,6 +42,7 @@ def one(client, q, n: int, mode: int, gap_ms: float) -> list[float]:
 def main(argv=None) -> int:
     import tritonclient.grpc as g
 
+    from ziya_trt.serving.limits import HttpLimits
     from ziya_trt.serving.process.server import TritonServer, bundled_triton
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -51,7 +52,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         shutil.copytree(Path(__file__).parent / "backend_send_repo", repo)
-        with TritonServer(repo, install=bundled_triton(), http_body_limit=None, supervise=False) as srv:
+        with TritonServer(repo, install=bundled_triton(), http_limits=HttpLimits(max_body_bytes=0),
+                          supervise=False) as srv:
             client, q = g.InferenceServerClient(srv.grpc_url), queue.Queue()
             client.start_stream(lambda result, error: q.put((result, error)))
             got: dict[str, list[list[float]]] = {name: [] for name, _, _ in CASES}

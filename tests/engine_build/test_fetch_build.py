@@ -81,12 +81,13 @@ def test_serve_renders_tensorrt_llm_config_from_the_manifest(tiny_ckpt, tmp_path
 
 
 def test_mpi_launch_command_for_two_ranks(tmp_path):
-    """The whole command, per parallel layout, is in tests/ziya_trt/serving/test_launch.py."""
+    """The whole command, per parallel layout, is in tests/ziya_trt/serving/process/test_launch.py."""
+    from ziya_trt.serving.process.multi_gpu import mpi_command
     from ziya_trt.serving.process.server import Ports, TritonInstall, TritonServer
 
     srv = TritonServer(tmp_path, Ports(1, 2, 3), install=TritonInstall(Path("/opt/tritonserver/bin/tritonserver"),
                                                                        Path("/opt/tritonserver/backends")))
-    cmd = srv.mpi_command(2)
+    cmd = mpi_command(srv, 2)
     assert cmd[:2] == ["mpirun", "--allow-run-as-root"] and cmd.count("-n") == 2 and ":" in cmd
     rank1 = cmd[cmd.index(":") + 1:]
     assert "--allow-http=false" in rank1 and not any(a.startswith("--http-port") for a in rank1)

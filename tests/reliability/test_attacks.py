@@ -114,10 +114,10 @@ def guarded(tmp_path, tiny_ckpt):
     from ziya_trt.serving.repo import render_repo
 
     cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_batch_size=8, max_queue_size=8,
-                      max_input_len=256, max_seq_len=1024, synthetic_tokens_per_s=200.0)
-    srv = TritonServer(render_repo(cfg, tmp_path / "repo"), log_file=tmp_path / "log", exit_timeout_s=10,
-                       serve_config=cfg, guard_options=dict(header_timeout_s=2.0, max_connections=100,
-                                                            body_budget=8 * 1024 * 1024)).start()
+                      max_input_len=256, max_seq_len=1024, synthetic_tokens_per_s=200.0,
+                      http={"header_timeout_s": 2.0, "max_connections": 100, "body_budget_bytes": 8 * 1024 * 1024},
+                      supervisor={"exit_timeout_s": 10})
+    srv = TritonServer(render_repo(cfg, tmp_path / "repo"), log_file=tmp_path / "log", serve_config=cfg).start()
     yield srv
     srv.stop()
 

@@ -28,9 +28,8 @@ from ziya_trt.serving.repo import render_repo
 
 out, tok, restart = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "restart"
 cfg = ServeConfig(engine="synthetic", tokenizer_dir=tok, max_batch_size=2, max_queue_size=2, max_input_len=64,
-                  max_seq_len=256)
-srv = TritonServer(render_repo(cfg, out / "repo"), log_file=out / "tritonserver.log", exit_timeout_s=5,
-                   serve_config=cfg).start()
+                  max_seq_len=256, supervisor={"exit_timeout_s": 5})
+srv = TritonServer(render_repo(cfg, out / "repo"), log_file=out / "tritonserver.log", serve_config=cfg).start()
 if restart:
     first, stubs = srv.proc.pid, len(python_stubs(srv.proc.pid))
     os.kill(next(iter(python_stubs(first))), signal.SIGKILL)

@@ -17,7 +17,8 @@ from ziya_trt import errors as E
 from ziya_trt.client import AsyncZiyaClient, ZiyaClient
 from ziya_trt.serving.config import ServeConfig
 from ziya_trt.serving.triton.gauges import METRIC_QUEUED
-from ziya_trt.serving.process.server import ServeProcess, TritonServer
+from ziya_trt.serving.process.serve_process import ServeProcess
+from ziya_trt.serving.process.server import TritonServer
 from ziya_trt.serving.process.procs import python_stubs
 from ziya_trt.serving.repo import render_repo
 
@@ -27,12 +28,12 @@ pytestmark = pytest.mark.server
 def config(tiny_ckpt, **kw):
     return ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_input_len=256, max_seq_len=2048,
                        **({"max_batch_size": 32, "max_queue_size": 8, "synthetic_tokens_per_s": 20.0,
-                           "drain_timeout_s": 3.0} | kw))
+                           "drain_timeout_s": 3.0, "supervisor": {"exit_timeout_s": 10}} | kw))
 
 
 def start(tmp_path, cfg, name="srv"):
     return TritonServer(render_repo(cfg, tmp_path / name / "repo"), log_file=tmp_path / name / "log",
-                        exit_timeout_s=10, serve_config=cfg).start()
+                        serve_config=cfg).start()
 
 
 def ready_status(srv) -> int:
@@ -152,7 +153,7 @@ def test_sigterm_with_20_long_streams_drains_them_or_ends_them_typed_and_exits_0
     """``ziya-trt serve`` itself, in its own process: SIGTERM with gRPC and HTTP streams open that cannot finish
     within the 3 s drain timeout. Each gets a typed shutting_down error (none is cut off), the exit code is 0."""
     cfg = config(tiny_ckpt)
-    with ServeProcess(cfg, tmp_path / "serve", exit_timeout_s=10) as sp:
+    with ServeProcess(cfg, tmp_path / "serve") as sp:
         g_threads, g = streams(f"grpc://{sp.grpc_url}", 10)
         h_threads, h = streams(f"http://{sp.http_url}", 10)
         short_threads, short = streams(f"grpc://{sp.grpc_url}", 4, tokens=30)  # these finish within the drain

@@ -82,13 +82,13 @@ def test_health_follows_readiness_while_draining_and_head_answers_as_get(syn_ser
         req = urllib.request.Request(f"http://{syn_server.http_url}{path}", method="HEAD")
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200, path
-    guard.unavailable = "shutting down"  # what the launcher sets while it drains
+    guard.set_unavailable("shutting down")  # what the launcher tells it while it drains
     try:
         status, text = get(syn_server, "/health")
         assert status == 503 and json.loads(text)["status"] == "unavailable"
         assert get(syn_server, "/v2/health/ready")[0] == 503
     finally:
-        guard.unavailable = None
+        guard.set_unavailable(None)
     assert get(syn_server, "/health")[0] == 200
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.triton_helpers import http_post
 from ziya_trt import errors as E
 from ziya_trt.client import ZiyaClient
-from ziya_trt.serving.config import ServeConfig
+from ziya_trt.serving.config import ServeConfig, SupervisorLimits
 from ziya_trt.serving.repo import render_repo
 from ziya_trt.serving.process.server import Ports, TritonServer
 
@@ -23,7 +23,7 @@ def start(tmp_path, tiny_ckpt, ports, name):
     cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_batch_size=32, max_queue_size=8,
                       max_input_len=256, max_seq_len=1024, synthetic_tokens_per_s=50.0, drain_timeout_s=5.0)
     return TritonServer(render_repo(cfg, tmp_path / name / "repo"), ports, log_file=tmp_path / name / "log",
-                        exit_timeout_s=10).start()
+                        supervisor_limits=SupervisorLimits(exit_timeout_s=10)).start()
 
 
 def stubs_of(repo) -> list[str]:

@@ -6,59 +6,38 @@ import json
 import signal
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
 
-from ..engine.synthetic import SCHEDULES as SYNTHETIC_SCHEDULES
 from ..serving.config import ConfigError, EngineKind, ServeConfig
-from ..serving.process.server import READY_TIMEOUT_S, Ports, TritonServer, external_triton
+from ..serving.process.install import external_triton
+from ..serving.process.server import Ports, TritonServer
 from ..serving.process.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
 from ..serving.repo import render_repo
+from .config_options import add_config_options, config_values, named_by_flags
+
+STOCK_NAMES = {"front_door_names": ("ensemble", "tensorrt_llm_bls"), "engine_model_name": "tensorrt_llm"}
 
 
 def add_serve_options(p) -> None:
-    p.add_argument("--config", type=Path, help="a ServeConfig as JSON (serve_config.json); replaces the model "
-                                               "and engine options below (ports, host and logs still apply)")
-    p.add_argument("--engine", choices=[k.value for k in EngineKind], default="reference")
-    p.add_argument("--model-dir", type=Path, help="transformers checkpoint for the reference engine")
-    p.add_argument("--tokenizer-dir", type=Path, help="tokenizer directory (default: --model-dir)")
-    p.add_argument("--engine-dir", type=Path, help="TensorRT-LLM engine directory (tensorrt_llm)")
-    p.add_argument("--template", default="ziya", help="server-side default stop strings: ziya or chat_template")
-    p.add_argument("--max-batch-size", type=int, default=8)
-    p.add_argument("--max-queue-size", type=int, default=64)
-    p.add_argument("--max-input-len", type=int, default=1024)
-    p.add_argument("--max-seq-len", type=int, default=2048)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--no-kv-cache-reuse", action="store_true",
-                   help="do not reuse earlier requests' KV blocks for a repeated prefix (on by default)")
-    p.add_argument("--no-chunked-context", action="store_true",
-                   help="tensorrt_llm: prefill a long prompt in one piece, not in chunks between decode steps")
-    p.add_argument("--synthetic-tokens-per-s", type=float, default=50.0)
-    p.add_argument("--synthetic-first-token-s", type=float, default=0.02)
-    p.add_argument("--synthetic-schedule", choices=SYNTHETIC_SCHEDULES, default="stream",
-                   help="synthetic: each request on a clock of its own (default), or one decoding step for all "
-                        "running requests, as an in-flight batching engine emits")
+    """The config's options (one per ``ServeConfig`` field: ``config_options.py``), then where and how to run."""
+    p.add_argument("--config", type=Path, help="a ServeConfig as JSON (serve_config.json) to serve; the config "
+                                               "options given on the command line change it")
+    add_config_options(p, ServeConfig)
     p.add_argument("--stock-names", action="store_true",
                    help="name models like tensorrtllm_backend: ensemble + tensorrt_llm_bls front doors, tensorrt_llm engine")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--http-port", type=int, default=8000, help="public HTTP port (default %(default)s)")
+    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default %(default)s)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default %(default)s)")
     p.add_argument("--free-ports", action="store_true", help="pick free ports instead")
     p.add_argument("--tritonserver", help="use this tritonserver binary instead of the bundled one")
     p.add_argument("--repo-dir", type=Path, default=Path("runs/model_repo"), help="where to render the repository")
     p.add_argument("--log-file", type=Path, help="server log (default: beside the repository)")
-    p.add_argument("--exit-timeout", type=int, default=30, help="seconds tritonserver waits for in-flight requests")
-    p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, metavar="SECONDS",
-                   help="seconds to wait for the server to be ready (the engine loaded) before giving up "
-                        "(default %(default)g)")
     p.add_argument("--admin-key", help="the operator's key for the control, memory, statistics and model-config "
                                        "APIs (header ziya-admin-key; default: a random one, saved in the repository "
                                        "as admin_key). Any local user sees it in this command's arguments: prefer "
                                        "--admin-key-file")
     p.add_argument("--admin-key-file", type=Path, help="read the operator's key from this file (its first line)")
-    p.add_argument("--http-body-limit", type=int, default=1024 * 1024,
-                   help="largest HTTP request body in bytes, enforced in front of tritonserver (0: no guard)")
 
 
 def add_parser(sub) -> None:
@@ -69,34 +48,32 @@ def add_parser(sub) -> None:
 
 
 def config_from_args(a) -> ServeConfig:
+    """The config to serve: ``--config``'s, changed by the config options given; else the options' own (with the
+    engine's build manifest for tensorrt_llm)."""
     if a.config:
         cfg = ServeConfig.read(a.config)
         if cfg.engine is EngineKind.TENSORRT_LLM and (Path(cfg.engine_dir) / "ziya_manifest.json").exists():
             checked_manifest(cfg.engine_dir)
-        return cfg
-    stock = a.stock_names
+        return _from_flags(config_values(a, ServeConfig, given_only=True), base=cfg)
     if a.engine == EngineKind.TENSORRT_LLM.value:
         return config_from_manifest(a)
-    return ServeConfig(
-        engine=a.engine,
-        tokenizer_dir=a.tokenizer_dir or a.model_dir or a.engine_dir,
-        model_dir=a.model_dir,
-        engine_dir=a.engine_dir,
-        front_door_names=("ensemble", "tensorrt_llm_bls") if stock else ("ziya",),
-        engine_model_name="tensorrt_llm" if stock else None,
-        template=a.template,
-        max_batch_size=a.max_batch_size,
-        max_queue_size=a.max_queue_size,
-        max_input_len=a.max_input_len,
-        max_seq_len=a.max_seq_len,
-        dtype=a.dtype,
-        synthetic_tokens_per_s=a.synthetic_tokens_per_s,
-        synthetic_first_token_s=a.synthetic_first_token_s,
-        synthetic_schedule=a.synthetic_schedule,
-        drain_timeout_s=max(1.0, a.exit_timeout - 5.0),
-        kv_cache_reuse=not a.no_kv_cache_reuse,
-        chunked_context=not a.no_chunked_context,
-    )
+    return _from_flags(config_values(a, ServeConfig), _derived(a, a.tokenizer_dir or a.model_dir or a.engine_dir))
+
+
+def _derived(a, tokenizer_dir) -> dict:
+    """The fields no option sets: the tokenizer's default, the stock names', and the drain's timeout (what
+    ``--exit-timeout`` leaves of tritonserver's own wait, less 5 s, at least 1 s)."""
+    return {"tokenizer_dir": tokenizer_dir, "drain_timeout_s": max(1.0, a.exit_timeout - 5.0),
+            **(STOCK_NAMES if a.stock_names else {})}
+
+
+def _from_flags(values: dict, fixed: dict | None = None, base: ServeConfig | None = None) -> ServeConfig:
+    """The config of ``values`` (the options'; a bad one is named by its flag) and ``fixed`` (from elsewhere)."""
+    fields = values | (fixed or {})
+    try:
+        return base.with_(**fields) if base is not None else ServeConfig(**fields)
+    except ConfigError as e:
+        raise named_by_flags(e, ServeConfig, {k: v for k, v in values.items() if k not in (fixed or {})}) from None
 
 
 def checked_manifest(engine_dir: Path, installed_version=None) -> dict:
@@ -110,28 +87,24 @@ def checked_manifest(engine_dir: Path, installed_version=None) -> dict:
 
 
 def config_from_manifest(a, installed_version=None) -> ServeConfig:
-    """The tensorrt_llm model's limits, world size and tokenizer come from the (version-checked) manifest."""
+    """The tensorrt_llm model's limits, world size and tokenizer come from the (version-checked) manifest, and its
+    KV block size from the engine; the other options from the command line."""
     if not a.engine_dir:
         raise ConfigError("--engine tensorrt_llm needs --engine-dir (a directory built by `ziya-trt build`)")
     m = checked_manifest(a.engine_dir, installed_version)
     plan = m["plan"]
-    return ServeConfig(
-        engine=EngineKind.TENSORRT_LLM,
-        tokenizer_dir=a.tokenizer_dir or Path(m["tokenizer_dir"]),
-        engine_dir=a.engine_dir.resolve(),
-        front_door_names=("ensemble", "tensorrt_llm_bls") if a.stock_names else ("ziya",),
-        engine_model_name="tensorrt_llm",
-        template=a.template,
-        max_batch_size=plan["max_batch_size"],
-        max_queue_size=a.max_queue_size,
-        max_input_len=plan["max_input_len"],
-        max_seq_len=plan["max_seq_len"],
-        kv_cache_free_gpu_mem_fraction=plan["kv_cache_free_gpu_mem_fraction"],
-        world_size=m["world_size"],
-        kv_cache_reuse=not a.no_kv_cache_reuse,
-        chunked_context=not a.no_chunked_context,
-        kv_block_tokens=engine_tokens_per_block(a.engine_dir),
-    )
+    built = {
+        "engine": EngineKind.TENSORRT_LLM,
+        "engine_dir": a.engine_dir.resolve(),
+        "engine_model_name": "tensorrt_llm",
+        "max_batch_size": plan["max_batch_size"],
+        "max_input_len": plan["max_input_len"],
+        "max_seq_len": plan["max_seq_len"],
+        "kv_cache_free_gpu_mem_fraction": plan["kv_cache_free_gpu_mem_fraction"],
+        "world_size": m["world_size"],
+        "kv_block_tokens": engine_tokens_per_block(a.engine_dir),
+    }
+    return _from_flags(config_values(a, ServeConfig), _derived(a, a.tokenizer_dir or Path(m["tokenizer_dir"])) | built)
 
 
 def engine_tokens_per_block(engine_dir: Path, default: int = 32) -> int:
@@ -153,8 +126,7 @@ def server_from_args(a, cfg: ServeConfig, gpu_probe: GpuProbe = count_visible_gp
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
     return triton_server(repo, cfg, gpu_probe, ports=ports, host=a.host, install=install, log_file=a.log_file,
-                         exit_timeout_s=a.exit_timeout, admin_key=admin_key(a),
-                         http_body_limit=a.http_body_limit or None)
+                         admin_key=admin_key(a))
 
 
 def admin_key(a) -> str | None:
@@ -175,14 +147,13 @@ def admin_key(a) -> str | None:
 def run(a) -> int:
     cfg = config_from_args(a)
     if a.render_only:  # for a tritonserver started by hand: the front door needs its gRPC address
-        print(render_repo(replace(cfg, grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
+        print(render_repo(cfg.with_(grpc_url=cfg.grpc_url or f"127.0.0.1:{a.grpc_port}"), a.repo_dir))
         return 0
-    if not a.ready_timeout > 0:
-        raise ConfigError(f"--ready-timeout: {a.ready_timeout:g} must be more than 0 seconds")
     srv = server_from_args(a, cfg)
-    print(f"starting tritonserver ({cfg.engine.value} engine; ready within {a.ready_timeout:g} s) ... "
-          f"log: {srv.log_file}", flush=True)
-    srv.start(a.ready_timeout)
+    wait = cfg.supervisor.ready_timeout_s
+    print(f"starting tritonserver ({cfg.engine.value} engine; ready within {wait:g} s) ... log: {srv.log_file}",
+          flush=True)
+    srv.start(wait)
     print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
     if srv.openai_url:
         print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r})", flush=True)

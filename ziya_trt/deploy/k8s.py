@@ -11,15 +11,14 @@ from pathlib import Path
 
 import hashlib
 import math
-from dataclasses import replace
 from importlib import metadata
 
 import yaml
 
 from ..serving.config import EngineKind, ServeConfig
+from ..serving.process.supervisor import RESTART_READY_S  # a supervised restart's wait: liveness outlasts it
 from ..serving.triton.gauges import METRIC_FRONT_DOOR_INFLIGHT
 from .options import (
-    RESTART_READY_S,
     STARTUP_SLACK_S,
     TRITONSERVER,
     K8sOptions,
@@ -67,10 +66,12 @@ def _meta(opts: K8sOptions, name: str | None = None, extra_labels: dict | None =
 
 
 def pod_config(cfg: ServeConfig, opts: K8sOptions) -> ServeConfig:
-    """The config the pod serves: its paths on the mounted volume; the gRPC address left to ``ziya-trt serve``."""
+    """The config the pod serves: its paths on the mounted volume; the gRPC address left to ``ziya-trt serve``;
+    the launcher's waits those the pod spec is derived from (``serve_args`` passes the same as flags)."""
     check_paths(cfg, opts.mount_for(cfg))
     gpus(cfg)
-    return replace(cfg, grpc_url=None)
+    return cfg.with_(grpc_url=None, supervisor={"exit_timeout_s": opts.exit_timeout_s,
+                                                "ready_timeout_s": float(opts.startup_timeout_s)})
 
 
 # --- the workload ------------------------------------------------------------------------------------------

@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from ..serving.config import ConfigError, EngineKind, ServeConfig
+from ..serving.process.shutdown import DRAIN_AFTER_DEADLINE_S  # the launcher's drain waits this long past its deadline
 
 GPU_IMAGE = "ziya-trt:gpu"  # deploy/docker/Dockerfile
 CPU_IMAGE = "ziya-trt:cpu"  # deploy/docker/Dockerfile.cpu
 TRITONSERVER = "/opt/tritonserver/bin/tritonserver"  # the NGC image's binary (the CPU image uses the bundled one)
-# how long the launcher waits for tritonserver to be ready again after a supervised restart
-# (``TritonServer.restart``'s ``ready_timeout_s``); liveness must outlast it
-RESTART_READY_S = 180.0
 # the startup probe allows the pod this much more than `serve --ready-timeout` (the launcher's own wait for the
 # engine): the time before the launcher starts waiting (Python start-up, rendering the repository) and a probe
 # period, so the launcher gives up first, saying why in the log, rather than the kubelet killing it unheard
@@ -26,7 +24,6 @@ STARTUP_SLACK_S = 30
 TRITON_EXIT_EXTRA_S = 10.0
 STOP_OVERHEAD_S = 15.0
 GRACE_MARGIN_S = 10.0
-DRAIN_AFTER_DEADLINE_S = 2.0  # ``TritonServer._drain`` waits this long past the drain deadline
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_1123 = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -128,11 +125,7 @@ class K8sOptions:
 
 def gpus(cfg: ServeConfig) -> int:
     """GPUs a pod needs: the engine's world size (tp x pp) for TensorRT-LLM; none for the CPU engines."""
-    if cfg.engine is not EngineKind.TENSORRT_LLM:
-        return 0
-    if cfg.world_size < 1:
-        raise ConfigError(f"serve config: world_size {cfg.world_size} must be >= 1")
-    return cfg.world_size
+    return cfg.world_size if cfg.engine is EngineKind.TENSORRT_LLM else 0  # ServeConfig: world_size >= 1
 
 
 def termination_grace_s(cfg: ServeConfig, opts: K8sOptions) -> int:

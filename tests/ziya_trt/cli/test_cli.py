@@ -42,7 +42,7 @@ def test_command_line_mistakes_are_clean_errors(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{oops")
     assert main(["bench", "compare", str(tmp_path / "bad.json"), str(tmp_path / "bad.json")]) == 2
     assert "is not a results.json" in capsys.readouterr().err
-    from ziya_trt.serving.process.server import free_port
+    from ziya_trt.serving.process.endpoints import free_port
 
     assert main(["bench", "--url", f"grpc://127.0.0.1:{free_port()}", "--no-plots"]) == 2
     assert "no server ready at" in capsys.readouterr().err
@@ -69,7 +69,7 @@ class _StartRecorder:
 
 def test_serve_waits_for_readiness_as_long_as_told(tiny_ckpt, tmp_path, monkeypatch, capsys):
     from ziya_trt.cli import serve
-    from ziya_trt.serving.process.server import READY_TIMEOUT_S
+    from ziya_trt.serving.limits import READY_TIMEOUT_S
 
     srv = _StartRecorder(tmp_path / "repo")
     monkeypatch.setattr(serve, "server_from_args", lambda a, cfg: srv)
@@ -84,7 +84,7 @@ def test_serve_waits_for_readiness_as_long_as_told(tiny_ckpt, tmp_path, monkeypa
 
 def test_a_serve_process_waits_as_long_as_its_caller(tmp_path, monkeypatch):
     """ServeProcess passes its own wait on: the `serve` it starts does not give up first."""
-    from ziya_trt.serving.process import server as launcher
+    from ziya_trt.serving.process import serve_process as launcher
     from ziya_trt.serving.config import ServeConfig
 
     started = []

@@ -11,7 +11,7 @@ from ziya_trt import errors as E
 from ziya_trt.client import AsyncZiyaClient, ZiyaClient
 from ziya_trt.client._core import map_error
 from ziya_trt.finish import FinishReason
-from ziya_trt.serving.process.server import free_port
+from ziya_trt.serving.process.endpoints import free_port
 from ziya_trt.serving.triton.gauges import METRIC_ACTIVE, METRIC_CANCELLED
 
 pytestmark = pytest.mark.server

@@ -12,10 +12,11 @@ import yaml
 
 from ziya_trt.cli import build_parser, main
 from ziya_trt.deploy import k8s
-from ziya_trt.deploy.options import RESTART_READY_S, STARTUP_SLACK_S, K8sOptions, termination_grace_s
+from ziya_trt.deploy.options import STARTUP_SLACK_S, K8sOptions, termination_grace_s
 from ziya_trt.serving.config import ConfigError, ServeConfig
 from ziya_trt.serving.triton.gauges import METRIC_FRONT_DOOR_INFLIGHT
 from ziya_trt.serving.process.server import TritonServer
+from ziya_trt.serving.process.supervisor import RESTART_READY_S
 
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 CRD_KINDS = {"ServiceMonitor", "PodMonitor"}

@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from ...errors import BodyTooLargeError, InvalidRequestError  # noqa: F401 (BodyTooLargeError: the guard's)
+from ...errors import InvalidRequestError
 from ...text.unicode import refuse_surrogates
 from ...wire.tensors import INT_RANGES, TensorSpec
 

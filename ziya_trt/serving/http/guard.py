@@ -7,7 +7,8 @@ internal loopback port and puts this guard on the public one. Its limits are mid
 (the OpenAI API's included). For every request it:
 - bounds connections (``connections``): at most ``max_connections`` open; a connection must send a whole request
   within ``header_timeout_s`` of opening or of its last response, so idle and trickling sockets are closed;
-- bounds bodies: ``max_body`` bytes each, and ``body_budget`` bytes being read at once in all;
+- bounds bodies: ``max_body`` bytes each, and ``body_budget`` bytes being read at once in all
+  (``HttpLimits``, part of the ``ServeConfig``: ``serving/limits.py``);
 - refuses encoded paths, JSON nested deeper than 64, and numbers that do not fit their tensor;
 - keeps the control, memory, statistics and model-config APIs for requests with the operator's key
   (``ziya-admin-key`` header; tritonserver checks the same key itself);
@@ -21,12 +22,12 @@ import asyncio
 import threading
 import time
 
-from ...errors import InvalidRequestError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ...errors import BodyTooLargeError, InvalidRequestError, ServerOverloadedError, ServerShuttingDownError, ZiyaError
+from ..limits import DEFAULT_MAX_BODY, HttpLimits
 from . import checks
 from .connections import Connections
 from .passthrough import PassThrough, error_response
 
-DEFAULT_MAX_BODY = 1024 * 1024
 
 
 class HttpGuard:
@@ -34,15 +35,17 @@ class HttpGuard:
     before the pass-through route) and ``async cleanup()``, such as the OpenAI server. ``specs``: the input
     tensors of each model, by name, for checking ``generate`` bodies."""
 
-    def __init__(self, host: str, port: int, upstream_port: int, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 extensions=(), admin_key: str | None = None, specs: dict | None = None,
-                 max_connections: int = 4096, header_timeout_s: float = 15.0, body_budget: int = 64 * 1024 * 1024):
+    def __init__(self, host: str, port: int, upstream_port: int, limits: HttpLimits = HttpLimits(),
+                 extensions=(), admin_key: str | None = None, specs: dict | None = None):
         self.host, self.port, self.upstream = host, port, f"http://127.0.0.1:{upstream_port}"
-        self.max_body, self.body_budget = max_body_bytes, body_budget
+        self.max_body, self.body_budget = limits.max_body_bytes, limits.body_budget_bytes
         self.extensions, self.admin_key, self.specs = tuple(extensions), admin_key, dict(specs or {})
-        self.header_timeout_s = header_timeout_s
-        self.connections = Connections(max_connections, header_timeout_s)
-        self.unavailable: str | None = None  # why the server cannot serve now (restarting, draining), or None
+        self.header_timeout_s = limits.header_timeout_s
+        self.connections = Connections(limits.max_connections or max(64, open_files_limit() - 256),
+                                       limits.header_timeout_s)
+        # why the server cannot serve now (restarting, draining), or None: read on the guard's loop, changed there
+        # (``set_unavailable``)
+        self.unavailable: str | None = None
         self._body_bytes = 0  # being read, all requests together
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -56,6 +59,22 @@ class HttpGuard:
         if self._error:
             raise self._error
         return self
+
+    @property
+    def max_connections(self) -> int:
+        return self.connections.max_connections
+
+    def set_unavailable(self, why: str | None) -> None:
+        """From any thread (the supervisor's): the change is made on the guard's loop, ahead of every request
+        that loop has not begun to handle; before the loop runs or after it stopped, here and now."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(setattr, self, "unavailable", why)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        self.unavailable = why
 
     def stop(self) -> None:
         if self._loop is not None and self._loop.is_running():
@@ -133,7 +152,7 @@ class HttpGuard:
         """The request's body within the size limit and the shared budget, and not nested too deep."""
         n = request.content_length
         if n is not None and n > self.max_body:
-            raise checks.BodyTooLargeError(n, self.max_body)
+            raise BodyTooLargeError(n, self.max_body)
         if self._body_bytes + (n or 0) > self.body_budget:
             raise ServerOverloadedError("request bodies: too many being received at once; retry later")
         body, counted = bytearray(), 0
@@ -144,7 +163,7 @@ class HttpGuard:
                     self._body_bytes += len(chunk)
                     counted += len(chunk)
                     if len(body) > self.max_body:
-                        raise checks.BodyTooLargeError(len(body), self.max_body)
+                        raise BodyTooLargeError(len(body), self.max_body)
                     if self._body_bytes > self.body_budget:
                         raise ServerOverloadedError("request bodies: too many being received at once; retry later")
         except TimeoutError:
@@ -155,5 +174,12 @@ class HttpGuard:
         if checks.json_depth_over(body):
             raise InvalidRequestError(f"request body: JSON nested deeper than {checks.MAX_JSON_DEPTH} levels", "body")
         return body
+
+def open_files_limit() -> int:
+    """This process's open-files limit (its soft one): every connection is a file."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
 
 __all__ = ["DEFAULT_MAX_BODY", "HttpGuard"]

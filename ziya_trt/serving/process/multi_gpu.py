@@ -12,7 +12,7 @@ TensorRT-LLM's *leader mode*, as tensorrtllm_backend's ``scripts/launch_triton_s
   mode, which spawns its own workers with ``MPI_Comm_spawn`` and expects an MPI world of one.
 
 ``MultiGpuTritonServer`` is a ``TritonServer`` whose process is ``mpirun``: supervision, drain, restart and
-stop are the same code; only the command, where the Python stubs live (under rank 0), whom SIGTERM goes to
+stop are the same code (the launcher's threads, as on one GPU); only the command, where the Python stubs live (under rank 0), whom SIGTERM goes to
 (rank 0, which shuts the workers down), what a kill reaches (every rank) and what mpirun gets if the launcher
 dies (SIGTERM: mpirun then ends its ranks) differ. Not run here: this
 project's machines have no GPU, no MPI and no TensorRT-LLM; the commands are tested as data.
@@ -28,8 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import ConfigError, EngineKind
-from .server import READY_TIMEOUT_S, ServerStartError, TritonServer
+from .install import ServerStartError
 from .procs import descendants, read
+from .server import TritonServer
 
 MPIRUN = "mpirun"
 SHM_FLAG = "--backend-config=python,shm-region-prefix-name="
@@ -60,6 +61,13 @@ def leader_mode_command(base: list[str], world_size: int, shm_prefix: str,
         out += [":"] if rank else []
         out += ["-n", "1", *rank_args(base, rank, shm_prefix, engine_model)]
     return out
+
+
+def mpi_command(server: TritonServer, world_size: int) -> list[str]:
+    """``server``'s one-tritonserver command as ``mpirun`` runs it for ``world_size`` ranks: the command
+    ``MultiGpuTritonServer`` starts (generated anywhere, run only on a GPU machine)."""
+    engine = server.serve_config.engine_name if server.serve_config is not None else EngineKind.TENSORRT_LLM.value
+    return leader_mode_command(TritonServer.command(server), world_size, server.shm_prefix, engine)
 
 
 # --- how many GPUs ---------------------------------------------------------------------------------------
@@ -147,7 +155,7 @@ class MultiGpuTritonServer(TritonServer):
             env.pop(k, None)
         return env
 
-    def start(self, ready_timeout_s: float = READY_TIMEOUT_S) -> "MultiGpuTritonServer":
+    def start(self, ready_timeout_s: float | None = None) -> "MultiGpuTritonServer":
         require_gpus(self.world_size, self.gpu_probe)
         if shutil.which(MPIRUN) is None:
             raise ServerStartError(f"{MPIRUN} not found: serving a world-size-{self.world_size} engine needs MPI "

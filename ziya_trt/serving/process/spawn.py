@@ -30,6 +30,8 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 
+import psutil
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SHM_DIR = Path("/dev/shm")
 _SHM_NAME = re.compile(r"ziya(\d+)p\d+_")  # shm_prefix's names: the launcher's pid, tritonserver's gRPC port
@@ -87,16 +89,6 @@ def popen(args: list[str], death_signal: int, **kwargs) -> subprocess.Popen:
     return _spawner.popen(args, int(death_signal), **kwargs)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's: alive
-        pass
-    return True
-
-
 def remove_orphaned_shm(shm_dir: Path = SHM_DIR) -> list[Path]:
     """Remove the shared-memory regions of servers whose launcher is gone; returns them. (In a PID namespace
     other than the launcher's, a live launcher can look gone; its tritonserver has its regions mapped already,
@@ -104,7 +96,7 @@ def remove_orphaned_shm(shm_dir: Path = SHM_DIR) -> list[Path]:
     removed = []
     for p in shm_dir.glob("ziya*p*_*"):
         m = _SHM_NAME.match(p.name)
-        if m and not _alive(int(m.group(1))):
+        if m and not psutil.pid_exists(int(m.group(1))):  # someone else's process counts as alive
             try:
                 p.unlink()
             except OSError:

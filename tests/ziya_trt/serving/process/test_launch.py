@@ -18,11 +18,11 @@ from tests.polling import wait_until
 from ziya_trt.cli import build_parser
 from ziya_trt.cli.serve import config_from_manifest, server_from_args
 from ziya_trt.serving.process import procs
-from ziya_trt.serving.config import ConfigError, ServeConfig
+from ziya_trt.serving.config import ConfigError, ServeConfig, SupervisorLimits
 from ziya_trt.serving.engine_link import GRPC_URL_ENV
 from ziya_trt.serving.process.server import ServerStartError, TritonServer
 from ziya_trt.serving.process.multi_gpu import (SHM_FLAG, MultiGpuTritonServer, count_visible_gpus, leader_mode_command,
-                                        rank_processes, require_gpus, triton_server)
+                                                mpi_command, rank_processes, require_gpus, triton_server)
 from ziya_trt.serving.http.checks import ADMIN_HEADER, RESTRICTED_APIS
 
 
@@ -75,7 +75,7 @@ def test_the_exact_launch_command(serve_args, tmp_path, tp, pp):
     assert isinstance(srv, MultiGpuTritonServer) and srv.proc is None  # built, not started
     assert srv.command() == expected_command(tmp_path, tp * pp, srv.key_marker)
     assert srv.admin_key == "KEY" and not any("KEY" in arg for arg in srv.command())
-    assert srv.mpi_command(tp * pp) == srv.command()  # TritonServer.mpi_command renders the same
+    assert mpi_command(srv, tp * pp) == srv.command()  # a one-tritonserver command, as mpirun runs it, is the same
 
 
 def test_rank_0_is_the_server_the_others_only_the_engine(serve_args):
@@ -280,7 +280,7 @@ def test_kv_reuse_and_chunked_context_are_on_unless_switched_off(serve_args, tmp
     a = serve_args(1, 1)
     on = tensorrt_llm_config(config_from_manifest(a, installed_version=lambda: None)).parameters
     assert on["enable_kv_cache_reuse"] == "true" and on["enable_chunked_context"] == "true"
-    a.no_kv_cache_reuse = a.no_chunked_context = True
+    a.kv_cache_reuse = a.chunked_context = False
     cfg = config_from_manifest(a, installed_version=lambda: None)
     off = tensorrt_llm_config(cfg).parameters
     assert off["enable_kv_cache_reuse"] == "false" and off["enable_chunked_context"] == "false"
@@ -293,14 +293,14 @@ def test_kv_reuse_and_chunked_context_are_on_unless_switched_off(serve_args, tmp
 
 @pytest.mark.parametrize("ready", [True, False])  # 2.51 stays ready when a stub dies; 2.71 turns not ready
 def test_a_dead_stub_of_a_live_server_is_a_restart_at_once_whatever_readiness_says(tmp_path, monkeypatch, ready):
-    srv = TritonServer(tmp_path / "repo", supervise=False, exit_timeout_s=30)
+    srv = TritonServer(tmp_path / "repo", supervise=False, supervisor_limits=SupervisorLimits(exit_timeout_s=30))
     srv.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         srv._stubs = {srv.proc.pid + 1_000_000: "ziya"}  # a stub that is gone
         monkeypatch.setattr(srv, "_live_stubs", dict)  # this server only: others run in this process
         monkeypatch.setattr(srv, "_triton_ok", lambda what: what == "live" or ready)
         t0 = time.monotonic()
-        assert srv._trouble() == "the Python backend stub of 'ziya' died"
+        assert srv.supervisor.trouble() == "the Python backend stub of 'ziya' died"
         assert time.monotonic() - t0 < 5  # not the exit wait (exit_timeout + 10 s) of a shutdown
     finally:
         srv.proc.kill()
@@ -308,9 +308,24 @@ def test_a_dead_stub_of_a_live_server_is_a_restart_at_once_whatever_readiness_sa
 
 
 def test_stubs_gone_while_tritonserver_is_not_live_is_its_shutdown_not_a_dead_stub(tmp_path, monkeypatch):
-    srv = TritonServer(tmp_path / "repo", supervise=False, exit_timeout_s=1)
+    srv = TritonServer(tmp_path / "repo", supervise=False, supervisor_limits=SupervisorLimits(exit_timeout_s=1))
     srv.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])  # it exits by itself
     srv._stubs = {srv.proc.pid + 1_000_000: "ziya"}
     monkeypatch.setattr(srv, "_live_stubs", dict)  # this server only: others run in this process
     monkeypatch.setattr(srv, "_triton_ok", lambda what: False)
-    assert srv._trouble() == "tritonserver exited with code 0"
+    assert srv.supervisor.trouble() == "tritonserver exited with code 0"
+
+
+def test_limits_are_the_serve_configs_or_for_a_bare_repository_the_defaults(tmp_path, tiny_ckpt):
+    from ziya_trt.serving.config import HttpLimits
+    from ziya_trt.serving.process.server import TritonInstall
+
+    cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, http={"max_body_bytes": 0},
+                      supervisor={"exit_timeout_s": 7, "restart_limit": 1})
+    srv = TritonServer(tmp_path, serve_config=cfg, install=TritonInstall(tmp_path / "t", tmp_path))
+    assert srv.exit_timeout_s == 7 and "--exit-timeout-secs=7" in srv.command()
+    assert f"--http-port={srv.ports.http}" in srv.command() and srv.openai_url is None  # no guard: no OpenAI API
+    bare = TritonServer(tmp_path)
+    assert bare.http_limits == HttpLimits() and bare.supervisor_limits == SupervisorLimits() and bare.guarded
+    with pytest.raises(ValueError, match="give them there"):
+        TritonServer(tmp_path, serve_config=cfg, supervisor_limits=SupervisorLimits())
