@@ -15,9 +15,7 @@ cancellation): the session is abandoned, which stops the engine request and coun
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
@@ -35,11 +33,11 @@ from ..connections import ConnectionCollector
 from . import schema
 from .chunks import DONE, Chunks, response_id, sse
 from .logprobs import LogprobsFormat
+from .responses import error_response, json_response, model_not_found, request_id, usage
 
 _REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # OpenAI's finish reasons
 _METHODS = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/models": "GET"}
-REQUEST_ID = "X-Request-Id"
-_REQUEST_ID_MAX = 256
+
 TOKENIZE_INLINE_BYTES = 8 * 1024  # a body this small tokenises in well under a millisecond: on the event loop
 
 
@@ -73,7 +71,7 @@ class OpenAIServer:
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/metrics", self.prometheus)
         r.add_route("*", "/v1/{tail:.*}", self.not_found)
-        app.on_response_prepare.append(_request_id)
+        app.on_response_prepare.append(request_id)
 
     async def cleanup(self) -> None:
         await self.link.aclose()
@@ -96,7 +94,7 @@ class OpenAIServer:
 
         name = request.match_info["model"]
         if name not in self.models:
-            return _model_not_found(name, self.models)
+            return model_not_found(name, self.models)
         return web.json_response(self._model(name))
 
     def _model(self, name: str) -> dict:
@@ -108,7 +106,7 @@ class OpenAIServer:
         from aiohttp import web
 
         if self.guard.unavailable:
-            return _json(503, {"status": "unavailable", "reason": self.guard.unavailable},
+            return json_response(503, {"status": "unavailable", "reason": self.guard.unavailable},
                          retry_headers(ServerShuttingDownError(self.guard.unavailable)))
         try:
             async with self.http.get(f"{self.upstream}/v2/models/{self.cfg.engine_name}/ready") as up:
@@ -132,10 +130,10 @@ class OpenAIServer:
         """A path under /v1 that is not served (404), or one that is, with another method (405 and ``Allow``)."""
         allowed = _METHODS.get(request.path) or ("GET" if request.path.startswith("/v1/models/") else None)
         if allowed is not None:
-            return _json(405, schema.error_body(f"method {request.method} not allowed for {request.path}; use "
+            return json_response(405, schema.error_body(f"method {request.method} not allowed for {request.path}; use "
                                                 f"{allowed}", "invalid_request_error", None, "method_not_allowed"),
                          {"Allow": allowed})
-        return _json(404, schema.error_body(f"no route {request.method} {request.path}", "invalid_request_error",
+        return json_response(404, schema.error_body(f"no route {request.method} {request.path}", "invalid_request_error",
                                             None, "unknown_url"))
 
     # --- one request -----------------------------------------------------------------------------------
@@ -154,13 +152,13 @@ class OpenAIServer:
             req = await self._work(large, lambda: schema.parse(model, parse_json(body)))
             if req.model not in self.models:
                 self.metrics.record(RequestOutcome(0.0, error="invalid"))
-                return _model_not_found(req.model, self.models)
+                return model_not_found(req.model, self.models)
             place = self.sessions.admit()
             session = await self._work(large, lambda: self.sessions.open(place, lambda door: _job(door, req, chat), t0))
         except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
             err = typed(e, "openai: could not start the request")
             self.sessions.refused(err)
-            return _error_json(err)
+            return error_response(err)
         try:
             if req.stream:
                 return await self._stream(request, req, session, chat)
@@ -206,7 +204,7 @@ class OpenAIServer:
                 pairs += lps or ()
         except ZiyaError as e:
             session.fail(e)
-            return _error_json(e)
+            return error_response(e)
         session.finish()
         text, job = "".join(texts), session.job
         reason = _REASON.get(job.finish_reason.value, "stop")
@@ -216,9 +214,9 @@ class OpenAIServer:
                       "finish_reason": reason}
         else:
             choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
-        return _json(200, {"id": response_id(chat), "object": "chat.completion" if chat else "text_completion",
+        return json_response(200, {"id": response_id(chat), "object": "chat.completion" if chat else "text_completion",
                            "created": int(time.time()), "model": req.model, "choices": [choice],
-                           "usage": _usage(job)})
+                           "usage": usage(job)})
 
     async def _stream(self, request, req, session: TextSession, chat: bool):
         from aiohttp import web
@@ -230,7 +228,7 @@ class OpenAIServer:
             first = []
         except ZiyaError as e:
             session.fail(e)
-            return _error_json(e)
+            return error_response(e)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         opts = req.stream_options
@@ -243,12 +241,12 @@ class OpenAIServer:
                 await resp.write(chunks.role())
             async for text, lps, final in _chain(first, events):
                 if text or lps:
-                    await resp.write(chunks.text(text, _usage(job) if every else None, fmt(lps) if lps else None))
+                    await resp.write(chunks.text(text, usage(job) if every else None, fmt(lps) if lps else None))
                 if final:
                     await resp.write(chunks.end(_REASON.get(job.finish_reason.value, "stop"),
-                                                _usage(job) if every else None))
+                                                usage(job) if every else None))
             if usage:
-                await resp.write(chunks.usage(_usage(job)))
+                await resp.write(chunks.usage(usage(job)))
         except ZiyaError as e:  # after the headers went out, the error goes in-band, as OpenAI does
             session.fail(e)
             await resp.write(sse(schema.openai_error(e)[1]))
@@ -283,43 +281,8 @@ def _job(door: FrontDoor, req, chat: bool) -> TextJob:
         raise PromptTooLongError(e.n_tokens, e.budget, e.what, "messages" if chat else "prompt") from None
 
 
-def _usage(job: TextJob) -> dict:
-    n_in, n_out = len(job.input_ids), job.n_output
-    return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
-            "prompt_tokens_details": {"cached_tokens": job.cached_tokens}}
-
-
 async def _chain(first: list, rest: AsyncIterator):
     for item in first:
         yield item
     async for item in rest:
         yield item
-
-
-async def _request_id(request, response) -> None:
-    """Every response of the API carries ``X-Request-Id``: the client's own (printable ASCII, at most 256 characters),
-    or a new one (aiohttp's ``on_response_prepare``: streamed responses too, before their headers go out)."""
-    if not (request.path.startswith("/v1/") or request.path == "/health"):
-        return
-    rid = request.headers.get(REQUEST_ID, "")
-    if not (0 < len(rid) <= _REQUEST_ID_MAX and rid.isascii() and rid.isprintable()):
-        rid = uuid.uuid4().hex
-    response.headers[REQUEST_ID] = rid
-
-
-def _model_not_found(name: str, served):
-    return _json(404, schema.error_body(f"The model '{name}' does not exist; served: {', '.join(served)}",
-                                        "invalid_request_error", "model", "model_not_found"))
-
-
-def _json(status: int, body: dict, headers: dict | None = None):
-    from aiohttp import web
-
-    return web.json_response(body, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False), headers=headers)
-
-
-def _error_json(err: ZiyaError):
-    """An error response from the one error table: status, OpenAI's body, ``Retry-After`` where a retry may pass."""
-    return _json(*schema.openai_error(err), headers=retry_headers(err))
-
-
