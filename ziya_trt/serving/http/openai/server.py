@@ -232,9 +232,9 @@ class OpenAIServer:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         opts = req.stream_options
-        usage = opts is not None and opts.include_usage
-        every = usage and opts.continuous_usage_stats  # as vLLM: the usage so far in every chunk, with include_usage
-        chunks, job = Chunks(chat, req.model, usage), session.job
+        with_usage = opts is not None and opts.include_usage
+        every = with_usage and opts.continuous_usage_stats  # as vLLM: the usage so far in every chunk, with include_usage
+        chunks, job = Chunks(chat, req.model, with_usage), session.job
         fmt = LogprobsFormat(self.sessions.door.tok.table, chat) if job.req.logprobs else None
         try:
             if chat:
@@ -245,7 +245,7 @@ class OpenAIServer:
                 if final:
                     await resp.write(chunks.end(_REASON.get(job.finish_reason.value, "stop"),
                                                 usage(job) if every else None))
-            if usage:
+            if with_usage:
                 await resp.write(chunks.usage(usage(job)))
         except ZiyaError as e:  # after the headers went out, the error goes in-band, as OpenAI does
             session.fail(e)
