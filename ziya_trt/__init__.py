@@ -9,6 +9,7 @@ the vocabulary every layer shares.
 from .errors import (
     APIConnectionError,
     APITimeoutError,
+    AuthenticationError,
     InvalidRequestError,
     PromptTooLongError,
     ServerError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "APIConnectionError",
     "APITimeoutError",
+    "AuthenticationError",
     "Conversation",
     "FinishReason",
     "IncrementalDetokenizer",

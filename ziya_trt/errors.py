@@ -25,6 +25,7 @@ class ErrorCode(str, Enum):
     OVERLOADED = "overloaded"
     ENGINE = "engine"
     SHUTTING_DOWN = "shutting_down"
+    UNAUTHORIZED = "unauthorized"
     INTERNAL = "internal"
 
 
@@ -71,6 +72,12 @@ class BodyTooLargeError(InvalidRequestError):
 
     def __init__(self, n: int, limit: int):
         super().__init__(f"request body: {n} bytes, over the limit of {limit} bytes", "body")
+
+
+class AuthenticationError(ZiyaError):
+    """The request did not carry the API key the server was started with (``ziya-trt serve --api-key``)."""
+
+    code = ErrorCode.UNAUTHORIZED
 
 
 class TokenizerError(ZiyaError):
@@ -148,6 +155,7 @@ ERROR_TABLE: tuple[tuple[type, ErrorKind], ...] = (
     (BodyTooLargeError, ErrorKind(413, "invalid_request_error", "request_too_large", "invalid")),
     (PromptTooLongError, ErrorKind(400, "invalid_request_error", "context_length_exceeded", "invalid")),
     (InvalidRequestError, ErrorKind(400, "invalid_request_error", "invalid_value", "invalid")),
+    (AuthenticationError, ErrorKind(401, "invalid_request_error", "invalid_api_key", "invalid")),
     (ServerOverloadedError, ErrorKind(429, "rate_limit_error", "overloaded", "overload", RETRY_AFTER_S)),
     (ServerShuttingDownError, ErrorKind(503, "server_error", "shutting_down", "shutting_down", RETRY_AFTER_S)),
     (ZiyaError, ErrorKind(500, "server_error", "internal_error", "server")),
@@ -165,9 +173,10 @@ def retry_headers(err: ZiyaError) -> dict[str, str]:
 
 
 # what a client makes of an HTTP status or a gRPC status code when the message carries no [ziya:] code
-_BY_HTTP_STATUS = {400: InvalidRequestError, 404: InvalidRequestError, 413: InvalidRequestError,
+_BY_HTTP_STATUS = {400: InvalidRequestError, 401: AuthenticationError, 404: InvalidRequestError, 413: InvalidRequestError,
                    429: ServerOverloadedError, 503: ServerShuttingDownError}
 _BY_GRPC_STATUS = {"INVALID_ARGUMENT": InvalidRequestError, "NOT_FOUND": InvalidRequestError,
+                   "UNAUTHENTICATED": AuthenticationError,
                    "OUT_OF_RANGE": InvalidRequestError, "RESOURCE_EXHAUSTED": ServerOverloadedError}
 
 
@@ -192,6 +201,7 @@ _BY_CODE: dict[ErrorCode, type[ZiyaError]] = {
     ErrorCode.OVERLOADED: ServerOverloadedError,
     ErrorCode.ENGINE: ServerError,
     ErrorCode.SHUTTING_DOWN: ServerShuttingDownError,
+    ErrorCode.UNAUTHORIZED: AuthenticationError,
     ErrorCode.INTERNAL: ServerError,
 }
 _WIRE = re.compile(r"\[ziya:([a-z_]+)\]\s*(.*)", re.S)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,9 @@ from ..serving.repo import render_repo
 from .config_options import add_config_options, config_values, named_by_flags
 
 STOCK_NAMES = {"front_door_names": ("ensemble", "tensorrt_llm_bls"), "engine_model_name": "tensorrt_llm"}
+
+
+API_KEY_ENV = "ZIYA_TRT_API_KEY"
 
 
 def add_serve_options(p) -> None:
@@ -38,6 +42,10 @@ def add_serve_options(p) -> None:
                                        "as admin_key). Any local user sees it in this command's arguments: prefer "
                                        "--admin-key-file")
     p.add_argument("--admin-key-file", type=Path, help="read the operator's key from this file (its first line)")
+    p.add_argument("--api-key", help="a key every OpenAI API request must carry (Authorization: Bearer KEY), as "
+                                     "vLLM's and trtllm-serve's --api-key (default: $ZIYA_TRT_API_KEY, else none). "
+                                     "Any local user sees it in this command's arguments: prefer --api-key-file")
+    p.add_argument("--api-key-file", type=Path, help="read the OpenAI API's key from this file (its first line)")
 
 
 def add_parser(sub) -> None:
@@ -126,21 +134,30 @@ def server_from_args(a, cfg: ServeConfig, gpu_probe: GpuProbe = count_visible_gp
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None
     return triton_server(repo, cfg, gpu_probe, ports=ports, host=a.host, install=install, log_file=a.log_file,
-                         admin_key=admin_key(a))
+                         admin_key=admin_key(a), api_key=api_key(a))
 
 
 def admin_key(a) -> str | None:
     """The operator's key from ``--admin-key`` or ``--admin-key-file``; None: a random one."""
-    if a.admin_key_file is None:
-        return a.admin_key
-    if a.admin_key:
-        raise ConfigError("--admin-key and --admin-key-file: give one")
+    return _key(a.admin_key, a.admin_key_file, "--admin-key")
+
+
+def api_key(a) -> str | None:
+    """The OpenAI API's key from ``--api-key``, ``--api-key-file`` or ``$ZIYA_TRT_API_KEY``; None: no key."""
+    return _key(a.api_key, a.api_key_file, "--api-key") or os.environ.get(API_KEY_ENV) or None
+
+
+def _key(given: str | None, path: Path | None, flag: str) -> str | None:
+    if path is None:
+        return given
+    if given:
+        raise ConfigError(f"{flag} and {flag}-file: give one")
     try:
-        lines = a.admin_key_file.read_text().splitlines()
+        lines = path.read_text().splitlines()
     except OSError as e:
-        raise ConfigError(f"--admin-key-file: cannot read {a.admin_key_file}: {e.strerror}") from e
+        raise ConfigError(f"{flag}-file: cannot read {path}: {e.strerror}") from e
     if not lines or not lines[0].strip():
-        raise ConfigError(f"--admin-key-file: {a.admin_key_file} is empty")
+        raise ConfigError(f"{flag}-file: {path} is empty")
     return lines[0].strip()
 
 
@@ -156,7 +173,8 @@ def run(a) -> int:
     srv.start(wait)
     print(f"ready: HTTP http://{srv.http_url}  gRPC {srv.grpc_url}  metrics {srv.metrics_url}", flush=True)
     if srv.openai_url:
-        print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r})", flush=True)
+        print(f"OpenAI-compatible API: {srv.openai_url} (model {cfg.front_door_names[0]!r}"
+              f"{'; API key required' if srv.api_key else ''})", flush=True)
     print(f"operator key (header ziya-admin-key; over gRPC triton-grpc-protocol-ziya-admin-key): {srv.key_file}",
           flush=True)
     print(f"models: {', '.join(cfg.front_door_names)} (text) -> {cfg.engine_name} (tokens). Ctrl-C stops.", flush=True)

@@ -131,3 +131,24 @@ def test_serve_takes_the_admin_key_from_a_file_and_prints_where_the_server_keeps
     main(["serve", "--engine", "synthetic", "--tokenizer-dir", str(tiny_ckpt)])
     assert f"operator key (header ziya-admin-key; over gRPC triton-grpc-protocol-ziya-admin-key): {srv.key_file}" \
         in capsys.readouterr().out
+
+
+def test_the_api_key_from_a_flag_a_file_or_the_environment(tmp_path, monkeypatch):
+    import argparse
+
+    import pytest
+
+    from ziya_trt.cli import serve
+    from ziya_trt.serving.config import ConfigError
+
+    f = tmp_path / "key"
+    f.write_text("from-a-file\n")
+    a = argparse.Namespace(api_key=None, api_key_file=None)
+    monkeypatch.delenv(serve.API_KEY_ENV, raising=False)
+    assert serve.api_key(a) is None
+    monkeypatch.setenv(serve.API_KEY_ENV, "from-env")
+    assert serve.api_key(a) == "from-env"
+    assert serve.api_key(argparse.Namespace(api_key="given", api_key_file=None)) == "given"
+    assert serve.api_key(argparse.Namespace(api_key=None, api_key_file=f)) == "from-a-file"
+    with pytest.raises(ConfigError):
+        serve.api_key(argparse.Namespace(api_key="given", api_key_file=f))

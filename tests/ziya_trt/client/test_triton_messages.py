@@ -157,13 +157,14 @@ def test_no_available_versions_once_tritonserver_is_stopping(tmp_path, tiny_ckpt
     """SIGTERM to tritonserver itself: it unloads its models at once, while a held request keeps it running; a new
     request then meets the model with no version ready, which the client reads as the server shutting down."""
     from ziya_trt.serving.config import ServeConfig
+    from ziya_trt.serving.limits import SupervisorLimits
     from ziya_trt.serving.process.server import TritonServer
     from ziya_trt.serving.repo import render_repo
 
     cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_batch_size=4, max_queue_size=4,
                       max_input_len=256, max_seq_len=2048, synthetic_tokens_per_s=20.0)
-    srv = TritonServer(render_repo(cfg, tmp_path / "repo"), log_file=tmp_path / "log", exit_timeout_s=10,
-                       supervise=False).start()
+    srv = TritonServer(render_repo(cfg, tmp_path / "repo"), log_file=tmp_path / "log",
+                       supervisor_limits=SupervisorLimits(exit_timeout_s=10), supervise=False).start()
     held = hold_engine(srv, 1)
     try:
         srv.proc.send_signal(signal.SIGTERM)

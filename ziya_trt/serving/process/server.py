@@ -66,12 +66,14 @@ class TritonServer(Endpoints):
         extra_args: tuple[str, ...] = (),
         serve_config=None,
         admin_key: str | None = None,
+        api_key: str | None = None,
         supervise: bool = True,
         http_limits: HttpLimits | None = None,
         supervisor_limits: SupervisorLimits | None = None,
     ):
         """``serve_config``: the ``ServeConfig`` the repository was rendered from; with it (and the HTTP guard)
-        the OpenAI-compatible API is served on the HTTP port too, and the guard checks ``generate`` bodies."""
+        the OpenAI-compatible API is served on the HTTP port too, and the guard checks ``generate`` bodies.
+        ``api_key``: what the OpenAI API's clients must send (``Authorization: Bearer``); None: no key."""
         if serve_config is not None and (http_limits or supervisor_limits):
             raise ValueError("a server of a ServeConfig has its limits (http, supervisor): give them there")
         self.repo, self.ports, self.host = Path(repo), ports or Ports.free(), host
@@ -86,6 +88,7 @@ class TritonServer(Endpoints):
         self._triton_http_port = free_port() if self.guarded else self.ports.http
         self._guard: HttpGuard | None = None
         self.admin_key = admin_key or secrets.token_urlsafe(24)
+        self.api_key = api_key
         self.key_file = self.repo / "admin_key"  # this server's own: not beside another's repository
         self.key_marker = f"@admin-key-{secrets.token_hex(8)}@"  # what tritonserver's command line shows
         self.shm_prefix = shm_prefix(self.ports.grpc)
@@ -158,7 +161,7 @@ class TritonServer(Endpoints):
 
         cfg = self.serve_config.resolved()
         budget = SharedBudget(budget_file(self.repo), cfg.admission_budget)  # shared with the front doors
-        return [OpenAIServer(cfg, self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}", budget)]
+        return [OpenAIServer(cfg, self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}", budget, self.api_key)]
 
     def _guard_specs(self) -> dict:
         if self.serve_config is None:

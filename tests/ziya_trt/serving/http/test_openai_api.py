@@ -384,3 +384,29 @@ def test_a_too_long_completion_prompt_is_named_as_the_client_named_it(syn_server
     assert "text_input" not in e["message"] and e["message"].startswith("[ziya:prompt_too_long] prompt:")
     status, body = post(syn_server, "/v1/completions", {"model": "ziya", "prompt": {"a": 1}, "max_tokens": 4})
     assert status == 400 and body["error"]["param"] == "prompt" and ".str" not in body["error"]["message"]
+
+
+def test_an_api_key_is_required_on_v1_when_the_server_has_one(tmp_path, tiny_ckpt):
+    from ziya_trt.serving.config import ServeConfig
+    from ziya_trt.serving.process.server import TritonServer
+    from ziya_trt.serving.repo import render_repo
+
+    cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_batch_size=4, max_queue_size=4,
+                      synthetic_tokens_per_s=500.0, supervisor={"exit_timeout_s": 10})
+    with TritonServer(render_repo(cfg, tmp_path / "repo"), log_file=tmp_path / "log", serve_config=cfg,
+                      api_key="s3cret-key") as srv:
+        msgs = [{"role": "user", "content": "hi"}]
+        for key in ("unused", "s3cret-ke", "s3cret-key2"):
+            with pytest.raises(openai.AuthenticationError) as ei:
+                openai.OpenAI(base_url=srv.openai_url, api_key=key, max_retries=0).chat.completions.create(
+                    model="ziya", messages=msgs, max_tokens=2)
+            assert ei.value.body["code"] == "invalid_api_key"
+        req = urllib.request.Request(f"http://{srv.http_url}/v1/models")  # no Authorization header at all
+        with pytest.raises(urllib.error.HTTPError) as he:
+            urllib.request.urlopen(req, timeout=5)
+        assert he.value.code == 401
+        good = openai.OpenAI(base_url=srv.openai_url, api_key="s3cret-key", max_retries=0)
+        assert good.chat.completions.create(model="ziya", messages=msgs, max_tokens=2).choices
+        assert [m.id for m in good.models.list()] == ["ziya"]
+        with urllib.request.urlopen(f"http://{srv.http_url}/health", timeout=5) as r:  # load balancers need no key
+            assert r.status == 200

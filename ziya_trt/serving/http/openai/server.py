@@ -15,12 +15,13 @@ cancellation): the session is abandoned, which stops the engine request and coun
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
 from ....engine.request import coalesce
-from ....errors import InvalidRequestError, PromptTooLongError, ServerShuttingDownError, ZiyaError, retry_headers, typed
+from ....errors import AuthenticationError, InvalidRequestError, PromptTooLongError, ServerShuttingDownError, ZiyaError, retry_headers, typed
 from ....text.prompt import Conversation
 from ....wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from ...admission import LocalBudget
@@ -41,11 +42,19 @@ _METHODS = {"/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/mode
 TOKENIZE_INLINE_BYTES = 8 * 1024  # a body this small tokenises in well under a millisecond: on the event loop
 
 
+def web_middleware(fn):
+    """aiohttp's middleware marker, imported when the API is served (aiohttp is imported lazily here)."""
+    from aiohttp import web
+
+    return web.middleware(fn)
+
+
 class OpenAIServer:
-    def __init__(self, cfg, grpc_url: str, upstream: str, budget=None):
+    def __init__(self, cfg, grpc_url: str, upstream: str, budget=None, api_key: str | None = None):
         """``cfg`` is the ``ServeConfig``; ``grpc_url`` the server's gRPC address; ``upstream`` tritonserver's HTTP;
-        ``budget`` the admission budget it shares with the front doors (``admission``; default: one of its own)."""
-        self.cfg, self.upstream = cfg, upstream
+        ``budget`` the admission budget it shares with the front doors (``admission``; default: one of its own);
+        ``api_key``: every /v1 request must carry it (``Authorization: Bearer``), as vLLM's and trtllm-serve's do."""
+        self.cfg, self.upstream, self.api_key = cfg, upstream, api_key
         self.models = tuple(cfg.front_door_names)
         self.link = EngineLink(grpc_url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name="openai")
         self.metrics = PromRequestMetrics({"model": self.models[0], "api": "openai"})
@@ -72,6 +81,19 @@ class OpenAIServer:
         r.add_get("/metrics", self.prometheus)
         r.add_route("*", "/v1/{tail:.*}", self.not_found)
         app.on_response_prepare.append(request_id)
+        if self.api_key is not None:
+            app.middlewares.append(self._authenticated)
+
+    @web_middleware
+    async def _authenticated(self, request, handler):
+        """/v1 routes only with the API key (compared in constant time); /health, /metrics and Triton's /v2 without."""
+        if request.path.startswith("/v1/"):
+            given = request.headers.get("Authorization", "")
+            scheme, _, key = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
+                return error_response(AuthenticationError("Authorization: a valid API key is needed "
+                                                          "(Authorization: Bearer <key>)"))
+        return await handler(request)
 
     async def cleanup(self) -> None:
         await self.link.aclose()
