@@ -1,7 +1,8 @@
 """Serving: everything between a client and an engine, in folders by where the code runs.
 
 Shared by every process (no I/O of their own, no Triton):
-- ``config``: the typed ``ServeConfig``; ``repo``: the model repository rendered from it.
+- ``config``: the typed ``ServeConfig`` (a frozen pydantic model: ``config_model``; the launcher's own limits in
+  ``limits``); ``repo``: the model repository rendered from it.
 - ``frontdoor``: one text request's logic (validate, format, tokenise, detokenise: ``TextJob``).
 - ``engine_link``: gRPC calls to the engine model over the server's own endpoint.
 - ``admission``: the one budget every front admits against; ``drain``: the shutdown signal the models read;

@@ -27,7 +27,7 @@ from ....wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
 from ...admission import LocalBudget
 from ...engine_link import EngineLink
 from ...frontdoor import FrontDoor, TextJob, TextRequest
-from ...request_metrics import PromRequestMetrics, RequestOutcome
+from ...request_metrics import PromRequestMetrics
 from ...session import Sessions, TextSession
 from ..checks import parse_json
 from ..connections import ConnectionCollector
@@ -173,7 +173,7 @@ class OpenAIServer:
             large = len(body) > TOKENIZE_INLINE_BYTES
             req = await self._work(large, lambda: schema.parse(model, parse_json(body)))
             if req.model not in self.models:
-                self.metrics.record(RequestOutcome(0.0, error="invalid"))
+                self.sessions.refused(InvalidRequestError(f"model: {req.model!r} is not served", "model"))
                 return model_not_found(req.model, self.models)
             place = self.sessions.admit()
             session = await self._work(large, lambda: self.sessions.open(place, lambda door: _job(door, req, chat), t0))
