@@ -94,6 +94,10 @@ def test_the_engine_exports_the_backends_families_with_the_requests_it_holds(syn
     def steady(text):  # one update seen whole: the blocks add up
         return kv(text, "used") + kv(text, "free") == kv(text, "max") > 0
 
+    # what earlier tests' requests left settles first: none in the engine, and the mirror (every 100 ms) has
+    # observed each one that ended
+    settle(lambda: scrape(syn_server), lambda t: req(t, "active") == 0)
+    time.sleep(0.3)
     before = scrape(syn_server)
     ended_before = value(before, f"{INPUT_LEN.name}_count", response_metric_type="total_input_tokens", **engine)
     for f in FAMILIES:

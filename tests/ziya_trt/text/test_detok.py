@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ziya_trt.finish import FinishReason
 
-from ziya_trt.text.detok import IncrementalDetokenizer, StopMatcher, TextStream, _utf8_len, decode_bytes_per_byte
+from ziya_trt.text.detok import IncrementalDetokenizer, StopMatcher, TextStream, _is_valid_prefix, _utf8_len, decode_bytes_per_byte
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -29,9 +29,9 @@ def sp_decode_cut(tok, ids):
         if tok.table.raw[t] is None:
             break
         tail = tok.table.raw[t] + tail
-    for k in (3, 2, 1):  # the last lead byte, if what follows it is short of its character
+    for k in (3, 2, 1):  # the last lead byte, if what follows it is short of its character (and still could be it)
         cut = tail[-k:]
-        if len(cut) == k and k < _utf8_len(cut[0]) and full.endswith("\ufffd" * k):
+        if len(cut) == k and k < _utf8_len(cut[0]) and _is_valid_prefix(cut) and full.endswith("\ufffd" * k):
             return full[:-k] + cut.decode("utf-8", "replace")
     return full
 
@@ -177,3 +177,10 @@ def test_finish_releases_held_text(tok):
     assert s.push(tok.encode("ok <hu", add_bos=False)).text == "ok "
     step = s.finish(FinishReason.CANCELLED)
     assert (step.text, step.finish_reason) == ("<hu", FinishReason.CANCELLED)
+
+
+def test_a_character_broken_by_another_lead_byte_is_one_replacement_per_byte_as_sentencepiece(tok):
+    """F0 90 then C0: the character is broken in the middle, not cut short by the end (found by the property above)."""
+    B = lambda b: tok.sp.piece_to_id("<0x%02X>" % b)  # noqa: E731
+    ids = [B(0xF0), B(0x90), B(0xC0)]
+    assert "".join(stream(tok.table, ids, [1, 1, 1])) == tok.sp.decode(ids) == "\ufffd" * 3 == sp_decode_cut(tok, ids)
