@@ -25,7 +25,7 @@ import time
 from typing import Callable
 
 from ..engine.request import EngineOutput
-from ..errors import ServerError, ZiyaError, from_wire
+from ..errors import ServerError, ServerOverloadedError, ServerShuttingDownError, ZiyaError, from_triton, from_wire
 from ..wire.arrays import engine_inputs, reused_blocks, stop_request_inputs
 from ..wire.tensors import LOG_PROB_OUTPUTS
 from .admission import Place, refusal
@@ -93,14 +93,26 @@ class TextSession:
 
     def _output(self, outputs: dict, error: str | None, final: bool) -> EngineOutput:
         if error is not None:
-            err = from_wire(error) or ServerError(f"{self.sessions.engine_name}: {error}")
-            return EngineOutput([], final=True, error=err)
+            return EngineOutput([], final=True, error=self._engine_error(error))
         ids = outputs.get("output_ids")
         out = EngineOutput(ids.reshape(-1).tolist() if ids is not None else [], final=final,
                            reused_blocks=reused_blocks(outputs))
         if self.job.pending_lp is not None:
             return self._with_log_probs(out, outputs.get("output_log_probs"))
         return out
+
+    def _engine_error(self, error: str) -> ZiyaError:
+        """The engine call's error, typed: the engine's own ``[ziya:]`` code; Triton's own refusal of the engine model
+        when it says the server is stopping or the queue is full (``errors.TRITON_MESSAGES``), which the client may
+        retry; anything else is the server's fault, whatever Triton says of the request this front built."""
+        err = from_wire(error)
+        if err is not None:
+            return err
+        message = f"{self.sessions.engine_name}: {error}"
+        triton = from_triton(error)
+        if isinstance(triton, (ServerShuttingDownError, ServerOverloadedError)):
+            return type(triton)(message)
+        return ServerError(message)
 
     def _with_log_probs(self, out: EngineOutput, so_far) -> EngineOutput:
         """The new tokens' log probabilities: the engine sends every generated token's so far beside only the new

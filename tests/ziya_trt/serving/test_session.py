@@ -67,3 +67,20 @@ def test_tokens_without_their_log_probabilities_fail_the_request(sessions):
 def test_a_request_that_does_not_ask_reads_none(sessions):
     s = open_session(sessions, False)
     assert s._output(response([20], [-0.5]), None, False).log_probs is None
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("Request for unknown model: 'reference' has no available versions", "ServerShuttingDownError"),
+    ("[request id: 1] Exceeds maximum queue size", "ServerOverloadedError"),
+    # Triton refusing what this front built is the server's fault, never the client's request
+    ("[request id: r1] expected number of inputs between 2 and 62 but got 1 inputs for model 'reference'. Got "
+     "input(s) ['x'], but missing required input(s) ['input_lengths']. Please provide all required input(s).",
+     "ServerError"),
+    ("[ziya:prompt_too_long] input_ids: prompt is 300 tokens, 44 over the limit of 256 tokens", "PromptTooLongError"),
+])
+def test_an_engine_calls_error_is_typed_for_the_client(sessions, message, kind):
+    s = open_session(sessions, logprobs=False)
+    s.submit(lambda out: outs.append(out))
+    outs = []
+    s.sessions.link.calls[-1][2]({}, message, True)
+    assert outs[0].final and type(outs[0].error).__name__ == kind
