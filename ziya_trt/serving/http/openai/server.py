@@ -176,7 +176,12 @@ class OpenAIServer:
                 self.sessions.refused(InvalidRequestError(f"model: {req.model!r} is not served", "model"))
                 return model_not_found(req.model, self.models)
             place = self.sessions.admit()
-            session = await self._work(large, lambda: self.sessions.open(place, lambda door: _job(door, req, chat), t0))
+            try:
+                session = await self._work(large, lambda: self.sessions.open(place, lambda door: _job(door, req, chat),
+                                                                             t0))
+            except asyncio.CancelledError:  # the client left while the pool tokenised: its place goes back now
+                place.release()  # (idempotent: an open() that fails later in the pool gives it back too)
+                raise
         except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
             err = typed(e, "openai: could not start the request")
             self.sessions.refused(err)
