@@ -80,7 +80,9 @@ def test_stream_schedule_keeps_each_request_on_its_own_clock():
         assert len(ts) == 6, rid
         gaps = [b - a for a, b in zip(ts, ts[1:])]
         assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.01, abs=0.003), rid  # the rate, per request
-    assert _bursts(times) >= 12, times  # requests 7 ms apart on 10 ms clocks of their own rarely meet
+    # requests 7 ms apart on 10 ms clocks of their own: more moments than one shared step clock gives (at most 8, the
+    # test above); how many more depends on how late a loaded machine wakes the loop, so no more is asserted
+    assert _bursts(times) > 8, times
 
 
 def test_the_schedule_reaches_the_engine_from_the_serve_config(tiny_ckpt):
