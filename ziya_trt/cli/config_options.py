@@ -5,6 +5,7 @@ derives its engine flags from ``EngineArgs``: nothing is written twice.
   ``json_schema_extra`` (``config_model.flag``), or none at all (``NOT_A_FLAG``: derived, or set otherwise).
 - Its type, default and choices (an enum's values, a ``Literal``'s) come from the annotation; a bool that is on
   by default is ``--x``/``--no-x``; the field's description is the help, with the default after it.
+- A ``tuple[str, ...]`` field is a repeatable option (``--cors-origin A --cors-origin B``).
 - A nested config (``http``, ``supervisor``) is a group of its own in ``--help``; its flags are named alike.
 - The options given on the command line are remembered (``given``), so a config read from a file can be
   changed by exactly those (``config_values(ns, model, given_only=True)``).
@@ -88,6 +89,17 @@ class _Store(argparse.Action):
         _remember(ns, self.dest)
 
 
+class _Append(argparse.Action):
+    """A repeatable option (a ``tuple[str, ...]`` field): each use adds one value; given at all, it replaces the
+    default (a config file's list too)."""
+
+    def __call__(self, parser, ns, values, option_string=None):
+        if self.dest not in given(ns):
+            setattr(ns, self.dest, ())
+        setattr(ns, self.dest, (*getattr(ns, self.dest), values))
+        _remember(ns, self.dest)
+
+
 class _Switch(argparse.BooleanOptionalAction):
     def __call__(self, parser, ns, values, option_string=None):
         super().__call__(parser, ns, values, option_string)
@@ -106,6 +118,9 @@ def _argument(o: ConfigOption) -> dict:
     elif typing.get_origin(t) is Literal:
         choices = typing.get_args(t)
         kw.update(type=type(choices[0]), choices=list(choices), default=default)
+    elif typing.get_origin(t) is tuple and typing.get_args(t)[1:] == (...,) and typing.get_args(t)[0] is str:
+        kw.update(action=_Append, type=str, default=tuple(default), metavar=o.path[-1].removesuffix("s").upper(),
+                  help=help_text + " (repeat for more)")
     elif t in _SCALARS:
         name = o.path[-1]
         metavar = next((m for k, m in _METAVARS.items() if name.endswith(k)), "N" if t in (int, float) else None)

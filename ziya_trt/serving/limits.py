@@ -4,7 +4,9 @@ it (``process/``, the launcher's threads). The Python models read the config who
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from .config_model import FrozenConfig, flag
 
@@ -33,6 +35,21 @@ class HttpLimits(FrozenConfig):
         64 * 1024 * 1024, ge=1, json_schema_extra=flag("--http-body-budget"),
         description="bytes of request bodies being read at once, all connections together; a request over it is "
                     "refused as overloaded")
+    cors_origins: tuple[str, ...] = Field(
+        (), json_schema_extra=flag("--cors-origin"),
+        description="a browser origin (scheme://host[:port]) whose pages may call the OpenAI-compatible API, or * "
+                    "for any; none: no CORS headers, so browsers keep other sites' pages from reading its answers")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for o in v:
+            if o != "*" and not _ORIGIN.fullmatch(o):
+                raise ValueError(f"has {o!r}, not an origin: give scheme://host[:port] (no path), or *")
+        return v
+
+
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
 
 
 class SupervisorLimits(FrozenConfig):

@@ -82,6 +82,7 @@ def test_a_config_file_is_changed_by_the_options_given_and_only_those(tmp_path):
     (["--max-queue-size", "-1"], "serve config: --max-queue-size: -1 must be at least 0"),
     (["--http-header-timeout", "0"], "--http-header-timeout: 0 must be more than 0 seconds"),
     (["--max-input-len", "4096", "--max-seq-len", "4096"], "need max_input_len (4096) < max_seq_len (4096)"),
+    (["--cors-origin", "https://a.example/app"], "--cors-origin: ('https://a.example/app',) has 'https://a.example/app', not an origin"),
 ])
 def test_a_bad_value_is_refused_by_its_flags_name(tmp_path, capsys, argv, message):
     assert main(["serve", "--engine", "synthetic", "--tokenizer-dir", str(tmp_path), "--render-only",
@@ -102,3 +103,13 @@ def test_choices_come_from_the_fields_type():
         build_parser().parse_args(["serve", "--dtype", "fp8"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--batch-scheduler-policy", "static"])
+
+
+def test_a_repeatable_option_adds_each_use_and_replaces_the_files_list(tmp_path):
+    a = build_parser().parse_args(["serve", "--engine", "synthetic", "--tokenizer-dir", str(tmp_path),
+                                   "--cors-origin", "https://a.example", "--cors-origin", "http://localhost:3000"])
+    assert config_from_args(a).http.cors_origins == ("https://a.example", "http://localhost:3000")
+    f = ServeConfig(engine="synthetic", tokenizer_dir=tmp_path, http={"cors_origins": ("*",)}).write(tmp_path / "c.json")
+    assert config_from_args(build_parser().parse_args(["serve", "--config", str(f)])).http.cors_origins == ("*",)
+    again = build_parser().parse_args(["serve", "--config", str(f), "--cors-origin", "https://b.example"])
+    assert config_from_args(again).http.cors_origins == ("https://b.example",)

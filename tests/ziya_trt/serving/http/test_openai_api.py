@@ -386,13 +386,25 @@ def test_a_too_long_completion_prompt_is_named_as_the_client_named_it(syn_server
     assert status == 400 and body["error"]["param"] == "prompt" and ".str" not in body["error"]["message"]
 
 
-def test_an_api_key_is_required_on_v1_when_the_server_has_one(tmp_path, tiny_ckpt):
+def cors_request(srv, method, path, origin, **headers):
+    """(status, response headers) of a browser-like request from ``origin``."""
+    req = urllib.request.Request(f"http://{srv.http_url}{path}", method=method, headers={"Origin": origin, **headers},
+                                 data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers
+
+
+def test_an_api_key_is_required_on_v1_and_browsers_of_the_allowed_origin_may_call(tmp_path, tiny_ckpt):
     from ziya_trt.serving.config import ServeConfig
     from ziya_trt.serving.process.server import TritonServer
     from ziya_trt.serving.repo import render_repo
 
     cfg = ServeConfig(engine="synthetic", tokenizer_dir=tiny_ckpt, max_batch_size=4, max_queue_size=4,
-                      synthetic_tokens_per_s=500.0, supervisor={"exit_timeout_s": 10})
+                      synthetic_tokens_per_s=500.0, supervisor={"exit_timeout_s": 10},
+                      http={"cors_origins": ("https://app.example",)})
     with TritonServer(render_repo(cfg, tmp_path / "repo"), log_file=tmp_path / "log", serve_config=cfg,
                       api_key="s3cret-key") as srv:
         msgs = [{"role": "user", "content": "hi"}]
@@ -410,3 +422,28 @@ def test_an_api_key_is_required_on_v1_when_the_server_has_one(tmp_path, tiny_ckp
         assert [m.id for m in good.models.list()] == ["ziya"]
         with urllib.request.urlopen(f"http://{srv.http_url}/health", timeout=5) as r:  # load balancers need no key
             assert r.status == 200
+
+        # --cors-origin: the preflight needs no key; the allowed origin may read answers, errors included
+        app, other = "https://app.example", "https://evil.example"
+        ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+        status, h = cors_request(srv, "OPTIONS", "/v1/chat/completions", app, **ask)
+        assert status == 200 and h["Access-Control-Allow-Origin"] == app
+        assert "POST" in h["Access-Control-Allow-Methods"]
+        assert {"authorization", "content-type"} <= {x.strip().lower() for x in h["Access-Control-Allow-Headers"].split(",")}
+        status, h = cors_request(srv, "OPTIONS", "/v1/chat/completions", other, **ask)
+        assert status == 403 and "Access-Control-Allow-Origin" not in h
+        status, h = cors_request(srv, "GET", "/v1/models", app, Authorization="Bearer s3cret-key")
+        assert status == 200 and h["Access-Control-Allow-Origin"] == app
+        assert "x-request-id" in h["Access-Control-Expose-Headers"].lower()
+        status, h = cors_request(srv, "POST", "/v1/chat/completions", app)  # no key: 401, readable by the page
+        assert status == 401 and h["Access-Control-Allow-Origin"] == app
+        status, h = cors_request(srv, "GET", "/v1/models", other, Authorization="Bearer s3cret-key")
+        assert status == 200 and "Access-Control-Allow-Origin" not in h
+
+
+def test_without_cors_origins_no_cors_header_is_sent(syn_server):
+    status, h = cors_request(syn_server, "GET", "/v1/models", "https://app.example")
+    assert status == 200 and "Access-Control-Allow-Origin" not in h
+    status, h = cors_request(syn_server, "OPTIONS", "/v1/chat/completions", "https://app.example",
+                             **{"Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in h

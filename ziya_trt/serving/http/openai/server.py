@@ -31,6 +31,7 @@ from ...request_metrics import PromRequestMetrics
 from ...session import Sessions, TextSession
 from ..checks import parse_json
 from ..connections import ConnectionCollector
+from ..cors import allow_cors, is_preflight
 from . import schema
 from .chunks import DONE, Chunks, response_id, sse
 from .logprobs import LogprobsFormat
@@ -83,11 +84,13 @@ class OpenAIServer:
         app.on_response_prepare.append(request_id)
         if self.api_key is not None:
             app.middlewares.append(self._authenticated)
+        if self.cfg.http.cors_origins:
+            allow_cors(app, self.cfg.http.cors_origins)
 
     @web_middleware
     async def _authenticated(self, request, handler):
         """/v1 routes only with the API key (compared in constant time); /health, /metrics and Triton's /v2 without."""
-        if request.path.startswith("/v1/"):
+        if request.path.startswith("/v1/") and not is_preflight(request):  # a browser's preflight carries no key
             given = request.headers.get("Authorization", "")
             scheme, _, key = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
