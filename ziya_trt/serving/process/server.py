@@ -161,7 +161,8 @@ class TritonServer(Endpoints):
 
         cfg = self.serve_config.resolved()
         budget = SharedBudget(budget_file(self.repo), cfg.admission_budget)  # shared with the front doors
-        return [OpenAIServer(cfg, self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}", budget, self.api_key)]
+        return [OpenAIServer(cfg, self.grpc_url, f"http://127.0.0.1:{self._triton_http_port}", budget, self.api_key,
+                             self.metrics_url)]
 
     def _guard_specs(self) -> dict:
         if self.serve_config is None:

@@ -208,6 +208,41 @@ def test_closing_a_stream_early_frees_the_engine_slot(slow_server):
     assert v == 0, "the closed stream kept generating"
 
 
+def http_metrics(srv) -> dict:
+    """{(sample name, sorted labels): value} of the HTTP port's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{srv.http_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def engine_figures(srv) -> tuple[float | None, float | None, float | None]:
+    """(ziya_engine_active_requests, the backend family's active requests, ziya_engine_metrics_up) on the HTTP port."""
+    m = http_metrics(srv)
+    ours = m.get(("ziya_engine_active_requests", (("model", "synthetic"),)))
+    backend = next((v for (name, labels), v in m.items() if name == "nv_trt_llm_request_metrics"
+                    and ("request_type", "active") in labels), None)
+    return ours, backend, m.get(("ziya_engine_metrics_up", ()))
+
+
+def test_the_engines_live_figures_are_on_the_http_ports_metrics_too(slow_server):
+    c = client(slow_server)
+    assert engine_figures(slow_server)[2] == 1.0
+    with c.chat.completions.create(model="ziya", messages=[{"role": "user", "content": "a long story"}],
+                                   max_tokens=1000, stream=True) as s:
+        next(iter(s))
+        deadline = time.monotonic() + 10
+        while engine_figures(slow_server)[:2] != (1.0, 1.0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine_figures(slow_server)[:2] == (1.0, 1.0)
+    deadline = time.monotonic() + 10
+    while engine_figures(slow_server)[:2] != (0.0, 0.0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine_figures(slow_server) == (0.0, 0.0, 1.0)
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl(syn_server):
     body = json.dumps({"model": "ziya", "stream": True, "max_tokens": 6,

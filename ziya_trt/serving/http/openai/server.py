@@ -32,6 +32,7 @@ from ...session import Sessions, TextSession
 from ..checks import parse_json
 from ..connections import ConnectionCollector
 from ..cors import allow_cors, is_preflight
+from ..engine_metrics import engine_exposition
 from . import schema
 from .chunks import DONE, Chunks, response_id, sse
 from .logprobs import LogprobsFormat
@@ -51,11 +52,13 @@ def web_middleware(fn):
 
 
 class OpenAIServer:
-    def __init__(self, cfg, grpc_url: str, upstream: str, budget=None, api_key: str | None = None):
+    def __init__(self, cfg, grpc_url: str, upstream: str, budget=None, api_key: str | None = None,
+                 metrics_url: str | None = None):
         """``cfg`` is the ``ServeConfig``; ``grpc_url`` the server's gRPC address; ``upstream`` tritonserver's HTTP;
         ``budget`` the admission budget it shares with the front doors (``admission``; default: one of its own);
-        ``api_key``: every /v1 request must carry it (``Authorization: Bearer``), as vLLM's and trtllm-serve's do."""
-        self.cfg, self.upstream, self.api_key = cfg, upstream, api_key
+        ``api_key``: every /v1 request must carry it (``Authorization: Bearer``), as vLLM's and trtllm-serve's do;
+        ``metrics_url``: tritonserver's metrics, whose engine families ``/metrics`` shows too."""
+        self.cfg, self.upstream, self.api_key, self.metrics_url = cfg, upstream, api_key, metrics_url
         self.models = tuple(cfg.front_door_names)
         self.link = EngineLink(grpc_url, cfg.engine_name, FRONT_DOOR_ENGINE_OUTPUTS, name="openai")
         self.metrics = PromRequestMetrics({"model": self.models[0], "api": "openai"})
@@ -141,10 +144,11 @@ class OpenAIServer:
         return web.json_response({"status": "ok" if ok else "unavailable"}, status=200 if ok else 503)
 
     async def prometheus(self, request):
-        """The OpenAI API's own series (the models' are on the metrics port, with Triton's)."""
+        """The OpenAI API's own series, and the engine's live figures from the metrics port (``engine_metrics``)."""
         from aiohttp import web
 
-        return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
+        engine = await engine_exposition(self.http, self.metrics_url)
+        return web.Response(body=self.metrics.exposition() + engine, content_type="text/plain", charset="utf-8")
 
     async def openapi(self, request):
         from aiohttp import web
