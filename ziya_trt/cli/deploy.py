@@ -15,6 +15,7 @@ EXAMPLES = """\
 examples:
   ziya-trt deploy k8s --config serve_config.json --volume-claim ziya-engines -o ziya-trt.yaml
   ziya-trt deploy k8s --config cpu.json --host-path /srv/models --max-replicas 0 --replicas 2
+  ziya-trt deploy k8s --config serve_config.json --volume-claim ziya-engines --inference-pool
   kubectl apply -f ziya-trt.yaml
 
 The config's paths (engine_dir, tokenizer_dir, model_dir) are the pod's: under --mount-path, where the volume
@@ -26,7 +27,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("deploy", help="render deployment manifests (Kubernetes)")
     dsub = p.add_subparsers(dest="target", metavar="TARGET")
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-    k = dsub.add_parser("k8s", help="Deployment, Service, PDB, HPA and ServiceMonitor for `ziya-trt serve`",
+    k = dsub.add_parser("k8s", help="Deployment, Service, PDB, HPA, ServiceMonitor (and InferencePool) for "
+                                    "`ziya-trt serve`",
                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_k8s_options(k)
     k.set_defaults(func=run_k8s)
@@ -77,6 +79,15 @@ def add_k8s_options(p) -> None:
                    help="seconds a client stays on its pod (default %(default)s)")
     s.add_argument("--max-unavailable", type=int, default=d.max_unavailable,
                    help="PodDisruptionBudget: pods a voluntary disruption may take at once (default %(default)s)")
+    g = p.add_argument_group("inference gateway (Gateway API Inference Extension)")
+    g.add_argument("--inference-pool", action="store_true",
+                   help="also an InferencePool of the pods, for an HTTPRoute's backendRef; its endpoint picker is "
+                        "installed apart")
+    g.add_argument("--endpoint-picker", metavar="SERVICE", help="the endpoint picker's Service (default NAME-epp)")
+    g.add_argument("--endpoint-picker-port", type=int, default=d.endpoint_picker_port,
+                   help="its port (default %(default)s)")
+    g.add_argument("--endpoint-picker-fail-open", action="store_true",
+                   help="route without the picker when it does not answer (default: fail closed)")
     m = p.add_argument_group("monitoring")
     m.add_argument("--monitor", choices=MONITORS, default=d.monitor,
                    help="Prometheus Operator object (default %(default)s)")
@@ -98,6 +109,8 @@ def options_from_args(a) -> K8sOptions:
         pre_stop_s=a.pre_stop, monitor=a.monitor, monitor_labels=tuple(labels), admin_key_secret=a.admin_key_secret,
         session_affinity=a.session_affinity, affinity_timeout_s=a.affinity_timeout, cpu=a.cpu, memory=a.memory,
         shm_size=a.shm_size, gpu_resource=a.gpu_resource, max_unavailable=a.max_unavailable,
+        inference_pool=a.inference_pool, endpoint_picker=a.endpoint_picker,
+        endpoint_picker_port=a.endpoint_picker_port, endpoint_picker_fail_open=a.endpoint_picker_fail_open,
     )
 
 

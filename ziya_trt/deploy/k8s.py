@@ -266,6 +266,28 @@ def adapter_rules() -> dict:
     }]}
 
 
+INFERENCE_POOL_API = "inference.networking.k8s.io/v1"  # Gateway API Inference Extension, v1 (GA since 1.0)
+# what its endpoint picker reads from each pod's /metrics on the pool's target port, for Triton's TensorRT-LLM
+# backend (the extension's model server protocol); the HTTP port's /metrics carries them for every engine
+PICKER_METRICS = {
+    "queued requests": 'nv_trt_llm_request_metrics{request_type="waiting"}',
+    "running requests": 'nv_trt_llm_request_metrics{request_type="scheduled"}',
+    "KV-cache use": 'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}',
+}
+
+
+def inference_pool(opts: K8sOptions) -> dict:
+    """The pods as one pool for an inference gateway (an ``HTTPRoute``'s ``backendRef`` of kind InferencePool): the
+    gateway asks the endpoint picker which pod takes each OpenAI request, and sends it to that pod's HTTP port."""
+    picker = {"name": opts.picker, "kind": "Service", "port": {"number": opts.endpoint_picker_port},
+              "failureMode": "FailOpen" if opts.endpoint_picker_fail_open else "FailClose"}
+    return {"apiVersion": INFERENCE_POOL_API, "kind": "InferencePool", "metadata": _meta(opts),
+            "spec": {"selector": {"matchLabels": selector_labels(opts)},
+                     "targetPorts": [{"number": PORTS["http"]}],
+                     "appProtocol": "http",
+                     "endpointPickerRef": picker}}
+
+
 def render(cfg: ServeConfig, opts: K8sOptions) -> list[dict]:
     """Every object, in the order ``kubectl apply`` should meet them."""
     cfg = pod_config(cfg, opts)
@@ -274,6 +296,8 @@ def render(cfg: ServeConfig, opts: K8sOptions) -> list[dict]:
         objs.append(autoscaler(cfg, opts))
     if opts.monitor != "none":
         objs.append(monitor(opts))
+    if opts.inference_pool:
+        objs.append(inference_pool(opts))
     return objs
 
 
@@ -299,6 +323,11 @@ def header(cfg: ServeConfig, opts: K8sOptions, objs: list[dict]) -> str:
         lines += [f"The autoscaler reads {METRIC_FRONT_DOOR_INFLIGHT} through prometheus-adapter; add this rule to",
                   "its configuration (the Helm chart's values: rules.custom):", ""]
         lines += ["  " + ln for ln in yaml.dump(adapter_rules()["rules"], Dumper=_Dumper, sort_keys=False).splitlines()]
+    if opts.inference_pool:
+        lines += ["", f"The InferencePool needs the Gateway API Inference Extension's CRDs ({INFERENCE_POOL_API}) and its",
+                  f"endpoint picker as the Service {opts.picker}:{opts.endpoint_picker_port}, set up for Triton's TensorRT-LLM",
+                  "backend, whose metric names every pod's HTTP /metrics carries (whatever the engine):"]
+        lines += [f"- {what}: {name}" for what, name in PICKER_METRICS.items()]
     return "".join(f"# {ln}".rstrip() + "\n" for ln in lines)
 
 

@@ -60,6 +60,12 @@ class K8sOptions:
     shm_size: str = "1Gi"  # /dev/shm for the python backend (memory-backed, counts against the memory limit)
     gpu_resource: str = "nvidia.com/gpu"
     max_unavailable: int = 1  # the PodDisruptionBudget's
+    # Gateway API Inference Extension: an InferencePool of these pods for an inference gateway, whose endpoint
+    # picker (installed apart, the upstream chart with the Triton TensorRT-LLM metric names) is this Service
+    inference_pool: bool = False
+    endpoint_picker: str | None = None  # its Service's name; default: <name>-epp
+    endpoint_picker_port: int = 9002  # its gRPC ext-proc port, the upstream default
+    endpoint_picker_fail_open: bool = False  # the gateway routes without it when it does not answer
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,6 +90,8 @@ class K8sOptions:
             problems.append("target_inflight must be > 0")
         if self.startup_timeout_s < 10 or self.exit_timeout_s < 1 or self.pre_stop_s < 0:
             problems.append("need startup_timeout_s >= 10, exit_timeout_s >= 1 and pre_stop_s >= 0")
+        if not 1 <= self.endpoint_picker_port <= 65535:
+            problems.append(f"endpoint picker port {self.endpoint_picker_port} is not in 1..65535")
         if self.monitor not in MONITORS:
             problems.append(f"monitor {self.monitor!r} is not one of {', '.join(MONITORS)}")
         for k, v in self.monitor_labels:
@@ -101,6 +109,10 @@ class K8sOptions:
             raise ConfigError("deploy options: " + "; ".join(problems))
 
     # --- what follows from the options and the served config ----------------------------------------
+    @property
+    def picker(self) -> str:
+        return self.endpoint_picker or f"{self.name}-epp"
+
     def image_for(self, cfg: ServeConfig) -> str:
         return self.image or (GPU_IMAGE if cfg.engine is EngineKind.TENSORRT_LLM else CPU_IMAGE)
 

@@ -36,6 +36,15 @@ def test_renders_every_object_to_a_file(config_file, tmp_path, capsys):
     assert ServeConfig.from_json(objs[0]["data"]["serve_config.json"]).drain_timeout_s == 45.0
 
 
+def test_the_inference_pool_options(config_file, capsys):
+    assert main(["deploy", "k8s", "--config", str(config_file), "--volume-claim", "ziya-engines", "--inference-pool",
+                 "--endpoint-picker", "pool-epp", "--endpoint-picker-port", "9100", "--endpoint-picker-fail-open"]) == 0
+    pool = list(yaml.safe_load_all(capsys.readouterr().out))[-1]
+    assert pool["kind"] == "InferencePool"
+    assert pool["spec"]["endpointPickerRef"] == {"name": "pool-epp", "kind": "Service", "port": {"number": 9100},
+                                                 "failureMode": "FailOpen"}
+
+
 def test_writes_to_standard_output(config_file, capsys):
     assert main(["deploy", "k8s", "--config", str(config_file), "--host-path", "/srv/engines", "--max-replicas", "0",
                  "--monitor", "none"]) == 0

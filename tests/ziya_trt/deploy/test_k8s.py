@@ -5,6 +5,7 @@ objects agree with each other and with the server (GPUs, grace period, probes, p
 
 import inspect
 import json
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -20,6 +21,7 @@ from ziya_trt.serving.process.supervisor import RESTART_READY_S
 
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+POOL = json.loads((Path(__file__).parents[3] / "contracts" / "inference-pool-v1.json").read_text())["schema"]
 
 
 def trtllm(world_size=1, **kw) -> ServeConfig:
@@ -50,6 +52,7 @@ CASES = {
                                                             namespace="llm", monitor_labels=(("release", "prom"),))),
     "reference-podmonitor-no-hpa": (reference(), opts(monitor="podmonitor", max_replicas=0, replicas=2)),
     "reference-no-monitor": (reference(drain_timeout_s=3.0), opts(monitor="none", pre_stop_s=0, target_inflight=2.5)),
+    "trtllm-inference-pool": (trtllm(), opts(inference_pool=True, namespace="llm", endpoint_picker_fail_open=True)),
 }
 
 
@@ -63,7 +66,7 @@ def case(request):
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_builtin_objects_validate_against_the_kubernetes_schemas(case, version):
     _, _, objs = case
-    checked = [o for o in objs if o["kind"] not in CRD_KINDS]
+    checked = [o for o in objs if o["kind"] not in CRD_KINDS | {"InferencePool"}]
     assert {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"} <= {o["kind"] for o in checked}
     for o in checked:
         assert kubernetes_validate.validate(o, version, strict=True) == version[:4]
@@ -316,6 +319,50 @@ def test_yaml_round_trips_and_carries_the_adapter_rule():
     assert "serve_config.json: |" in text  # the config stays readable
 
 
+def test_the_inference_pool_validates_against_its_crds_schema_and_routes_to_the_http_port(case):
+    import jsonschema
+
+    _, o, objs = case
+    pools = [x for x in objs if x["kind"] == "InferencePool"]
+    assert len(pools) == int(o.inference_pool)
+    for pool in pools:
+        jsonschema.validate(pool, POOL)
+        with pytest.raises(kubernetes_validate.SchemaNotFoundError):  # why it needs its CRD's schema
+            kubernetes_validate.validate(pool, K8S_VERSIONS[-1], strict=True)
+        spec = pool["spec"]
+        assert spec["selector"]["matchLabels"] == by_kind(objs)["Deployment"]["spec"]["selector"]["matchLabels"]
+        assert spec["targetPorts"] == [{"number": k8s.PORTS["http"]}]  # the OpenAI API and the engine's /metrics
+        http = next(p for p in pod(objs)["containers"][0]["ports"] if p["name"] == "http")
+        assert http["containerPort"] == k8s.PORTS["http"]
+        assert spec["endpointPickerRef"] == {"name": f"{o.name}-epp", "kind": "Service", "port": {"number": 9002},
+                                             "failureMode": "FailOpen" if o.endpoint_picker_fail_open else "FailClose"}
+
+
+def test_the_pools_schema_refuses_what_is_wrong():
+    import jsonschema
+
+    pool = k8s.inference_pool(opts(inference_pool=True))
+    for bad in (
+        {"targetPorts": []},
+        {"targetPorts": [{"number": 8000}, {"number": 8000}]},
+        {"selector": {"matchLabels": {}}},
+        {"endpointPickerRef": {"name": "epp"}},  # a Service needs its port
+        {"endpointPickerRef": {"name": "epp", "port": {"number": 9002}, "failureMode": "Open"}},
+        {"targetPortNumber": 8000},  # the pre-v1 field
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(pool | {"spec": pool["spec"] | bad}, POOL)
+
+
+def test_the_pool_header_names_the_metrics_the_picker_reads():
+    cfg, o = CASES["trtllm-inference-pool"]
+    text = k8s.to_yaml(cfg, o)
+    head = text.split("\n---", 1)[0]
+    assert "InferencePool" in head and "llm" in text
+    for name in k8s.PICKER_METRICS.values():
+        assert name in head
+
+
 # --- what is refused ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw, message", [
     ({"volume_claim": None}, "exactly one volume"),
@@ -328,6 +375,7 @@ def test_yaml_round_trips_and_carries_the_adapter_rule():
     ({"admin_key_secret": "Bad Name"}, "NAME or NAME:KEY"),
     ({"monitor_labels": (("release", "has space"),)}, "not a valid label"),
     ({"target_inflight": 0.0}, "must be > 0"),
+    ({"endpoint_picker_port": 0}, "not in 1..65535"),
 ])
 def test_bad_options_are_refused_with_the_reason(kw, message):
     with pytest.raises(ConfigError, match=message):
