@@ -227,6 +227,13 @@ class TextSession:
         self._stop_engine()
         self._end(RequestOutcome.failed(err, time.monotonic() - self.t0))
 
+    def discard(self) -> None:
+        """A session never submitted (another prompt of the same response was refused): its place goes back, and it
+        records nothing (the response's refusal is recorded once)."""
+        if not self.ended:
+            self.ended = True
+            self.place.release()
+
     def abandon(self) -> None:
         """The client left before the final response: the engine is stopped, the request counted as cancelled."""
         self.cancel()
