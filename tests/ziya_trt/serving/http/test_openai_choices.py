@@ -137,3 +137,11 @@ def test_a_prefill_is_continued_and_only_the_new_text_returned(syn_server, tok):
                                                             "continue_final_message": True})
     assert status == 400 and err["error"]["param"] == "continue_final_message", err
 
+
+
+def test_n_through_the_rendered_tensorrt_llm_model(stock_server, tok):
+    """The stand-in loaded from the rendered ``tensorrt_llm`` config (its name, its 62 inputs and 21 outputs) takes
+    num_return_sequences and answers with sequence_index, as the contract says the backend does."""
+    r = client(stock_server).completions.create(model="ensemble", prompt="alpha beta", max_tokens=4, n=3)
+    want = echo(tok, tok.encode("alpha beta"), 4)
+    assert [(c.index, c.text) for c in r.choices] == [(0, want), (1, want), (2, want)]

@@ -273,8 +273,9 @@ def openai_error(err: ZiyaError) -> tuple[int, dict]:
 
 # --- the OpenAPI document (for clients and for schemathesis) -------------------------------------
 
-def openapi(models: tuple[str, ...] = (), max_seq_len: int | None = None) -> dict:
-    """The API's OpenAPI 3.1 document; with the served ``models`` and ``max_seq_len`` it names what this server takes."""
+def openapi(models: tuple[str, ...] = (), max_seq_len: int | None = None, max_choices: int | None = None) -> dict:
+    """The API's OpenAPI 3.1 document; with the served ``models``, ``max_seq_len`` and ``max_choices`` (the engine's
+    max_batch_size: each choice takes a slot) it names what this server takes."""
     ref = "#/components/schemas/{model}"
     schemas: dict = {}
     for m in (ChatCompletionRequest, CompletionRequest):
@@ -286,6 +287,8 @@ def openapi(models: tuple[str, ...] = (), max_seq_len: int | None = None) -> dic
             for k in ("max_tokens", "max_completion_tokens"):
                 if k in s["properties"]:
                     s["properties"][k]["anyOf"][0]["maximum"] = max_seq_len
+        if max_choices:
+            s["properties"]["n"]["anyOf"][0]["maximum"] = max_choices
         schemas[m.__name__] = s
     error = {"description": "an error in OpenAI's shape",
              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

@@ -151,7 +151,7 @@ class OpenAIServer:
     async def openapi(self, request):
         from aiohttp import web
 
-        return web.json_response(schema.openapi(self.models, self.cfg.max_seq_len))
+        return web.json_response(schema.openapi(self.models, self.cfg.max_seq_len, self.cfg.max_batch_size))
 
     async def not_found(self, request):
         """A path under /v1 that is not served (404), or one that is, with another method (405 and ``Allow``)."""
