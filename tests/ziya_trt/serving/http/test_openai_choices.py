@@ -145,3 +145,17 @@ def test_n_through_the_rendered_tensorrt_llm_model(stock_server, tok):
     r = client(stock_server).completions.create(model="ensemble", prompt="alpha beta", max_tokens=4, n=3)
     want = echo(tok, tok.encode("alpha beta"), 4)
     assert [(c.index, c.text) for c in r.choices] == [(0, want), (1, want), (2, want)]
+
+
+def test_closing_a_stream_of_two_choices_frees_both_slots(slow_server):
+    from tests.triton_helpers import wait_metric
+    from ziya_trt.serving.triton.gauges import METRIC_ACTIVE
+
+    with client(slow_server).chat.completions.create(model="ziya", messages=[{"role": "user", "content": "go"}],
+                                                     max_tokens=1000, n=2, stream=True) as s:
+        for _ in zip(range(4), s):
+            pass
+        v, _ = wait_metric(slow_server, METRIC_ACTIVE, "synthetic", lambda v: v == 2)
+        assert v == 2  # each choice holds a slot
+    v, _ = wait_metric(slow_server, METRIC_ACTIVE, "synthetic", lambda v: v == 0)
+    assert v == 0, "the closed stream kept generating"
