@@ -135,3 +135,27 @@ def test_one_prompts_failure_fails_the_response_and_cancels_the_others(sessions,
     assert got and got[0][0] == 0
     assert b.ended and sessions.outcomes[-1].error == "server"
     assert a.id in sessions.link.stops  # the one still running is stopped
+
+
+def test_a_link_that_refuses_a_later_prompt_stops_those_already_submitted(sessions, tok):
+    from ziya_trt.errors import ServerShuttingDownError
+    from ziya_trt.serving.http.openai.server import OpenAIServer
+
+    a, b = open_n(sessions, tok, 1), open_n(sessions, tok, 1)
+    submit = sessions.link.submit
+
+    def refuse_second(request_id, arrays, on_event, **kw):
+        if sessions.link.calls:
+            raise ServerShuttingDownError("the engine link is closed")
+        submit(request_id, arrays, on_event, **kw)
+
+    sessions.link.submit = refuse_second
+
+    async def run():
+        events = OpenAIServer._events(None, [a, b], 1)
+        with pytest.raises(ServerShuttingDownError):
+            await anext(events)
+
+    asyncio.run(run())
+    assert b.ended and sessions.outcomes[-1].error == "shutting_down"
+    assert a.id in sessions.link.stops

@@ -136,6 +136,9 @@ def test_a_prefill_is_continued_and_only_the_new_text_returned(syn_server, tok):
     status, err = post(syn_server, "/v1/chat/completions", {"model": "ziya", "messages": CHAT, "max_tokens": 2,
                                                             "continue_final_message": True})
     assert status == 400 and err["error"]["param"] == "continue_final_message", err
+    status, err = post(syn_server, "/v1/chat/completions", {"model": "ziya", "messages": msgs, "max_tokens": 2,
+                                                            "add_generation_prompt": True})
+    assert status == 400 and err["error"]["param"] == "add_generation_prompt", err  # a new answer: not honoured
 
 
 

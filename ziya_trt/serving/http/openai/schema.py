@@ -173,6 +173,10 @@ class ChatCompletionRequest(_Generation):
             raise InvalidRequestError("continue_final_message: not with add_generation_prompt true (a prefill is "
                                       "continued, not answered)", "continue_final_message")
         last = self.messages[-1].role
+        if self.add_generation_prompt and last == "assistant":
+            raise InvalidRequestError("add_generation_prompt: true asks for a new answer after the final assistant "
+                                      "message; this server continues that message (send false, or leave it out)",
+                                      "add_generation_prompt")
         if (self.continue_final_message or self.add_generation_prompt is False) and last != "assistant":
             name = "continue_final_message" if self.continue_final_message else "add_generation_prompt"
             raise InvalidRequestError(f"{name}: the last message must be the assistant's (the answer to continue)",

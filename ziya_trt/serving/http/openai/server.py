@@ -231,11 +231,16 @@ class OpenAIServer:
         with their text. An engine error fails its session and is raised; closing the iterator early (the client
         left, or another prompt failed) cancels every engine request still running."""
         queue: asyncio.Queue = asyncio.Queue()
-        for p, session in enumerate(sessions):
-            session.submit(lambda out, p=p: queue.put_nowait((p, out)))
         wants_lp = sessions[0].job.req.logprobs
-        running = set(range(len(sessions)))
+        running: set[int] = set()
         try:
+            for p, session in enumerate(sessions):
+                try:
+                    session.submit(lambda out, p=p: queue.put_nowait((p, out)))
+                except ZiyaError as e:  # the link is closed: this one fails, those already submitted are stopped
+                    session.fail(e)
+                    raise
+                running.add(p)
             while running:
                 items = [await queue.get()]
                 while not queue.empty():
