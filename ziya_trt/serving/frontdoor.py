@@ -102,6 +102,9 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
     )
     bad = _words(inputs, "bad_words", 4096)
     check_words("bad_words", bad, "bad words")
+    n = scalar(inputs, S["num_return_sequences"], 1)
+    if n < 1:  # the engine refuses more than its slots, by name
+        raise InvalidRequestError(f"num_return_sequences: {n} must be at least 1", "num_return_sequences")
     try:
         params = SamplingParams(**kw)
     except InvalidRequestError as e:  # name the field as the client sent it
@@ -116,6 +119,7 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
         bad_words=bad,
         end_id=scalar(inputs, S["end_id"]),
         pad_id=scalar(inputs, S["pad_id"]),
+        n=n,
     )
 
 

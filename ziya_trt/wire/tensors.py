@@ -151,6 +151,7 @@ FRONT_DOOR_INPUTS = _specs(
     ("seed", U64, (1,)),
     ("stream", BOOL, (1,)),
     ("exclude_input_in_output", BOOL, (1,)),
+    ("num_return_sequences", I32, (1,)),  # sequences for the prompt: each response then says which (sequence_index)
 )
 FRONT_DOOR_OUTPUTS = _specs(
     ("text_output", STR, (-1,)),
@@ -159,6 +160,7 @@ FRONT_DOOR_OUTPUTS = _specs(
     ("finish_reason", STR, (1,)),
     ("turns_dropped", I32, (1,)),  # oldest whole turns left out of a conversation to fit
     ("cached_tokens", I32, (1,)),  # prompt tokens whose KV came from the engine's prefix cache
+    ("sequence_index", I32, (1,)),  # which sequence a response is, for a request of num_return_sequences > 1
 )
 # names the stock models do not have; everything else must exist in the 1.2.1 facts
 FRONT_DOOR_EXTRAS = frozenset({"messages", "finish_reason", "turns_dropped", "cached_tokens"})

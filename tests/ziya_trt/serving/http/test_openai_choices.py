@@ -162,3 +162,19 @@ def test_closing_a_stream_of_two_choices_frees_both_slots(slow_server):
         assert v == 2  # each choice holds a slot
     v, _ = wait_metric(slow_server, METRIC_ACTIVE, "synthetic", lambda v: v == 0)
     assert v == 0, "the closed stream kept generating"
+
+
+def test_the_triton_front_door_takes_num_return_sequences_too(syn_server, tok):
+    """``ziya`` over gRPC, as tensorrt_llm_bls takes it: each response one sequence's, with sequence_index."""
+    from tests.triton_helpers import grpc_stream
+
+    results, err = grpc_stream(syn_server.grpc_url, "ziya", {"text_input": "alpha beta gamma", "max_tokens": 5,
+                                                             "stream": True, "num_return_sequences": 2})
+    assert err is None, err
+    texts: dict[int, str] = {}
+    for res in results:
+        t, i = res.as_numpy("text_output"), res.as_numpy("sequence_index")
+        if t is not None:
+            texts[int(i[0])] = texts.get(int(i[0]), "") + "".join(x.decode() for x in t)
+    want = echo(tok, tok.encode("alpha beta gamma"), 5)
+    assert texts == {0: want, 1: want}
