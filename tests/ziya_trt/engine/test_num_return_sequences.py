@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from ziya_trt.engine.request import EngineLimits, EngineRequest, coalesce, EngineOutput
+from ziya_trt.engine.request import EngineLimits, EngineOutput, EngineRequest, coalesce
 from ziya_trt.engine.synthetic import SyntheticEngine
 from ziya_trt.errors import InvalidRequestError, ServerOverloadedError
 from ziya_trt.finish import FinishReason
@@ -139,7 +139,8 @@ def test_synthetic_sequences_replay_the_same_ids():
 
 
 def test_coalesce_never_merges_two_sequences():
-    outs = [EngineOutput([1], sequence_index=0), EngineOutput([2], sequence_index=1), EngineOutput([3], sequence_index=1),
-            EngineOutput([4], sequence_index=0, sequence_final=True), EngineOutput([5], sequence_index=0)]
+    outs = [EngineOutput([1], sequence_index=0), EngineOutput([2], sequence_index=1),
+            EngineOutput([3], sequence_index=1), EngineOutput([4], sequence_index=0, sequence_final=True),
+            EngineOutput([5], sequence_index=0)]
     merged = coalesce(outs)
     assert [(o.sequence_index, o.tokens) for o in merged] == [(0, [1]), (1, [2, 3]), (0, [4]), (0, [5])]
