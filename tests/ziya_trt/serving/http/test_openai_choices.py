@@ -35,6 +35,9 @@ def test_n_choices_streamed_interleave_by_index_each_with_its_finish_reason(syn_
                 reasons.setdefault(choice.index, []).append(choice.finish_reason)
     assert texts == {i: echo(tok, ids, 12) for i in range(3)}
     assert reasons == {0: ["length"], 1: ["length"], 2: ["length"]}
+    order = [ch.choices[0].index for ch in chunks[:-1] if ch.choices and ch.choices[0].delta.content]
+    # the sequences run side by side (each its own slot, admitted together): their chunks interleave
+    assert order != sorted(order), order
     roles = [ch.choices[0].index for ch in chunks if ch.choices and ch.choices[0].delta.role == "assistant"]
     assert sorted(roles) == [0, 1, 2]  # each choice's role chunk
     last = chunks[-1]
