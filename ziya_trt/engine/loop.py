@@ -30,12 +30,24 @@ from .request import EngineLimits, EngineOutput, EngineRequest, PerfMetrics, Sin
 log = logging.getLogger(__name__)
 
 
+class Group:
+    """The sequences of one request (num_return_sequences): how many have not ended yet, and the tokens they
+    generated, so that only the last one's end is the request's end (the executor's isFinal)."""
+
+    __slots__ = ("left", "generated", "over")
+
+    def __init__(self, n: int):
+        self.left, self.generated, self.over = n, 0, False
+
+
 @dataclass
 class Live:
-    """A request while it holds a slot."""
+    """One sequence of a request, from its submission until it leaves its slot."""
 
     req: EngineRequest
     sink: Sink
+    index: int = 0  # its sequence_index
+    group: Group | None = None
     slot: int = -1
     generated: list[int] = field(default_factory=list)
     sent: int = 0  # tokens already streamed
@@ -50,11 +62,23 @@ class Live:
     def __post_init__(self) -> None:
         if self.req.return_log_probs:
             self.log_probs = []
+        if self.group is None:
+            self.group = Group(1)
+
+    @property
+    def key(self) -> str:
+        """Its name in the loop: the request id, and the sequence index for the sequences after the first."""
+        return self.req.id if self.index == 0 else f"{self.req.id}/{self.index}"
+
+    @property
+    def seed(self) -> int | None:
+        return self.req.sequence_seed(self.index)
 
     def output(self, tokens: list[int], final: bool = False, reason: FinishReason | None = None,
-               log_probs: list[float] | None = None) -> EngineOutput:
+               log_probs: list[float] | None = None, sequence_final: bool = False) -> EngineOutput:
         """One response's output; with the request's perf metrics when it asked for them (return_perf_metrics), and
-        ``log_probs`` (one per generated token of ``tokens``) when it asked for those."""
+        ``log_probs`` (one per generated token of ``tokens``) when it asked for those. ``final``: the request's last
+        (every sequence has ended); ``sequence_final``: this sequence's last."""
         now = time.monotonic()
         if tokens and not self.t_first_token:
             self.t_first_token = now
@@ -64,7 +88,7 @@ class Live:
             perf = PerfMetrics(*ns)
         return EngineOutput(tokens, final=final, finish_reason=reason, num_input_tokens=len(self.req.input_ids),
                             num_output_tokens=len(self.generated), reused_blocks=self.reused_blocks, perf=perf,
-                            log_probs=log_probs)
+                            log_probs=log_probs, sequence_index=self.index, sequence_final=sequence_final or final)
 
 
 class EngineLoop:
@@ -99,30 +123,35 @@ class EngineLoop:
                 raise ServerShuttingDownError(f"{self.name}: shutting down, not accepting requests")
             if not req.id:
                 req.id = f"auto-{next(self._ids)}"
-            if req.id in self._active or any(w.req.id == req.id for w in self._waiting):
+            if any(lv.req.id == req.id for lv in (*self._active.values(), *self._waiting)):
                 raise InvalidRequestError(f"request id {req.id!r} is already in flight", "request_id")
-            # waiting requests take the free slots at the next step: count them against slots + queue
-            if len(self._waiting) >= len(self._free_slots) + self.limits.max_queue:
+            # waiting sequences take the free slots at the next step: count them against slots + queue; each of a
+            # request's sequences takes a slot of its own (TensorRT-LLM's child requests each take a batch slot)
+            n = req.num_return_sequences
+            if len(self._waiting) + n > len(self._free_slots) + self.limits.max_queue:
                 self.counters["rejected"] += 1
                 raise QueueFullError(template().backend.queue_full_message(self.limits.max_queue))
-            self._waiting.append(Live(req, sink, t_submit=time.monotonic()))
+            group, now = Group(n), time.monotonic()
+            self._waiting.extend(Live(req, sink, index=i, group=group, t_submit=now) for i in range(n))
             self._cv.notify()
         return req.id
 
     def cancel(self, request_id: str) -> bool:
-        """Stop a request by id; its slot is freed before the next step. True if it was known."""
+        """Stop a request by id, all of its sequences; their slots are freed before the next step. True if it was
+        known."""
         with self._cv:
-            for w in list(self._waiting):
-                if w.req.id == request_id:
-                    self._waiting.remove(w)
+            known = False
+            for w in [w for w in self._waiting if w.req.id == request_id]:
+                self._waiting.remove(w)
+                if w.index == 0:
                     self.counters["cancelled"] += 1
-                    self._emit_final(w, FinishReason.CANCELLED)
-                    return True
-            if request_id in self._active:
+                self._emit_final(w, FinishReason.CANCELLED)
+                known = True
+            if any(lv.req.id == request_id for lv in self._active.values()):
                 self._cancel_ids.add(request_id)
                 self._cv.notify()
-                return True
-        return False
+                known = True
+        return known
 
     def stats(self) -> dict:
         with self._cv:
@@ -173,11 +202,11 @@ class EngineLoop:
                     self._cv.wait()
                 if self._closed:
                     return
-                for rid in self._cancel_ids:
-                    live = self._active.get(rid)
-                    if live is not None:
+                if self._cancel_ids:
+                    gone = [lv for lv in self._active.values() if lv.req.id in self._cancel_ids]
+                    self.counters["cancelled"] += len({lv.req.id for lv in gone})
+                    for live in gone:
                         self._release(live)
-                        self.counters["cancelled"] += 1
                         self._emit_final(live, FinishReason.CANCELLED)
                 self._cancel_ids.clear()
                 self._iterations += 1
@@ -187,7 +216,7 @@ class EngineLoop:
                     live = self._waiting.popleft()
                     live.slot = self._free_slots.pop()
                     live.t_admit = time.monotonic()
-                    self._active[live.req.id] = live
+                    self._active[live.key] = live
                     admit.append(live)
                     if self.on_queue_time is not None:
                         self.on_queue_time(live.t_admit - live.t_submit)
@@ -195,7 +224,7 @@ class EngineLoop:
             for live in admit:
                 self._guard(live, self._admit)
             if admit:  # an admission that failed has left already
-                active = [a for a in active if a.req.id in self._active]
+                active = [a for a in active if a.key in self._active]
             if active:
                 try:
                     self._step(active)
@@ -214,12 +243,22 @@ class EngineLoop:
             self._fail(live, e)
 
     def _fail(self, live: Live, e: Exception) -> None:
+        """The sequence failed: the request ends with the error, and its other sequences with it (the backend
+        forgets a request once it has sent its error)."""
         with self._cv:
-            if live.req.id not in self._active:
+            if live.key not in self._active:
                 return
             live.failed = True  # its KV cannot be trusted for reuse
             self._release(live)
             self.counters["failed"] += 1
+            others = [lv for lv in (*self._active.values(), *self._waiting)
+                      if lv.req.id == live.req.id and lv is not live] if live.req.num_return_sequences > 1 else []
+            for lv in others:
+                lv.failed = True
+                if lv in self._waiting:
+                    self._waiting.remove(lv)
+                else:
+                    self._release(lv)
         err = e if isinstance(e, ZiyaError) else ServerError(f"{self.name}: request failed in the engine ({type(e).__name__})")
         self._emit_error(live, err)
 
@@ -242,7 +281,7 @@ class EngineLoop:
         """Record tokens generated since the last call and stream them as one response, so an engine
         that falls behind sends fewer, larger responses instead of a backlog. ``log_probs``: one per token, for a
         request that set return_log_probs (an end token is not output, nor is its log probability)."""
-        if live.req.id not in self._active:
+        if live.key not in self._active:
             return
         req = live.req
         reason = None
@@ -274,7 +313,7 @@ class EngineLoop:
 
     def _release(self, live: Live) -> None:
         """Give the slot back (caller holds the lock)."""
-        if self._active.pop(live.req.id, None) is not None:
+        if self._active.pop(live.key, None) is not None:
             self._free_slots.append(live.slot)
             self._on_release(live)
 
@@ -287,16 +326,31 @@ class EngineLoop:
         else:
             tokens = live.generated if req.exclude_input else req.input_ids + live.generated
         live.sent = len(live.generated)
-        self._ended(live)
-        live.sink(live.output(tokens, final=True, reason=reason, log_probs=lps))
+        final = self._ended(live)
+        if final is None:  # the request already ended with an error
+            return
+        live.sink(live.output(tokens, final=final, reason=reason, log_probs=lps, sequence_final=True))
 
     def _emit_error(self, live: Live, err: ZiyaError) -> None:
-        self._ended(live)
-        live.sink(EngineOutput([], final=True, finish_reason=FinishReason.ERROR, error=err))
+        live.group.left = 1  # an error ends the request, whatever its other sequences were doing
+        if self._ended(live) is not None:
+            live.sink(EngineOutput([], final=True, finish_reason=FinishReason.ERROR, error=err,
+                                   sequence_index=live.index, sequence_final=True))
 
-    def _ended(self, live: Live) -> None:
-        if self.on_request_end is not None:
-            self.on_request_end(len(live.req.input_ids), len(live.generated))
+    def _ended(self, live: Live) -> bool | None:
+        """A sequence ended: True when it was the request's last (its response is the request's final one), False
+        while others go on, None when the request is already over (an error ended it)."""
+        g = live.group
+        if g.over:
+            return None
+        g.left -= 1
+        g.generated += len(live.generated)
+        if g.left > 0:
+            return False
+        g.over = True
+        if self.on_request_end is not None:  # once per request, as the backend observes it
+            self.on_request_end(len(live.req.input_ids), g.generated)
+        return True
 
 
 def _ends_with(seq: list[int], tail: list[int]) -> bool:

@@ -123,7 +123,7 @@ class ReferenceEngine(EngineLoop):
         return cls(load_model(model_dir, dtype), limits, name, reuse_bytes, block_tokens)
 
     def _admit(self, live: Live) -> None:
-        sampler = self._samplers[live.req.id] = Sampler(live.req.seed)
+        sampler = self._samplers[live.key] = Sampler(live.seed)
         ids, start = live.req.input_ids, 0
         if self.cache is not None:
             blocks = self.cache.match(ids)
@@ -143,7 +143,7 @@ class ReferenceEngine(EngineLoop):
 
     def _step(self, active: list[Live]) -> None:
         # a request finishing at prefill (max 1 token, eos) has already left
-        live_now = [a for a in active if a.generated and a.req.id in self._active]
+        live_now = [a for a in active if a.generated and a.key in self._active]
         if not live_now:
             return
         slots = [a.slot for a in live_now]
@@ -151,13 +151,13 @@ class ReferenceEngine(EngineLoop):
         positions = [len(a.req.input_ids) + len(a.generated) - 1 for a in live_now]
         logits = self.slots.decode(slots, tokens, positions)
         for row, live in zip(logits, live_now):
-            s = self._samplers.get(live.req.id)
+            s = self._samplers.get(live.key)
             if s is None:  # cancelled while the step ran
                 continue
             self._guard(live, lambda lv: self.append_token(lv, *s.choose(row, lv.req, lv.req.input_ids + lv.generated, lv.generated)))
 
     def _on_release(self, live: Live) -> None:
-        self._samplers.pop(live.req.id, None)
+        self._samplers.pop(live.key, None)
         if self.cache is not None and live.generated and not live.failed:  # every position but the last token's has its KV
             ids = live.req.input_ids + live.generated[:-1]
             self.cache.store(ids, self.slots.k[:, live.slot], self.slots.v[:, live.slot])

@@ -41,11 +41,14 @@ class EngineRequest:
     bad_words: list[list[int]] = field(default_factory=list)
     return_perf_metrics: bool = False  # tensorrt_llm then fills kv_cache_reused_blocks
     return_log_probs: bool = False  # each generated token's log probability (output_log_probs, cum_log_probs)
+    # sequences generated for the prompt (TensorRT-LLM's num_return_sequences, beam width 1): each its own slot and
+    # seed (seed + its index), each response one sequence's with its sequence_index (contracts/num-return-sequences.json)
+    num_return_sequences: int = 1
 
     @classmethod
     def from_params(cls, input_ids: list[int], params: SamplingParams, *, end_id: int | None, pad_id: int,
                     request_id: str = "", stop_words=(), bad_words=(), return_perf_metrics: bool = False,
-                    return_log_probs: bool = False) -> "EngineRequest":
+                    return_log_probs: bool = False, num_return_sequences: int = 1) -> "EngineRequest":
         """The streaming engine request for a prompt and its sampling settings (the front door's and the
         client's token mode's one rule). A greedy request that asks for log probabilities goes with temperature 1:
         the token is the same (the argmax), and TensorRT-LLM scales the logits by 1 / (temperature + 1e-6) before it
@@ -70,7 +73,13 @@ class EngineRequest:
             bad_words=[list(w) for w in bad_words],
             return_perf_metrics=return_perf_metrics,
             return_log_probs=return_log_probs,
+            num_return_sequences=num_return_sequences,
         )
+
+    def sequence_seed(self, index: int) -> int | None:
+        """Sequence ``index``'s seed: the request's plus the index, in uint64 (TensorRT-LLM's child requests); None
+        (each draws its own) when the request has none."""
+        return None if self.seed is None else (self.seed + index) % (MAX_SEED + 1)
 
     @property
     def greedy(self) -> bool:
@@ -101,15 +110,20 @@ class EngineOutput:
     # when the request set return_log_probs: one per generated token of ``tokens``, in order (all of them; a
     # non-streamed response that echoes the prompt has them for its generated tail only)
     log_probs: list[float] | None = None
+    # which of the request's sequences this output is (num_return_sequences > 1), and whether that sequence has ended
+    # (the executor's isSequenceFinal); ``final`` is the whole request's end (isFinal: every sequence has ended)
+    sequence_index: int = 0
+    sequence_final: bool = False
 
 
 def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
-    """Merge consecutive token outputs into one (what piled up while the consumer was busy); an error output stays
-    on its own (it carries no tokens)."""
+    """Merge consecutive token outputs of one sequence into one (what piled up while the consumer was busy); an error
+    output stays on its own (it carries no tokens), and so does a sequence's last."""
     merged: list[EngineOutput] = []
     for o in outs:
         prev = merged[-1] if merged else None
-        if prev is None or o.error is not None or prev.error is not None or prev.final:
+        if (prev is None or o.error is not None or prev.error is not None or prev.final or prev.sequence_final
+                or prev.sequence_index != o.sequence_index):
             merged.append(o)
             continue
         merged[-1] = EngineOutput(
@@ -122,6 +136,8 @@ def coalesce(outs: list[EngineOutput]) -> list[EngineOutput]:
             perf=o.perf,
             log_probs=None if prev.log_probs is None and o.log_probs is None
             else (prev.log_probs or []) + (o.log_probs or []),
+            sequence_index=o.sequence_index,
+            sequence_final=o.sequence_final,
         )
     return merged
 
@@ -158,6 +174,11 @@ def validate(req: EngineRequest, lim: EngineLimits) -> None:
             f"{lim.max_seq_len}; at most {lim.max_seq_len - n} output tokens fit",
             "request_output_len",
         )
+    k = req.num_return_sequences
+    if not 1 <= k <= lim.max_slots:
+        raise InvalidRequestError(f"num_return_sequences: {k} sequences asked for; each takes one of the engine's "
+                                  f"{lim.max_slots} slots (max_batch_size), so 1 to {lim.max_slots}",
+                                  "num_return_sequences")
     checks = [  # NaN fails every comparison, so it is refused too
         ("runtime_top_k", req.top_k, req.top_k >= 0, "must be >= 0"),
         ("runtime_top_p", req.top_p, 0.0 <= req.top_p <= 1.0, "must be in [0, 1]"),

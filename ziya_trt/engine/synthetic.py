@@ -3,7 +3,8 @@
 It replays the prompt's own ids cyclically, at a fixed per-stream rate after a fixed first-token
 delay, so every figure a load generator measures is known in advance, and every stream's content
 can be checked against the request that produced it. A replay is certain: for a request that asks
-(``return_log_probs``), each token's log probability is 0.0.
+(``return_log_probs``), each token's log probability is 0.0. Each sequence of a request that asks for several
+(``num_return_sequences``) replays the same ids, in a slot of its own.
 
 Two schedules (``SCHEDULES``), the same rate either way:
 
@@ -64,15 +65,15 @@ class SyntheticEngine(EngineLoop):
         self.tick_s = tick_s
         self.first_token_s = first_token_s
         self.skip_ids = skip_ids
-        self._due: list[tuple[float, int, str]] = []  # (time, seq, request id)
+        self._due: list[tuple[float, int, str]] = []  # (time, seq, the sequence's key)
         self._plans: dict[str, list[int]] = {}
         self._seq = 0
         super().__init__(limits, name, block_tokens)
 
     def _admit(self, live: Live) -> None:
         req = live.req
-        self._plans[req.id] = synthetic_tokens(req.input_ids, req.max_new_tokens, self.skip_ids)
-        self._push(live.t_admit + self.first_token_s, req.id)
+        self._plans[live.key] = synthetic_tokens(req.input_ids, req.max_new_tokens, self.skip_ids)
+        self._push(live.t_admit + self.first_token_s, live.key)
 
     def _push(self, t: float, rid: str) -> None:
         self._seq += 1
@@ -105,4 +106,4 @@ class SyntheticEngine(EngineLoop):
                     self._cv.wait(max(self.tick_s - (time.monotonic() - now), self._due[0][0] - time.monotonic()))
 
     def _on_release(self, live: Live) -> None:
-        self._plans.pop(live.req.id, None)
+        self._plans.pop(live.key, None)

@@ -5,6 +5,7 @@ moves tensors."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, replace
 
@@ -44,6 +45,9 @@ class TextRequest:
     include_stop_str: bool = False
     truncate_prompt_tokens: int | None = None
     logprobs: bool = False  # each output token's log probability, from the engine (the OpenAI API's logprobs)
+    # the model's own token ids as the prompt (the OpenAI API's token prompts): no template, trusted as given
+    token_ids: tuple[int, ...] | None = None
+    n: int = 1  # sequences for the prompt, in one engine request (num_return_sequences); each a TextJob of its own
 
 
 def _text(v, field: str, max_bytes: int) -> str:
@@ -98,6 +102,9 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
     )
     bad = _words(inputs, "bad_words", 4096)
     check_words("bad_words", bad, "bad words")
+    n = scalar(inputs, S["num_return_sequences"], 1)
+    if n < 1:  # the engine refuses more than its slots, by name
+        raise InvalidRequestError(f"num_return_sequences: {n} must be at least 1", "num_return_sequences")
     try:
         params = SamplingParams(**kw)
     except InvalidRequestError as e:  # name the field as the client sent it
@@ -112,6 +119,7 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
         bad_words=bad,
         end_id=scalar(inputs, S["end_id"]),
         pad_id=scalar(inputs, S["pad_id"]),
+        n=n,
     )
 
 
@@ -178,6 +186,12 @@ class TextJob:
                                           f"max_seq_len {lim.max_seq_len}", "max_tokens")
             prompt = encode_prompt(req.messages, door.template, tok, budget)
             self.input_ids, self.turns_dropped, prompt_text = list(prompt.ids), prompt.turns_dropped, prompt.text
+        elif req.token_ids is not None:  # the model's own ids, an added token's included: what the caller asked for
+            bad = [t for t in req.token_ids if isinstance(t, bool) or not 0 <= t < tok.vocab_size]
+            if bad or not req.token_ids:
+                raise InvalidRequestError(f"prompt: token id {bad[0]} is outside the vocabulary of {tok.vocab_size}"
+                                          if bad else "prompt: empty prompt", "prompt")
+            self.input_ids, prompt_text = list(req.token_ids), tok.decode(req.token_ids)
         elif req.trusted:
             self.input_ids, prompt_text = tok.encode(req.text), req.text
         else:
@@ -208,12 +222,25 @@ class TextJob:
             pad_id=req.pad_id if req.pad_id is not None else tok.pad_id, request_id=self.id,
             stop_words=door.word_ids(stops) + [[t] for t in req.stop_token_ids],
             bad_words=door.word_ids(req.bad_words), return_perf_metrics=True,  # for the count of reused KV blocks
-            return_log_probs=req.logprobs)
+            return_log_probs=req.logprobs, num_return_sequences=req.n)
         self.kv_block_tokens = door.kv_block_tokens
+        self._table, self._stops, self._max_new = tok.table, stops, p.max_new_tokens
+        self._ends = ([] if req.ignore_eos else [end_id]) + list(req.stop_token_ids)
+        self.prompt_text = prompt_text
+        self._start_text()
+
+    def sibling(self) -> "TextJob":
+        """Another sequence of the same request (num_return_sequences > 1): the same prompt and engine request, and
+        text of its own (its own detokeniser, stop strings, log probabilities)."""
+        twin = copy.copy(self)
+        twin._start_text()
+        return twin
+
+    def _start_text(self) -> None:
+        req = self.req
         self.reused_blocks = 0
-        ends = ([] if req.ignore_eos else [end_id]) + list(req.stop_token_ids)
-        self.stream = TextStream(tok.table, stops=stops, eos_ids=ends, max_new_tokens=p.max_new_tokens)
-        self.pending: list[str] = [] if req.exclude_input else [prompt_text]
+        self.stream = TextStream(self._table, stops=self._stops, eos_ids=self._ends, max_new_tokens=self._max_new)
+        self.pending: list[str] = [] if req.exclude_input else [self.prompt_text]
         self.engine_tokens = 0
         self.stopping = False  # a stop was asked for (stop string or cancellation)
         self.cancelled = False

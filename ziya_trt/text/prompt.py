@@ -73,19 +73,25 @@ def parse_messages(obj) -> list[Message]:
 
 @dataclass(frozen=True)
 class Conversation:
-    """A validated conversation: optional system message, then user/assistant turns, last is user."""
+    """A validated conversation: optional system message, then user/assistant turns, last is user; or, with
+    ``prefill``, last is the start of the assistant's answer, which the model continues (vLLM's
+    ``continue_final_message``): the prompt ends with that partial content, no end of turn after it."""
 
     system: str | None
-    turns: tuple[tuple[str, str | None], ...]  # (user, assistant); the last assistant is None
+    turns: tuple[tuple[str, str | None], ...]  # (user, assistant); the last assistant is None, or the prefill
+    prefill: bool = False
 
     @classmethod
-    def from_messages(cls, messages: Sequence[Message]) -> "Conversation":
+    def from_messages(cls, messages: Sequence[Message], prefill: bool = False) -> "Conversation":
+        """``prefill``: the last message is the assistant's partial answer, to continue (it must be an assistant's)."""
         msgs = list(messages)
         system = None
         if msgs and msgs[0].role is Role.SYSTEM:
             system = msgs.pop(0).content
-        if not msgs or msgs[-1].role is not Role.USER:
-            raise InvalidRequestError("messages: the conversation must end with a user message", "messages")
+        want = Role.ASSISTANT if prefill else Role.USER
+        if not msgs or msgs[-1].role is not want:
+            raise InvalidRequestError(f"messages: the conversation must end with {'an assistant' if prefill else 'a user'}"
+                                      " message" + (" (the answer to continue)" if prefill else ""), "messages")
         turns: list[tuple[str, str | None]] = []
         for i in range(0, len(msgs), 2):
             u = msgs[i]
@@ -98,10 +104,10 @@ class Conversation:
             turns.append((u.content, a.content if a else None))
         if not turns[-1][0].strip():
             raise InvalidRequestError("messages: the last user message is empty", "messages")
-        return cls(system, tuple(turns))
+        return cls(system, tuple(turns), prefill)
 
     def last_turns(self, k: int) -> "Conversation":
-        return Conversation(self.system, self.turns[len(self.turns) - k :])
+        return Conversation(self.system, self.turns[len(self.turns) - k :], self.prefill)
 
     def to_messages(self) -> list[Message]:
         out = [Message(Role.SYSTEM, self.system)] if self.system is not None else []
@@ -142,6 +148,7 @@ class ZiyaTemplate:
         return cls()
 
     def render_parts(self, conv: Conversation) -> list[Part]:
+        """A prefill (the last turn's assistant content) ends the prompt: ``<bot>:`` and that content, no turn after."""
         if conv.system is not None:
             raise InvalidRequestError("messages: the ziya template has no system role", "messages")
         parts: list[Part] = []
@@ -181,15 +188,20 @@ class ChatTemplate:
             raise InvalidRequestError("template: this chat_template changes message content (e.g. trims it), so "
                                       "content cannot be kept apart from the template's own tokens", "template")
 
-    def _jinja(self, messages: list[Message]) -> str:
+    def _jinja(self, messages: list[Message], prefill: bool = False) -> str:
+        """With ``prefill``, transformers' ``continue_final_message``: the text ends with the last (assistant)
+        message's content, neither its end of turn nor a generation prompt after it."""
         msgs = [{"role": m.role.value, "content": m.content} for m in messages]
+        if prefill:
+            return self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False,
+                                               continue_final_message=True)
         return self.hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     def render_parts(self, conv: Conversation) -> list[Part]:
         messages = conv.to_messages()
         slots = [Message(m.role, f"\ue000{i}\ue001") for i, m in enumerate(messages)]
         parts: list[Part] = []
-        pos, text = 0, self._jinja(slots)
+        pos, text = 0, self._jinja(slots, conv.prefill)
         for m in _SLOT.finditer(text):
             parts += [(text[pos : m.start()], False), (messages[int(m.group(1))].content, True)]
             pos = m.end()

@@ -160,14 +160,17 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
         bad_words=decode_word_list(inputs.get("bad_words_list")),
         return_perf_metrics=bool(scalar(inputs, S["return_perf_metrics"], False)),
         return_log_probs=bool(scalar(inputs, S["return_log_probs"], False)),
+        num_return_sequences=int(scalar(inputs, S["num_return_sequences"], 1)),
     )
     return req, False
 
 
 def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
-                         batch_index: int | None = None, log_probs: list[float] | None = None) -> dict[str, np.ndarray]:
+                         batch_index: int | None = None, log_probs: list[float] | None = None,
+                         sequence_index: int | None = None) -> dict[str, np.ndarray]:
     """The engine's outputs for one response, as the tensorrt_llm backend fills them: the ``wanted`` ones (all
-    when the caller named none), ``batch_index`` for a row of a batch, and, for a request that set
+    when the caller named none), ``batch_index`` for a row of a batch, ``sequence_index`` for one sequence of a
+    request of several (num_return_sequences > 1; the response is that sequence's alone), and, for a request that set
     return_perf_metrics, the perf outputs. ``log_probs``, for a request that set return_log_probs: every generated
     token's so far, as the executor keeps them (a streamed response has them all beside only its new tokens):
     ``output_log_probs`` [1, beam, tokens] and ``cum_log_probs`` [1, beam], their sum."""
@@ -179,6 +182,8 @@ def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
     }
     if batch_index is not None:
         values["batch_index"] = batch_index
+    if sequence_index is not None:
+        values["sequence_index"] = sequence_index
     if log_probs is not None:
         values["output_log_probs"] = [log_probs]  # [beam][tokens]
         values["cum_log_probs"] = [sum(log_probs)]  # [beam]
@@ -222,6 +227,8 @@ def engine_fields(req: EngineRequest) -> dict:
         d["return_perf_metrics"] = True
     if req.return_log_probs:
         d["return_log_probs"] = True
+    if req.num_return_sequences != 1:  # absent: one (the backend's default)
+        d["num_return_sequences"] = req.num_return_sequences
     if req.presence_penalty or req.frequency_penalty:  # TensorRT-LLM's defaults are 0
         d["presence_penalty"], d["frequency_penalty"] = req.presence_penalty, req.frequency_penalty
     if req.end_id is not None:
@@ -260,6 +267,12 @@ def text_outputs(text: str, num_input_tokens: int | None = None, num_output_toke
 
 
 _TEXT_OUTPUT = FRONT_DOOR_OUTPUTS["text_output"]
+
+
+def sequence_index(outputs: dict) -> int:
+    """Which sequence an engine response is (0 where not reported: a request of one sequence)."""
+    v = outputs.get("sequence_index")
+    return int(v.reshape(-1)[0]) if v is not None and v.size else 0
 
 
 def reused_blocks(outputs: dict) -> int:

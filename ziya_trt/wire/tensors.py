@@ -120,12 +120,14 @@ ENGINE_INPUTS = _specs(
     ("exclude_input_in_output", BOOL, (1,)),
     ("return_perf_metrics", BOOL, (1,)),
     ("return_log_probs", BOOL, (1,)),
+    ("num_return_sequences", I32, (1,)),  # sequences for the prompt, each its own slot (beam width 1)
 )
 # the engine's outputs: every one of the tensorrt_llm template's (wire/trtllm_template.py)
 # what the front door asks the engine for: tensorrtllm_backend's response filler throws unless a
 # request asks for both output_ids and sequence_length, so asking for output_ids alone fails there;
-# the reused-blocks count comes with return_perf_metrics
-FRONT_DOOR_ENGINE_OUTPUTS = ("output_ids", "sequence_length", "kv_cache_reused_blocks")
+# the reused-blocks count comes with return_perf_metrics; sequence_index (which sequence a response is) comes only for
+# a request of num_return_sequences > 1 (contracts/num-return-sequences.json)
+FRONT_DOOR_ENGINE_OUTPUTS = ("output_ids", "sequence_length", "kv_cache_reused_blocks", "sequence_index")
 # asked for as well by a request that wants its tokens' log probabilities (with return_log_probs): the backend writes
 # it only then, with every generated token's so far in each streamed response (contracts/log-probs.json)
 LOG_PROB_OUTPUTS = ("output_log_probs",)
@@ -149,6 +151,7 @@ FRONT_DOOR_INPUTS = _specs(
     ("seed", U64, (1,)),
     ("stream", BOOL, (1,)),
     ("exclude_input_in_output", BOOL, (1,)),
+    ("num_return_sequences", I32, (1,)),  # sequences for the prompt: each response then says which (sequence_index)
 )
 FRONT_DOOR_OUTPUTS = _specs(
     ("text_output", STR, (-1,)),
@@ -157,6 +160,7 @@ FRONT_DOOR_OUTPUTS = _specs(
     ("finish_reason", STR, (1,)),
     ("turns_dropped", I32, (1,)),  # oldest whole turns left out of a conversation to fit
     ("cached_tokens", I32, (1,)),  # prompt tokens whose KV came from the engine's prefix cache
+    ("sequence_index", I32, (1,)),  # which sequence a response is, for a request of num_return_sequences > 1
 )
 # names the stock models do not have; everything else must exist in the 1.2.1 facts
 FRONT_DOOR_EXTRAS = frozenset({"messages", "finish_reason", "turns_dropped", "cached_tokens"})

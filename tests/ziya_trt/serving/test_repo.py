@@ -104,6 +104,31 @@ def test_the_log_prob_tensors_and_their_setting_are_rendered_as_the_contracts_sa
     assert ENGINE_INPUTS["return_log_probs"].data_type == "TYPE_BOOL"
 
 
+def test_num_return_sequences_is_rendered_and_sent_as_the_contract_has_it():
+    """The rendered tensorrt_llm model takes num_return_sequences (INT32, optional, reshape []) and declares
+    sequence_index (INT32 [1]); the fronts send the input only for n > 1 and ask for the output
+    (contracts/num-return-sequences.json)."""
+    from ziya_trt.engine.request import EngineRequest
+    from ziya_trt.wire.arrays import engine_inputs
+
+    ref = facts()["triton_models"]["models"]["tensorrt_llm"]
+    pb = parsed(tensorrt_llm_config(trt_cfg()))
+    ins, outs = by_name(ref["inputs"]), by_name(ref["outputs"])
+    got_in, got_out = {t.name: t for t in pb.input}, {t.name: t for t in pb.output}
+    r, t = ins["num_return_sequences"], got_in["num_return_sequences"]
+    assert (data_type_name(t.data_type), list(t.dims), t.optional) == (r["data_type"], r["dims"], r["optional"])
+    assert r["data_type"] == "TYPE_INT32" and t.optional and list(t.reshape.shape) == []
+    o = got_out["sequence_index"]
+    assert (data_type_name(o.data_type), list(o.dims)) == (outs["sequence_index"]["data_type"],
+                                                          outs["sequence_index"]["dims"]) == ("TYPE_INT32", [1])
+    assert "sequence_index" in FRONT_DOOR_ENGINE_OUTPUTS
+    three = engine_inputs(EngineRequest([5, 6], 4, num_return_sequences=3))["num_return_sequences"]
+    assert three.dtype.name == "int32" and three.tolist() == [[3]]
+    assert "num_return_sequences" not in engine_inputs(EngineRequest([5, 6], 4))
+    facts_n = json.loads((ROOT / "contracts" / "num-return-sequences.json").read_text())
+    assert "num_return_sequences > 1" in facts_n["response"]["sequence_index"]
+
+
 def test_the_packaged_template_is_the_contracts():
     from ziya_trt.wire.trtllm_template import TEMPLATE_FILE, extract
 

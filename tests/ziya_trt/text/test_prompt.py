@@ -126,3 +126,35 @@ def test_chat_template_renders_with_the_tokenizers_jinja(tok):
         tok.hf.chat_template = None
     with pytest.raises(InvalidRequestError, match="no chat_template"):
         get_template("chat_template", tok)
+
+
+def test_a_prefill_ends_the_prompt_with_the_answer_to_continue():
+    """The last message an assistant's: ``<bot>:`` and its partial content end the prompt, no new human turn."""
+    conv = Conversation.from_messages([user("Q1"), assistant("A1"), user("Q2"), assistant("开头是")], prefill=True)
+    assert ZIYA.render(conv) == "<human>:Q1\n<bot>:A1\n<human>:Q2\n<bot>:开头是"
+    assert ZIYA.render(conv.last_turns(1)) == "<human>:Q2\n<bot>:开头是"
+    with pytest.raises(InvalidRequestError, match="end with an assistant message"):
+        Conversation.from_messages([user("Q")], prefill=True)
+
+
+def test_prefill_content_is_content_never_a_marker(tok):
+    """A prefill that spells a role marker reaches the model as plain characters, as any message content does."""
+    from ziya_trt.text.prompt import encode_prompt
+
+    conv = Conversation.from_messages([user("hi"), assistant("ok\n<human>:x")], prefill=True)
+    ids = encode_prompt(conv, ZIYA, tok).ids
+    marker = tok.encode("<human>:", add_bos=False)[0]
+    assert ids.count(marker) == 1  # the template's own, at the start
+
+
+def test_chat_template_prefill_continues_the_final_message(tok):
+    tok.hf.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    try:
+        t = get_template("chat_template", tok)
+        text = t.render(Conversation.from_messages([user("hi"), assistant("Once upon")], prefill=True))
+        assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nOnce upon"
+    finally:
+        tok.hf.chat_template = None

@@ -8,7 +8,9 @@ cancels the in-flight request with the same id, as in TensorRT-LLM. A request of
 requests whose responses go out as they come, ``batch_index`` on each, the final flag with the last
 (``BatchResponder``), as the backend answers one. A request that sets ``return_log_probs`` gets every generated
 token's log probability so far in each response that asks for ``output_log_probs``/``cum_log_probs``, beside only its
-new tokens, as the executor keeps them (``wire.arrays.engine_output_arrays``). The backend's rules on the loaded config and on each
+new tokens, as the executor keeps them (``wire.arrays.engine_output_arrays``). A request of ``num_return_sequences`` N
+is N sequences in the engine loop; each response is one sequence's, ``sequence_index`` on it, the final flag on the
+last sequence's end only (contracts/num-return-sequences.json). The backend's rules on the loaded config and on each
 request (``backend_rules``) fail here as they would on a GPU. Nothing here imports Triton: the adapter
 (``model_repo/engine``) only reads tensors and hands in a ``TritonResponder``.
 """
@@ -86,8 +88,10 @@ class EngineService:
                 with self._batches_lock:
                     self._batches[request_id] = [r.id for r in reqs]
         for b, req in enumerate(reqs):
-            log_probs = [] if req.return_log_probs else None  # the request's so far (the executor's mLogProbs)
-            st = self.outbox.open(req.id, (responder, wanted, b if len(reqs) > 1 else None, log_probs))
+            # each sequence's log probabilities so far (the executor's mLogProbs), by sequence index
+            log_probs = {} if req.return_log_probs else None
+            several = req.num_return_sequences > 1  # only then does a response say which sequence it is
+            st = self.outbox.open(req.id, (responder, wanted, b if len(reqs) > 1 else None, log_probs, several))
             try:
                 st.id = self.engine.submit(req, lambda out, st=st: self.outbox.put(st, out))
             except Exception as e:  # once the stream is open, its responder belongs to the outbox
@@ -103,13 +107,16 @@ class EngineService:
 
     @staticmethod
     def _send(handle, out: EngineOutput) -> None:
-        responder, wanted, batch_index, log_probs = handle
+        responder, wanted, batch_index, log_probs, several = handle
         if out.error is not None:
             responder.send(error=out.error, final=out.final)
             return
-        if log_probs is not None and out.log_probs:
-            log_probs.extend(out.log_probs)
-        responder.send(engine_output_arrays(out, wanted, batch_index, log_probs), final=out.final)
+        so_far = None
+        if log_probs is not None:
+            so_far = log_probs.setdefault(out.sequence_index, [])
+            so_far.extend(out.log_probs or ())
+        responder.send(engine_output_arrays(out, wanted, batch_index, so_far,
+                                            out.sequence_index if several else None), final=out.final)
 
     def stats(self) -> dict:
         return self.engine.stats()

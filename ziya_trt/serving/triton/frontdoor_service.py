@@ -25,8 +25,8 @@ from typing import Callable
 from ...engine.request import EngineOutput
 from ...errors import ServerShuttingDownError, ZiyaError, typed
 from ...wire.arrays import text_outputs
-from ...wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS
-from ..admission import LocalBudget, SharedBudget, budget_file
+from ...wire.tensors import FRONT_DOOR_ENGINE_OUTPUTS, FRONT_DOOR_OUTPUTS
+from ..admission import LocalBudget, Place, SharedBudget, budget_file
 from ..config import ConfigError
 from ..drain import DrainWatch, drain_file
 from ..engine_link import GRPC_URL_ENV, EngineLink
@@ -88,6 +88,7 @@ class FrontDoorService:
                 raise ServerShuttingDownError(f"{self.name}: shutting down, not taking requests")
             place = self.sessions.admit()  # before the inputs are read: a refusal costs no tokenising
             session = self.sessions.open(place, lambda door: door.open(read_inputs()), t0)
+            self._admit_sequences(session)
         except Exception as e:
             err = typed(e, f"{self.name}: could not start the request")
             responder.send(error=err, final=True)
@@ -101,6 +102,19 @@ class FrontDoorService:
             session.submit(lambda out: self.outbox.put(st, out))
         except Exception as e:  # once the stream is open, its responder belongs to the outbox
             self.outbox.put(st, EngineOutput([], final=True, error=typed(e, f"{self.name}: engine unavailable")))
+
+    def _admit_sequences(self, session) -> None:
+        """A place for each further sequence of a request of num_return_sequences > 1 (each takes an engine slot)."""
+        n = session.job.req.n
+        if n == 1:
+            return
+        try:
+            more = self.sessions.admit(n - 1)
+        except Exception:
+            session.discard()
+            raise
+        first = session.place
+        session.place = Place(lambda: (first.release(), more.release()))
 
     def stats(self) -> dict[str, int]:
         return {"inflight": len(self._open)}
@@ -118,6 +132,8 @@ class FrontDoorService:
         try:
             if out.final and not session.job.cancelled and req.responder.is_cancelled():
                 session.cancel()  # cancelled after the watcher last looked: the text ends as cancelled
+            if len(session.jobs) > 1:
+                return self._deliver_choices(req, out)
             text = session.push(out)
             if not out.final:
                 if not text:
@@ -137,6 +153,27 @@ class FrontDoorService:
             pass  # the client is gone: there is no one to tell
         session.fail(err)
         return Sent.ENDED
+
+    def _deliver_choices(self, req: _Request, out: EngineOutput) -> Sent:
+        """A request of several sequences: each response one sequence's text with its ``sequence_index`` (as the
+        tensorrt_llm_bls model answers), a sequence's last one with its counts and finish reason; the final flag on a
+        bare last response once every sequence has ended."""
+        session, index = req.session, FRONT_DOOR_OUTPUTS["sequence_index"]
+        sent = False
+        for i, text, done in session.push_choices(out):
+            job = session.jobs[i]
+            if not (text or done):
+                continue
+            outputs = text_outputs(text, len(job.input_ids), job.n_output, job.finish_reason.value, job.turns_dropped,
+                                   job.cached_tokens) if done else text_outputs(text)
+            outputs["sequence_index"] = index.vector(i)
+            req.responder.send(outputs)
+            sent = True
+        if out.final:
+            self._send_final(req)
+            session.finish()
+            return Sent.RESPONDED
+        return Sent.RESPONDED if sent else Sent.HELD
 
     def _send_final(self, req: _Request, outputs=None, error=None) -> None:
         """The request's one final response (never a second, even after a failed send); then it is closed."""

@@ -125,7 +125,7 @@ def test_models_health_openapi_and_unknown_routes(syn_server):
 
 @pytest.mark.parametrize("body, status, param, code", [
     ({"model": "nope"}, 404, "model", "model_not_found"),
-    ({"n": 2}, 400, "n", "invalid_value"),
+    ({"n": 257}, 400, "n", "invalid_value"),  # over max_batch_size: each choice takes an engine slot
     ({"logprobs": True, "top_logprobs": 2}, 400, "top_logprobs", "invalid_value"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools", "invalid_value"),
     ({"frobnicate": 1}, 400, "frobnicate", None),

@@ -4,6 +4,7 @@ goes back at once (no server: the request's start is driven on an event loop wit
 import asyncio
 import json
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 from ziya_trt.serving.admission import LocalBudget
@@ -24,7 +25,7 @@ def test_the_place_goes_back_when_the_client_leaves_during_tokenising(monkeypatc
     budget = LocalBudget(1)
     started, go = threading.Event(), threading.Event()
 
-    def slow_job(door, req, chat):  # what tokenising a large conversation looks like to the loop: a long wait
+    def slow_job(door, req, chat, prompt):  # what tokenising a large conversation looks like to the loop: a long wait
         started.set()
         go.wait(5)
         raise RuntimeError("never used")
@@ -32,6 +33,7 @@ def test_the_place_goes_back_when_the_client_leaves_during_tokenising(monkeypatc
     monkeypatch.setattr(openai_server, "_job", slow_job)
     api = openai_server.OpenAIServer.__new__(openai_server.OpenAIServer)
     api.models = ("ziya",)
+    api.cfg = types.SimpleNamespace(max_batch_size=1, admission_budget=1)
     api._tokenizing = ThreadPoolExecutor(max_workers=1)
     api.sessions = Sessions(None, None, budget, lambda outcome: None, "openai", "synthetic")
     body = json.dumps({"model": "ziya", "messages": [{"role": "user", "content": "x" * 10_000}]}).encode()

@@ -118,3 +118,42 @@ def test_draining_stops_admitting_and_the_deadline_fails_what_is_left(tmp_path):
         assert running.done.wait(3) and isinstance(running.finals()[0][1], ServerShuttingDownError)
     finally:
         svc.finalize()
+
+
+def test_num_return_sequences_answers_one_sequence_per_response_with_its_index(service):
+    """contracts/num-return-sequences.json: each response is one sequence's (output_ids [1, 1, n]) with its
+    sequence_index [1, 1]; each sequence's log probabilities so far are its own; one final flag, at the end; a request
+    of one sequence never gets sequence_index, even when it asks."""
+    from tests.contracts import facts
+
+    declared = {o["name"]: o for o in facts()["triton_models"]["models"]["tensorrt_llm"]["outputs"]}
+    asked = {"output_ids", "sequence_length", "sequence_index", "output_log_probs", "cum_log_probs"}
+    r = Responder()
+    service.start(r, lambda: engine_inputs(EngineRequest(input_ids=[20, 21, 22], max_new_tokens=6, streaming=True,
+                                                         return_log_probs=True, num_return_sequences=2)), "n2", asked)
+    assert r.done.wait(5)
+    seen: dict[int, int] = {}
+    outs = [o for o, _, _ in r.sent if o is not None]
+    for o in outs:
+        assert declared["sequence_index"]["data_type"] == "TYPE_INT32" and o["sequence_index"].dtype.name == "int32"
+        assert o["sequence_index"].shape == (1, 1) and o["output_ids"].shape[:2] == (1, 1)
+        i = int(o["sequence_index"][0, 0])
+        seen[i] = seen.get(i, 0) + o["output_ids"].shape[-1]
+        assert o["output_log_probs"].shape == (1, 1, seen[i])
+    assert seen == {0: 6, 1: 6}
+    assert [f for _, _, f in r.sent].count(True) == 1 and r.sent[-1][2]
+    one = Responder()
+    service.start(one, lambda: request(3), "one", asked)
+    assert one.done.wait(5)
+    assert all("sequence_index" not in o for o, _, _ in one.sent if o)
+
+
+def test_a_stop_request_ends_every_sequence(service):
+    r = Responder()
+    service.start(r, lambda: engine_inputs(EngineRequest(input_ids=[20, 21], max_new_tokens=1000, streaming=True,
+                                                         num_return_sequences=2)), "both")
+    assert wait_until(lambda: r.sent)
+    stop = Responder()
+    service.start(stop, stop_request_inputs, "both")
+    assert r.done.wait(5)
+    assert wait_until(lambda: service.stats()["active"] == 0)

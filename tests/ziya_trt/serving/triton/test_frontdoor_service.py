@@ -259,3 +259,40 @@ def test_draining_refuses_new_requests_and_its_deadline_ends_the_rest_typed(tok,
     finally:
         svc.drain.close()
         svc.outbox.close(timeout_s=0.5)
+
+
+def test_num_return_sequences_answers_each_sequence_with_its_index_then_one_bare_final(make, tok):
+    """As tensorrt_llm_bls answers: each response one sequence's text with sequence_index, a sequence's last with its
+    counts and finish reason; the final flag once, after every sequence has ended. The request takes a place per
+    sequence."""
+    svc, r = make(max_inflight=4), Responder()
+    svc.start(r, lambda: inputs(num_return_sequences=np.array([2], dtype=np.int32)))
+    link = svc.link
+    rid = link.only()
+    assert link.calls[rid][0]["num_return_sequences"].tolist() == [[2]]
+    assert svc.sessions.budget.try_acquire() and svc.sessions.budget.try_acquire()  # 2 of 4 places left
+    assert svc.sessions.budget.try_acquire() is None
+    on_event = link.calls[rid][1]
+
+    def emit(index, text, final=False):
+        on_event({"output_ids": np.asarray([[ids(tok, text)]], dtype=np.int32),
+                  "sequence_index": np.asarray([[index]], dtype=np.int32)}, None, final)
+
+    emit(1, " one")
+    emit(0, " two")
+    emit(1, " three", final=True)
+    assert r.done.wait(5)
+    by_index: dict[int, str] = {}
+    ends = {}
+    for o, _, final in r.sent:
+        if o is None:
+            assert final  # the bare final
+            continue
+        i = int(o["sequence_index"][0])
+        by_index[i] = by_index.get(i, "") + o["text_output"][0].decode()
+        if "finish_reason" in o:
+            ends[i] = (o["finish_reason"][0], int(o["num_output_tokens"][0]))
+    assert by_index == {0: tok.decode(ids(tok, " two")), 1: tok.decode(ids(tok, " one") + ids(tok, " three"))}
+    # the engine ended them (its final, no max tokens reached): the end token, as for one sequence
+    assert ends == {0: (b"eos", len(ids(tok, " two"))), 1: (b"eos", len(ids(tok, " one")) + len(ids(tok, " three")))}
+    assert len(r.finals()) == 1 and r.sent[-1] == (None, None, True)

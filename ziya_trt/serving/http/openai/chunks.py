@@ -25,7 +25,9 @@ def sse(obj: dict) -> bytes:
 
 
 class Chunks:
-    """The chunks of one response: ``chat.completion.chunk`` or ``text_completion``, one choice (index 0)."""
+    """The chunks of one response: ``chat.completion.chunk`` or ``text_completion``; each chunk is one choice's
+    (``index``; with ``n`` > 1 or several prompts the choices' chunks interleave, each ending with its own
+    ``finish_reason``)."""
 
     __slots__ = ("chat", "head")
 
@@ -39,25 +41,25 @@ class Chunks:
             self.head["usage"] = None
 
     def _choice(self, text: str | None, reason: str | None, role: bool = False, usage: dict | None = None,
-                logprobs: dict | None = None) -> bytes:
+                logprobs: dict | None = None, index: int = 0) -> bytes:
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
+            choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
         return sse({**self.head, "choices": [choice], "usage": usage} if usage else {**self.head, "choices": [choice]})
 
-    def role(self) -> bytes:
-        """A chat stream's first chunk: the assistant's role, no text yet."""
-        return self._choice(None, None, role=True)
+    def role(self, index: int = 0) -> bytes:
+        """A chat stream's first chunk of a choice: the assistant's role, no text yet."""
+        return self._choice(None, None, role=True, index=index)
 
-    def text(self, text: str, usage: dict | None = None, logprobs: dict | None = None) -> bytes:
+    def text(self, text: str, usage: dict | None = None, logprobs: dict | None = None, index: int = 0) -> bytes:
         """``usage``: the usage so far (vLLM's ``continuous_usage_stats``), or None; ``logprobs``: those of the tokens
         behind ``text`` (``logprobs.LogprobsFormat``), for a request that asked."""
-        return self._choice(text, None, usage=usage, logprobs=logprobs)
+        return self._choice(text, None, usage=usage, logprobs=logprobs, index=index)
 
-    def end(self, reason: str, usage: dict | None = None) -> bytes:
-        return self._choice(None, reason, usage=usage)
+    def end(self, reason: str, usage: dict | None = None, index: int = 0) -> bytes:
+        return self._choice(None, reason, usage=usage, index=index)
 
     def usage(self, usage: dict) -> bytes:
         return sse({**self.head, "choices": [], "usage": usage})

@@ -7,17 +7,19 @@ import json
 import uuid
 
 from ....errors import ZiyaError, retry_headers
-from ...frontdoor import TextJob
+from ...session import TextSession
 from . import schema
 
 REQUEST_ID = "X-Request-Id"
 _REQUEST_ID_MAX = 256
 
 
-def usage(job: TextJob) -> dict:
-    n_in, n_out = len(job.input_ids), job.n_output
+def usage(sessions: list[TextSession]) -> dict:
+    """One response's usage, as OpenAI counts it: each prompt once, the completion tokens of every choice."""
+    n_in = sum(len(s.job.input_ids) for s in sessions)
+    n_out = sum(s.n_output for s in sessions)
     return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
-            "prompt_tokens_details": {"cached_tokens": job.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": sum(s.job.cached_tokens for s in sessions)}}
 
 
 

@@ -1,8 +1,15 @@
 """The OpenAI-compatible API's request schema (pydantic), its error shape, and its OpenAPI document.
 
 Requests are validated once, here: unknown fields are refused as OpenAI refuses them, parameters this
-server cannot honour (``n`` > 1, ``top_logprobs`` > 0, tools, JSON response formats) are refused by name, and what a
-request leaves out takes the model card's defaults (``SamplingParams``). Log probabilities are the sampled token's
+server cannot honour (``top_logprobs`` > 0, tools, JSON response formats) are refused by name, and what a
+request leaves out takes the model card's defaults (``SamplingParams``). ``n`` choices are one engine request of
+``num_return_sequences`` n (each choice an engine slot, so at most the engine's max_batch_size: the server checks
+that). A completion's ``prompt`` is a string, a list of strings, a list of token ids or a list of lists of token ids
+(as OpenAI's and vLLM's); a list runs as one engine request per prompt, its choices indexed prompt-major
+(prompt i's choice j is ``i * n + j``). Token ids are the model's own, sent as given with no template: an added
+token's id is that token (a raw-token API: the caller asked for it). A chat whose last message is the assistant's is
+a prefill: the answer is continued, and only the new text returned (vLLM's ``continue_final_message``, also accepted
+with ``add_generation_prompt: false``). Log probabilities are the sampled token's
 only (chat ``logprobs: true`` with ``top_logprobs`` 0 or absent; completions ``logprobs: 0``): TensorRT-LLM 1.2.1's
 ``tensorrt_llm`` backend returns no alternatives (contracts/log-probs.json). OpenAI's bookkeeping fields (``store``,
 ``metadata``, ``service_tier``, ``user``, ``parallel_tool_calls`` without tools, ``response_format`` text) are
@@ -15,7 +22,7 @@ accepted and change nothing. vLLM's extensions are honoured where TensorRT-LLM's
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -84,9 +91,12 @@ class _Generation(_Strict):
     def stops(self) -> tuple[str, ...]:
         return () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    @property
+    def choices(self) -> int:
+        """``n``: the choices per prompt."""
+        return self.n or 1
+
     def refuse_unsupported(self) -> None:
-        if self.n not in (None, 1):
-            raise InvalidRequestError(f"n: {self.n} choices asked for; this server returns one (n=1)", "n")
         if self.stream_options is not None and not self.stream:
             raise InvalidRequestError("stream_options: only allowed with stream=true", "stream_options")
         if not self.skip_special_tokens:
@@ -141,6 +151,9 @@ class ChatCompletionRequest(_Generation):
     response_format: Any = None
     logit_bias: dict[str, float] | None = None
     modalities: list[Literal["text"]] | None = None
+    # vLLM's: continue the last (assistant) message instead of answering it; the same as add_generation_prompt false
+    continue_final_message: bool = False
+    add_generation_prompt: bool | None = None
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
@@ -156,6 +169,23 @@ class ChatCompletionRequest(_Generation):
         if (self.max_tokens is not None and self.max_completion_tokens is not None
                 and self.max_tokens != self.max_completion_tokens):
             raise InvalidRequestError("max_completion_tokens: differs from max_tokens; give one", "max_completion_tokens")
+        if self.continue_final_message and self.add_generation_prompt:
+            raise InvalidRequestError("continue_final_message: not with add_generation_prompt true (a prefill is "
+                                      "continued, not answered)", "continue_final_message")
+        last = self.messages[-1].role
+        if self.add_generation_prompt and last == "assistant":
+            raise InvalidRequestError("add_generation_prompt: true asks for a new answer after the final assistant "
+                                      "message; this server continues that message (send false, or leave it out)",
+                                      "add_generation_prompt")
+        if (self.continue_final_message or self.add_generation_prompt is False) and last != "assistant":
+            name = "continue_final_message" if self.continue_final_message else "add_generation_prompt"
+            raise InvalidRequestError(f"{name}: the last message must be the assistant's (the answer to continue)",
+                                      name)
+
+    @property
+    def prefill(self) -> bool:
+        """The last message is the assistant's start of an answer, to continue."""
+        return self.messages[-1].role == "assistant"
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -167,8 +197,17 @@ class ChatCompletionRequest(_Generation):
         return [m.to_message() for m in self.messages]
 
 
+TokenId = Annotated[int, Field(ge=0, le=MAX_INT32)]
+MAX_PROMPTS = 64  # prompts in one completions request (each also takes its own admission places)
+PROMPT_FORMS = (f"prompt: expected a string, a list of strings, a list of token ids (integers 0 to {MAX_INT32}) or a "
+                f"list of lists of token ids; no list empty, at most {MAX_PROMPTS} prompts")
+
+
 class CompletionRequest(_Generation):
-    prompt: str | list[str]
+    # a string, a batch of strings, the model's token ids, or a batch of those (OpenAI's four forms)
+    prompt: (str | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+             | Annotated[list[TokenId], Field(min_length=1)]
+             | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)])
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
@@ -177,8 +216,6 @@ class CompletionRequest(_Generation):
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if isinstance(self.prompt, list) and len(self.prompt) != 1:
-            raise InvalidRequestError(f"prompt: {len(self.prompt)} prompts given; this server takes one", "prompt")
         for name, ok in (("suffix", self.suffix is None), ("best_of", self.best_of in (None, 1)),
                          ("logit_bias", not self.logit_bias)):
             if not ok:
@@ -193,8 +230,12 @@ class CompletionRequest(_Generation):
     def wants_logprobs(self) -> bool:
         return self.logprobs is not None
 
-    def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a text, or a list of token ids."""
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return [p]
+        return list(p)
 
 
 _UNION_TAG = re.compile(r"[\[\]()-]|^(str|int|float|bool|none|list|dict)$")  # pydantic's names for a union's member
@@ -211,6 +252,8 @@ def parse(model: type[_Generation], body: Any) -> _Generation:
         param = ".".join(str(p) for p in err["loc"] if not _UNION_TAG.search(str(p))) or "body"
         if err["type"] == "extra_forbidden":
             raise InvalidRequestError(f"Unrecognized request argument supplied: {param}", param) from None
+        if param.split(".")[0] == "prompt":  # a union of four forms: pydantic's message names only the first
+            raise InvalidRequestError(PROMPT_FORMS, "prompt") from None
         raise InvalidRequestError(f"{param}: {err['msg']}", param) from None
     if len(req.stops()) > MAX_STOP_STRINGS:
         raise InvalidRequestError(f"stop: {len(req.stops())} stop strings given, at most {MAX_STOP_STRINGS}", "stop")
@@ -234,8 +277,9 @@ def openai_error(err: ZiyaError) -> tuple[int, dict]:
 
 # --- the OpenAPI document (for clients and for schemathesis) -------------------------------------
 
-def openapi(models: tuple[str, ...] = (), max_seq_len: int | None = None) -> dict:
-    """The API's OpenAPI 3.1 document; with the served ``models`` and ``max_seq_len`` it names what this server takes."""
+def openapi(models: tuple[str, ...] = (), max_seq_len: int | None = None, max_choices: int | None = None) -> dict:
+    """The API's OpenAPI 3.1 document; with the served ``models``, ``max_seq_len`` and ``max_choices`` (the engine's
+    max_batch_size: each choice takes a slot) it names what this server takes."""
     ref = "#/components/schemas/{model}"
     schemas: dict = {}
     for m in (ChatCompletionRequest, CompletionRequest):
@@ -247,6 +291,8 @@ def openapi(models: tuple[str, ...] = (), max_seq_len: int | None = None) -> dic
             for k in ("max_tokens", "max_completion_tokens"):
                 if k in s["properties"]:
                     s["properties"][k]["anyOf"][0]["maximum"] = max_seq_len
+        if max_choices:
+            s["properties"]["n"]["anyOf"][0]["maximum"] = max_choices
         schemas[m.__name__] = s
     error = {"description": "an error in OpenAI's shape",
              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

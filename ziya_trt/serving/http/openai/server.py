@@ -10,6 +10,11 @@ gRPC endpoint, on the guard's event loop, so no extra process handles its tokens
 text into OpenAI's bodies and events (``chunks``), with the log probabilities of the tokens behind it for a request
 that asked (``logprobs``). A client that disconnects cancels its handler (aiohttp's handler
 cancellation): the session is abandoned, which stops the engine request and counts it as cancelled.
+
+``n`` choices are one session of n sequences (one engine request, ``num_return_sequences``); a completion's list of
+prompts is one session per prompt, run at once, each with its own admission places (one per choice); their choices
+are indexed prompt-major and streamed interleaved, each ending with its own ``finish_reason``; the usage counts each
+prompt once and every choice's tokens. A failure in one fails the response and cancels the others.
 """
 
 from __future__ import annotations
@@ -153,7 +158,7 @@ class OpenAIServer:
     async def openapi(self, request):
         from aiohttp import web
 
-        return web.json_response(schema.openapi(self.models, self.cfg.max_seq_len))
+        return web.json_response(schema.openapi(self.models, self.cfg.max_seq_len, self.cfg.max_batch_size))
 
     async def not_found(self, request):
         """A path under /v1 that is not served (404), or one that is, with another method (405 and ``Allow``)."""
@@ -175,6 +180,7 @@ class OpenAIServer:
 
     async def _request(self, request, model, chat: bool):
         t0 = time.monotonic()
+        sessions: list[TextSession] = []
         try:
             body = await self.guard.read_body(request)  # the size limit, the shared budget, the nesting depth
             large = len(body) > TOKENIZE_INLINE_BYTES
@@ -182,113 +188,173 @@ class OpenAIServer:
             if req.model not in self.models:
                 self.sessions.refused(InvalidRequestError(f"model: {req.model!r} is not served", "model"))
                 return model_not_found(req.model, self.models)
-            place = self.sessions.admit()
-            try:
-                session = await self._work(large, lambda: self.sessions.open(place, lambda door: _job(door, req, chat),
-                                                                             t0))
-            except asyncio.CancelledError:  # the client left while the pool tokenised: its place goes back now
-                place.release()  # (idempotent: an open() that fails later in the pool gives it back too)
+            prompts = [None] if chat else req.prompts()
+            self._check_choices(req.choices, len(prompts))
+            for prompt in prompts:  # each prompt its own engine request, with a place for each of its choices
+                place = self.sessions.admit(req.choices)
+                try:
+                    sessions.append(await self._work(large, lambda p=prompt, pl=place: self.sessions.open(
+                        pl, lambda door: _job(door, req, chat, p), t0)))
+                except asyncio.CancelledError:  # the client left while the pool tokenised: its place goes back now
+                    place.release()  # (idempotent: an open() that fails later in the pool gives it back too)
+                    raise
+        except BaseException as e:
+            for s in sessions:  # opened before a later prompt failed: never submitted, their places go back
+                s.discard()
+            if not isinstance(e, Exception):
                 raise
-        except Exception as e:  # anything not typed is a bug: a generic error, never a traceback
-            err = typed(e, "openai: could not start the request")
+            err = typed(e, "openai: could not start the request")  # anything not typed is a bug: no traceback
             self.sessions.refused(err)
             return error_response(err)
         try:
             if req.stream:
-                return await self._stream(request, req, session, chat)
-            return await self._whole(req, session, chat)
+                return await self._stream(request, req, sessions, chat)
+            return await self._whole(req, sessions, chat)
         except BaseException:  # the client left (the handler is cancelled) or a bug: counted, the engine stopped
-            session.abandon()
+            for s in sessions:
+                s.abandon()
             raise
+
+    def _check_choices(self, n: int, prompts: int) -> None:
+        """Each choice takes an engine slot: at most max_batch_size per prompt, and no more in all than the server
+        admits at once."""
+        cfg = self.cfg
+        if n > cfg.max_batch_size:
+            raise InvalidRequestError(f"n: {n} choices asked for; at most {cfg.max_batch_size} (each choice takes one of "
+                                      f"the engine's max_batch_size {cfg.max_batch_size} slots)", "n")
+        if n * prompts > cfg.admission_budget:
+            raise InvalidRequestError(f"prompt: {prompts} prompts of {n} choices are {n * prompts} sequences, over the "
+                                      f"{cfg.admission_budget} the server admits at once", "prompt")
 
     async def _work(self, large: bool, fn):
         """``fn()`` on the event loop for a small request; a large one's parsing, tokenising and truncating take long:
         never on the loop that serves every client, but on the tokenising pool."""
         return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn) if large else fn()
 
-    async def _events(self, session: TextSession) -> AsyncIterator[tuple[str, list | None, bool]]:
-        """The engine call as (text, log probabilities, final); outputs that piled up while the loop was busy are
-        merged. The log probabilities (of the tokens behind the text; None when not asked for) come with their text.
-        An engine error is raised; closing the iterator early (the client left) cancels the session's engine request."""
+    async def _events(self, sessions: list[TextSession], n: int) -> AsyncIterator[tuple[int, str, list | None, bool]]:
+        """The engine calls (one per prompt, all at once) as (choice index, text, log probabilities, whether that
+        choice is complete); choice j of prompt i is ``i * n + j``. Outputs that piled up while the loop was busy are
+        merged (per sequence). The log probabilities (of the tokens behind the text; None when not asked for) come
+        with their text. An engine error fails its session and is raised; closing the iterator early (the client
+        left, or another prompt failed) cancels every engine request still running."""
         queue: asyncio.Queue = asyncio.Queue()
-        session.submit(queue.put_nowait)
-        wants_lp = session.job.req.logprobs
-        done = False
+        wants_lp = sessions[0].job.req.logprobs
+        running: set[int] = set()
         try:
-            while not done:
-                outs = [await queue.get()]
+            for p, session in enumerate(sessions):
+                try:
+                    session.submit(lambda out, p=p: queue.put_nowait((p, out)))
+                except ZiyaError as e:  # the link is closed: this one fails, those already submitted are stopped
+                    session.fail(e)
+                    raise
+                running.add(p)
+            while running:
+                items = [await queue.get()]
                 while not queue.empty():
-                    outs.append(queue.get_nowait())
-                for out in coalesce(outs):
-                    text, done = session.push(out), out.final
-                    lps = session.logprobs() if wants_lp else None
-                    if text or done or lps:
-                        yield text, lps, done
-                    if done:
-                        break
+                    items.append(queue.get_nowait())
+                by_prompt: dict[int, list] = {}
+                for p, out in items:
+                    by_prompt.setdefault(p, []).append(out)
+                for p, outs in by_prompt.items():
+                    session = sessions[p]
+                    for out in coalesce(outs):
+                        if p not in running:
+                            break
+                        try:
+                            choices = session.push_choices(out)
+                        except ZiyaError as e:
+                            session.fail(e)
+                            raise
+                        if out.final:
+                            running.discard(p)
+                        for j, text, done in choices:
+                            lps = session.logprobs(j) if wants_lp else None
+                            if text or done or lps:
+                                yield p * n + j, text, lps, done
         finally:
-            if not done:
-                session.cancel()
+            for p in running:
+                sessions[p].cancel()
 
-    async def _whole(self, req, session: TextSession, chat: bool):
-        texts, pairs = [], []
+    async def _whole(self, req, sessions: list[TextSession], chat: bool):
+        n = req.choices
+        texts: dict[int, list[str]] = {}
+        pairs: dict[int, list] = {}
         try:
-            async for t, lps, _ in self._events(session):
-                texts.append(t)
-                pairs += lps or ()
+            async for i, t, lps, _ in self._events(sessions, n):
+                texts.setdefault(i, []).append(t)
+                pairs.setdefault(i, []).extend(lps or ())
         except ZiyaError as e:
-            session.fail(e)
+            for s in sessions:  # the failed one has its outcome; the others are cancelled
+                s.abandon()
             return error_response(e)
-        session.finish()
-        text, job = "".join(texts), session.job
-        reason = _REASON.get(job.finish_reason.value, "stop")
-        logprobs = LogprobsFormat(self.sessions.door.tok.table, chat)(pairs) if job.req.logprobs else None
-        if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-                      "finish_reason": reason}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
+        for s in sessions:
+            s.finish()
+        choices = []
+        for p, session in enumerate(sessions):
+            for j, job in enumerate(session.jobs):
+                i = p * n + j
+                text = "".join(texts.get(i, ()))
+                reason = _REASON.get(job.finish_reason.value, "stop")
+                logprobs = LogprobsFormat(self.sessions.door.tok.table, chat)(pairs.get(i, [])) if job.req.logprobs \
+                    else None
+                if chat:
+                    choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+                                    "finish_reason": reason})
+                else:
+                    choices.append({"index": i, "text": text, "logprobs": logprobs, "finish_reason": reason})
         return json_response(200, {"id": response_id(chat), "object": "chat.completion" if chat else "text_completion",
-                           "created": int(time.time()), "model": req.model, "choices": [choice],
-                           "usage": usage(job)})
+                           "created": int(time.time()), "model": req.model, "choices": choices,
+                           "usage": usage(sessions)})
 
-    async def _stream(self, request, req, session: TextSession, chat: bool):
+    async def _stream(self, request, req, sessions: list[TextSession], chat: bool):
         from aiohttp import web
 
-        events = self._events(session)
+        n = req.choices
+        events = self._events(sessions, n)
         try:  # the engine's first answer comes before the headers: a refusal (a full queue) is still a status code
             first = [await anext(events)]
         except StopAsyncIteration:
             first = []
         except ZiyaError as e:
-            session.fail(e)
+            await events.aclose()
+            for s in sessions:
+                s.abandon()
             return error_response(e)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         opts = req.stream_options
         with_usage = opts is not None and opts.include_usage
         every = with_usage and opts.continuous_usage_stats  # as vLLM: the usage so far in every chunk, with include_usage
-        chunks, job = Chunks(chat, req.model, with_usage), session.job
-        fmt = LogprobsFormat(self.sessions.door.tok.table, chat) if job.req.logprobs else None
+        chunks, job = Chunks(chat, req.model, with_usage), sessions[0].job
+        table = self.sessions.door.tok.table
+        fmts = {i: LogprobsFormat(table, chat) for i in range(n * len(sessions))} if job.req.logprobs else None
+
+        def reason(i: int) -> str:
+            return _REASON.get(sessions[i // n].jobs[i % n].finish_reason.value, "stop")
+
         try:
             if chat:
-                await resp.write(chunks.role())
-            async for text, lps, final in _chain(first, events):
+                for i in range(n * len(sessions)):
+                    await resp.write(chunks.role(i))
+            async for i, text, lps, done in _chain(first, events):
                 if text or lps:
-                    await resp.write(chunks.text(text, usage(job) if every else None, fmt(lps) if lps else None))
-                if final:
-                    await resp.write(chunks.end(_REASON.get(job.finish_reason.value, "stop"),
-                                                usage(job) if every else None))
+                    await resp.write(chunks.text(text, usage(sessions) if every else None,
+                                                 fmts[i](lps) if lps else None, index=i))
+                if done:
+                    await resp.write(chunks.end(reason(i), usage(sessions) if every else None, index=i))
             if with_usage:
-                await resp.write(chunks.usage(usage(job)))
+                await resp.write(chunks.usage(usage(sessions)))
         except ZiyaError as e:  # after the headers went out, the error goes in-band, as OpenAI does
-            session.fail(e)
+            for s in sessions:  # the failed one has its outcome; the others are cancelled
+                s.abandon()
             await resp.write(sse(schema.openai_error(e)[1]))
         except ConnectionError:  # the client left: the engine is stopped, the request counted as cancelled
-            session.abandon()
+            for s in sessions:
+                s.abandon()
             return resp
         else:
-            session.finish()
+            for s in sessions:
+                s.finish()
         finally:
             await events.aclose()
         await resp.write(DONE)
@@ -296,12 +362,15 @@ class OpenAIServer:
         return resp
 
 
-def _job(door: FrontDoor, req, chat: bool) -> TextJob:
+def _job(door: FrontDoor, req, chat: bool, prompt: str | list[int] | None) -> TextJob:
+    tokens = None
     if chat:
-        conv = Conversation.from_messages(req.conversation_messages())
+        conv = Conversation.from_messages(req.conversation_messages(), prefill=req.prefill)
         text, trusted = None, True
+    elif isinstance(prompt, list):  # the model's own token ids: no template, sent as given
+        conv, text, trusted, tokens = None, None, True, tuple(prompt)
     else:
-        conv, text, trusted = None, req.prompt_text(), False  # a completion's prompt is user text too
+        conv, text, trusted = None, prompt, False  # a completion's prompt is user text too
         if not text.strip():
             raise InvalidRequestError("prompt: empty prompt", "prompt")
     wanted = req.requested_max_tokens()
@@ -310,7 +379,8 @@ def _job(door: FrontDoor, req, chat: bool) -> TextJob:
     try:
         return TextJob(door, TextRequest(text=text, messages=conv, params=params, stream=req.stream,
                                          exclude_input=not getattr(req, "echo", False), trusted=trusted,
-                                         fit_max_tokens=wanted is None, **req.text_options()))
+                                         fit_max_tokens=wanted is None, token_ids=tokens, n=req.choices,
+                                         **req.text_options()))
     except PromptTooLongError as e:  # named as this API names the prompt
         raise PromptTooLongError(e.n_tokens, e.budget, e.what, "messages" if chat else "prompt") from None
 
