@@ -219,7 +219,8 @@ def run_agree(cfg: AgreeConfig, command: list[str], console, plots: bool = True)
             for p in todo:
                 store.append(run_one(p, api, ref, tok, template, cfg.max_tokens))
                 progress.advance(task)
-    rows = [r for p in prompts if (r := store.finished().get(p.id))]
+    finished = store.finished()
+    rows = [finished[p.id] for p in prompts if p.id in finished]
     summary = summarize(rows, cfg.max_tokens)
     misses = verdict(summary, cfg)
     doc = {"kind": "agree", "command": command, "time": report.now(), "seconds_this_run": round(time.time() - t0, 1),
