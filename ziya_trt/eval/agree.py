@@ -207,11 +207,11 @@ def run_agree(cfg: AgreeConfig, command: list[str], console, plots: bool = True)
     done = store.open()
     todo = [p for p in prompts if p.id not in done]
     if store.resumed:
-        console.print(f"resuming {cfg.out}: {len(done)} of {len(prompts)} prompts done")
+        report.say(console, f"resuming {cfg.out}: {len(done)} of {len(prompts)} prompts done")
     t0 = time.time()
     if todo:
         api = ChatAPI(cfg.url, cfg.model, cfg.api_key, cfg.timeout_s)
-        console.print(f"loading the reference: transformers on {cfg.model_dir} ({cfg.dtype}) ...")
+        report.say(console, f"loading the reference: transformers on {cfg.model_dir} ({cfg.dtype}) ...")
         ref = Reference(cfg.model_dir, cfg.dtype, cfg.device, tok.eos_id)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
@@ -233,5 +233,5 @@ def run_agree(cfg: AgreeConfig, command: list[str], console, plots: bool = True)
     if plots:
         files += report.plot_agree(cfg.out, summary, console)
     report.print_agree(doc, console, rows)
-    console.print("wrote " + ", ".join(str(f) for f in files))
+    report.say(console, "wrote " + ", ".join(str(f) for f in files))
     return doc, misses

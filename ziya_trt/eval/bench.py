@@ -161,7 +161,7 @@ def run_bench(cfg: BenchConfig, command: list[str], console, plots: bool = True)
     store = RunStore(cfg.out, "bench", cfg.options(), command)
     done = store.open()
     if store.resumed:
-        console.print(f"resuming {cfg.out}: {len(done)} of {len(items) * len(cfg.urls)} answers done")
+        report.say(console, f"resuming {cfg.out}: {len(done)} of {len(items) * len(cfg.urls)} answers done")
     t0 = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
@@ -179,5 +179,5 @@ def run_bench(cfg: BenchConfig, command: list[str], console, plots: bool = True)
     if plots:
         files += report.plot_bench(cfg.out, summary, cfg.tasks, console)
     report.print_bench(doc, console)
-    console.print("wrote " + ", ".join(str(f) for f in files))
+    report.say(console, "wrote " + ", ".join(str(f) for f in files))
     return doc, misses

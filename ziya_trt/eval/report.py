@@ -9,6 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 PLOTS_MISSING = "no plot: matplotlib is not installed (pip install 'ziya-trt[plots]')"
@@ -33,6 +34,11 @@ def write_json(path: Path, doc: dict) -> Path:
     return path
 
 
+def say(con, text: str) -> None:
+    """A line of figures, URLs and item names: printed as it is, never read as rich markup."""
+    con.print(text, markup=False, highlight=False)
+
+
 def _fmt(v, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -53,27 +59,27 @@ def print_agree(doc: dict, con, rows: list[dict]) -> None:
               title=f"agreement with transformers ({doc['options']['ref_dtype']}), first {s['max_tokens']} tokens")
     for r in rows:
         if "skipped" in r:
-            t.add_row(r["id"], r["kind"], str(r["prompt_tokens"]), "skipped", r["skipped"][:40], "")
+            t.add_row(escape(r["id"]), escape(r["kind"]), str(r["prompt_tokens"]), "skipped", escape(r["skipped"][:40]), "")
             continue
         d = max((abs(x) for x in r["logprob_diffs"]), default=None)
-        t.add_row(r["id"], r["kind"], str(r["prompt_tokens"]), "yes" if r["match"] else "no",
+        t.add_row(escape(r["id"]), escape(r["kind"]), str(r["prompt_tokens"]), "yes" if r["match"] else "no",
                   "-" if r["first_divergence"] is None else str(r["first_divergence"]), _fmt(d, ".2e"))
     con.print(t)
     lp = s["logprob_diff"]["abs"]
-    con.print(f"exact match of the first {s['max_tokens']} tokens: {_fmt(s['exact_match_rate'])} "
+    say(con, f"exact match of the first {s['max_tokens']} tokens: {_fmt(s['exact_match_rate'])} "
               f"({s['compared']} prompts compared, {len(s['skipped'])} skipped); first token: "
               f"{_fmt(s['first_token_match_rate'])}")
-    con.print(f"|Δ log p| over {lp['count']} matched tokens: mean {_fmt(lp['mean'], '.2e')}, p50 {_fmt(lp['p50'], '.2e')}"
+    say(con, f"|Δ log p| over {lp['count']} matched tokens: mean {_fmt(lp['mean'], '.2e')}, p50 {_fmt(lp['p50'], '.2e')}"
               f", p95 {_fmt(lp['p95'], '.2e')}, max {_fmt(lp['max'], '.2e')}; signed mean "
               f"{_fmt(s['logprob_diff']['signed_mean'], '+.2e')}")
-    con.print("PASS" if doc["pass"] else "FAIL: " + "; ".join(doc["misses"]))
+    say(con, "PASS" if doc["pass"] else "FAIL: " + "; ".join(doc["misses"]))
 
 
 def plot_agree(out: Path, s: dict, con) -> list[Path]:
     try:
         fig, (left, right) = _figure(10, 3.8, 2)
     except ImportError:
-        con.print(PLOTS_MISSING)
+        say(con, PLOTS_MISSING)
         return []
     k = list(range(1, len(s["identical_through"]) + 1))
     left.step(k, s["identical_through"], where="post", color="tab:blue")
@@ -120,18 +126,18 @@ def print_bench(doc: dict, con) -> None:
         t.add_row(task, *cells)
     con.print(t)
     for lab, e in engines.items():
-        con.print(f"{lab}: {e['url']}  ({e['unparsed']} answers without a letter A-D, {e['skipped']} refused)")
+        say(con, f"{lab}: {e['url']}  ({e['unparsed']} answers without a letter A-D, {e['skipped']} refused)")
     if "paired" in s:
         p = s["paired"]
-        con.print(f"paired over {p['n']} items: {len(s['disagreements'])} answered differently, McNemar exact "
+        say(con, f"paired over {p['n']} items: {len(s['disagreements'])} answered differently, McNemar exact "
                   f"p = {p['mcnemar_p']:.3g}; at this discordance ({p['discordance']:.3f}) a ±0.01 interval needs "
                   f"about {p['items_for_1_point'] or '-'} items")
         for d in s["disagreements"][:10]:
-            con.print(f"  {d['item']}: gold {d['gold']}, A {d['A']}, B {d['B']}")
+            say(con, f"  {d['item']}: gold {d['gold']}, A {d['A']}, B {d['B']}")
         if len(s["disagreements"]) > 10:
-            con.print(f"  ... {len(s['disagreements']) - 10} more in results.json")
+            say(con, f"  ... {len(s['disagreements']) - 10} more in results.json")
     if doc["options"].get("max_drop") is not None:
-        con.print("PASS" if doc["pass"] else "FAIL: " + "; ".join(doc["misses"]))
+        say(con, "PASS" if doc["pass"] else "FAIL: " + "; ".join(doc["misses"]))
 
 
 def plot_bench(out: Path, s: dict, tasks, con) -> list[Path]:
@@ -139,7 +145,7 @@ def plot_bench(out: Path, s: dict, tasks, con) -> list[Path]:
     try:
         fig, axes = _figure(11 if paired else 6, 3.8, 2 if paired else 1)
     except ImportError:
-        con.print(PLOTS_MISSING)
+        say(con, PLOTS_MISSING)
         return []
     names = list(tasks) + ["all"]
     engines = s["engines"]

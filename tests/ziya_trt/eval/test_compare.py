@@ -82,3 +82,18 @@ def test_the_run_folder_resumes_drops_a_cut_line_and_refuses_other_options(tmp_p
         RunStore(tmp_path, "bench", {"limit": 4}, []).open()
     with pytest.raises(EvalError, match="holds an 'eval bench' run"):
         RunStore(tmp_path, "agree", {"limit": 3}, []).open()
+
+
+def test_without_matplotlib_the_plot_is_skipped_with_a_message(tmp_path, monkeypatch):
+    import sys
+
+    from rich.console import Console
+
+    from ziya_trt.eval import report
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    con = Console(record=True, width=200)
+    summary = {"engines": {"A": {"url": "u", "accuracy": 0.5, "tasks": {"ceval": {"accuracy": 0.5}}}}}
+    assert report.plot_bench(tmp_path, summary, ("ceval",), con) == []
+    assert "pip install 'ziya-trt[plots]'" in con.export_text()
+    assert list(tmp_path.iterdir()) == []

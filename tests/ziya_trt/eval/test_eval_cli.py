@@ -90,3 +90,9 @@ def test_bench_two_engines_on_the_same_items(ref_server, syn_server, tmp_path, c
     assert json.loads((out / "results.json").read_text())["summary"] == s
     assert main([*argv, "--limit", "2"]) == 1
     assert "limit: None then, 2 now" in capsys.readouterr().err
+    # one engine alone: its accuracy, nothing paired
+    one = tmp_path / "one"
+    assert main(["eval", "bench", "--url", syn_server.openai_url, "--tasks", "mmlu", "--data", str(data), "--limit",
+                 "2", "--max-tokens", "4", "--out", str(one), "--no-plots"]) == 0
+    s1 = json.loads((one / "results.json").read_text())["summary"]
+    assert set(s1) == {"engines"} and s1["engines"]["A"]["items"] == 4 and not (one / "bench.png").exists()
