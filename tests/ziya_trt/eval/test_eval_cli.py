@@ -96,3 +96,40 @@ def test_bench_two_engines_on_the_same_items(ref_server, syn_server, tmp_path, c
                  "2", "--max-tokens", "4", "--out", str(one), "--no-plots"]) == 0
     s1 = json.loads((one / "results.json").read_text())["summary"]
     assert set(s1) == {"engines"} and s1["engines"]["A"]["items"] == 4 and not (one / "bench.png").exists()
+
+
+def test_a_killed_bench_run_continues_where_it_stopped(ref_server, tmp_path):
+    """SIGKILL in the middle of a run (one request at a time), then the same command: the finished answers are kept
+    as they were, the rest are asked, and every item is answered once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.polling import wait_until
+
+    data = write_sets(tmp_path / "mc", n=6)
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "ziya_trt.cli", "eval", "bench", "--url", ref_server.openai_url, "--tasks",
+           "ceval,mmlu", "--data", str(data), "--max-tokens", "6", "--concurrency", "1", "--out", str(out),
+           "--no-plots"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    items = out / ITEMS_FILE
+    try:
+        assert wait_until(lambda: items.exists() and len(items.read_bytes().splitlines()) >= 3, timeout_s=120,
+                          every_s=0.01), "no answers written"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    kept = items.read_bytes().splitlines(keepends=True)
+    assert 3 <= len(kept) < 24, "the run was not cut in the middle"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stdout
+    after = items.read_bytes().splitlines(keepends=True)
+    whole = [x for x in kept if x.endswith(b"\n")]
+    assert after[:len(whole)] == whole
+    keys = [json.loads(x)["key"] for x in after]
+    assert len(keys) == len(set(keys)) == 24
+    assert json.loads((out / "results.json").read_text())["summary"]["engines"]["A"]["items"] == 24
