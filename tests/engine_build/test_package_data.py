@@ -22,7 +22,7 @@ def test_the_default_calibration_set_is_the_packages_own():
 
 def test_the_wheel_carries_the_data_files(tmp_path):
     """A wheel of the checkout's packages (copied, so the build leaves nothing in the checkout) holds every file
-    under engine_build/data and perf/data."""
+    under engine_build/data, perf/data and ziya_trt/eval/data (eval agree's prompt set)."""
     pytest.importorskip("setuptools")
     src = tmp_path / "src"
     for pkg in PACKAGES:
@@ -34,7 +34,7 @@ def test_the_wheel_carries_the_data_files(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    data = [p.relative_to(ROOT).as_posix() for d in ("engine_build/data", "perf/data")
+    data = [p.relative_to(ROOT).as_posix() for d in ("engine_build/data", "perf/data", "ziya_trt/eval/data")
             for p in sorted((ROOT / d).rglob("*")) if p.is_file()]
-    assert "engine_build/data/calib_zh_en/calib.jsonl" in data
+    assert "engine_build/data/calib_zh_en/calib.jsonl" in data and "ziya_trt/eval/data/agree_prompts.jsonl" in data
     assert not [f for f in data if f not in names]

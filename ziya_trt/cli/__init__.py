@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "chat": "ziya_trt.cli.chat",
     "bench": "perf.cli",
     "deploy": "ziya_trt.cli.deploy",
+    "eval": "ziya_trt.cli.eval",
 }
 
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     with threads_without_ctrl_c():  # the subcommands' imports start native threads (a BLAS pool)
         parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for the results that record it
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
