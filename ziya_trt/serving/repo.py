@@ -230,8 +230,8 @@ def render_repo(cfg: ServeConfig, out_dir: str | Path) -> Path:
         shutil.rmtree(out)
     # a stand-in's guided decoding reads the tokenizer info from its own model directory, written here from the
     # tokenizer (a repository rendered where the tokenizer is not, to be served elsewhere, goes without)
-    info = (out / cfg.engine_name / TOKENIZER_INFO_FILE if cfg.guides and cfg.engine is EngineKind.REFERENCE
-            and Path(cfg.tokenizer_dir).is_dir() else None)
+    served_here = cfg.guides and cfg.engine is EngineKind.REFERENCE and Path(cfg.tokenizer_dir).is_dir()
+    info = (out / cfg.engine_name / TOKENIZER_INFO_FILE).resolve() if served_here else None
     for m in model_configs(cfg, info):
         d = out / m.name
         (d / "1").mkdir(parents=True)
