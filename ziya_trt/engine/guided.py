@@ -97,6 +97,7 @@ class GrammarCache:
         self._compiler = xgr.GrammarCompiler(tokenizer_info, max_threads=1, cache_enabled=False)
         self._cache: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._lock = threading.Lock()
+        self._compiling = threading.Lock()  # one compilation at a time: the compiler is shared
         self.compiled = 0  # compilations, for the tests and the bench
 
     @classmethod
@@ -110,7 +111,8 @@ class GrammarCache:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        compiled = self._compile(guide, field)
+        with self._compiling:
+            compiled = self._compile(guide, field)
         with self._lock:
             self._cache[key] = compiled
             self._cache.move_to_end(key)
@@ -151,14 +153,6 @@ class GuideState:
         self.matcher = xgr.GrammarMatcher(compiled)
         self.vocab_size = vocab_size
         self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
-
-    def allowed(self) -> torch.Tensor:
-        """A bool mask over the vocabulary of the tokens the grammar allows next."""
-        self.matcher.fill_next_token_bitmask(self.bitmask)
-        bits = self.bitmask[0]
-        shifts = torch.arange(32, dtype=torch.int32)
-        mask = ((bits.unsqueeze(1) >> shifts) & 1).bool().reshape(-1)
-        return mask[: self.vocab_size]
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` with every token the grammar does not allow at -inf (in place, as xgrammar's kernel does)."""

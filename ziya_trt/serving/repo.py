@@ -155,7 +155,8 @@ def tensorrt_llm_settings(cfg: ServeConfig, tokenizer_info: Path | None = None) 
     return settings
 
 
-def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm", tokenizer_info: Path | None = None) -> ModelConfig:
+def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm",
+                        tokenizer_info: Path | None = None) -> ModelConfig:
     """The ``tensorrt_llm`` model, whole (rendered everywhere, loaded by the C++ backend only on a GPU machine)."""
     t = template()
     settings = tensorrt_llm_settings(cfg, tokenizer_info)

@@ -54,7 +54,8 @@ def test_each_engine_renders_guided_decoding_as_it_has_it(tiny_ckpt, tmp_path):
         p = params(model_configs(cfg)[0])
         assert p["guided_decoding_backend"] == "${guided_decoding_backend}"
         assert p["xgrammar_tokenizer_info_path"] == "${xgrammar_tokenizer_info_path}"
-    assert not (render_repo(ref.with_(guided_decoding=False), tmp_path / "off") / "reference" / TOKENIZER_INFO_FILE).exists()
+    off = render_repo(ref.with_(guided_decoding=False), tmp_path / "off")
+    assert not (off / "reference" / TOKENIZER_INFO_FILE).exists()
 
 
 def loaded(tmp_path, backend: str, path: str | Path) -> LoadedModel:

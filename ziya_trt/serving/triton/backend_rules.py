@@ -48,7 +48,8 @@ class LoadedModel:
     @property
     def guided_tokenizer_info(self) -> Path | None:
         """The xgrammar tokenizer info file when guided decoding is on (the backend's rule), else None."""
-        backend, path = self.values.get("guided_decoding_backend", ""), self.values.get("xgrammar_tokenizer_info_path", "")
+        backend = self.values.get("guided_decoding_backend", "")
+        path = self.values.get("xgrammar_tokenizer_info_path", "")
         if _unset(backend, "guided_decoding_backend") or _unset(path, "xgrammar_tokenizer_info_path"):
             return None
         return Path(path)
