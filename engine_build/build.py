@@ -157,6 +157,21 @@ def write_manifest(engine_dir: Path, plan: BuildPlan, steps: list[Step], source:
     return p
 
 
+def write_guided_info(engine_dir: Path, tokenizer_dir: str | Path, progress=print) -> Path | None:
+    """The xgrammar tokenizer info JSON the tensorrt_llm backend's guided decoding reads
+    (``xgrammar_tokenizer_info_path``), written beside the engine from its tokenizer, as TensorRT-LLM's
+    ``generate_xgrammar_tokenizer_info.py`` writes it; None (and a note) where the tokenizer is not at hand."""
+    from ziya_trt.engine.guided import TOKENIZER_INFO_FILE, write_tokenizer_info
+    from ziya_trt.text.tokenizer import load_tokenizer
+
+    if not Path(tokenizer_dir).is_dir():
+        progress(f"no tokenizer at {tokenizer_dir}: {TOKENIZER_INFO_FILE} not written (guided decoding needs it)")
+        return None
+    engine_dir.mkdir(parents=True, exist_ok=True)
+    return write_tokenizer_info(load_tokenizer(tokenizer_dir, require_chat_tokens=False).hf,
+                                engine_dir / TOKENIZER_INFO_FILE)
+
+
 def read_manifest(engine_dir: str | Path) -> dict:
     p = Path(engine_dir) / MANIFEST
     if not p.exists():
@@ -214,6 +229,7 @@ def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, t
             steps = resolve_steps(steps, src)
         for s in steps:
             progress(f"[dry run] {s.name}: {' '.join(s.argv)}")
+        write_guided_info(engine_dir, tokenizer_dir, progress)
         return write_manifest(engine_dir, plan, steps, source, False, None, tokenizer_dir, TRTLLM_VERSION, calib)
     installed = trtllm_version()
     check_build_version(installed)
@@ -236,5 +252,6 @@ def run_build(plan: BuildPlan, engine_dir: Path, work_dir: Path, source: dict, t
         if proc.returncode != 0:
             raise BuildError(s.name, log, f"exit code {proc.returncode}")
         progress(f"[{i}/{len(steps)}] {s.name} done in {time.monotonic() - t0:.0f}s")
+    write_guided_info(engine_dir, tokenizer_dir, progress)
     return write_manifest(engine_dir, plan, steps, source, True, time.monotonic() - t_all, tokenizer_dir, installed,
                           calib)

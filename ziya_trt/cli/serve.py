@@ -13,7 +13,7 @@ from ..serving.config import ConfigError, EngineKind, ServeConfig
 from ..serving.process.install import external_triton
 from ..serving.process.server import Ports, TritonServer
 from ..serving.process.multi_gpu import GpuProbe, count_visible_gpus, require_gpus, triton_server
-from ..serving.repo import render_repo
+from ..serving.repo import check_tokenizer_info, render_repo
 from .config_options import add_config_options, config_values, named_by_flags
 
 STOCK_NAMES = {"front_door_names": ("ensemble", "tensorrt_llm_bls"), "engine_model_name": "tensorrt_llm"}
@@ -130,6 +130,7 @@ def server_from_args(a, cfg: ServeConfig, gpu_probe: GpuProbe = count_visible_gp
     A TensorRT-LLM engine needs ``cfg.world_size`` visible GPUs (counted by ``gpu_probe``), checked first."""
     if cfg.engine is EngineKind.TENSORRT_LLM:
         require_gpus(cfg.world_size, gpu_probe)
+        check_tokenizer_info(cfg)  # guided decoding: the engine directory's xgrammar tokenizer info
     repo = render_repo(cfg, a.repo_dir)
     ports = Ports.free() if a.free_ports else Ports(a.http_port, a.grpc_port, a.metrics_port)
     install = external_triton(a.tritonserver) if a.tritonserver else None

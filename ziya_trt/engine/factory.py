@@ -6,8 +6,9 @@ from .loop import EngineLoop
 from .request import EngineLimits
 
 
-def build_engine(cfg, name: str) -> EngineLoop:
-    """``cfg`` is a ``serving.config.ServeConfig`` (not imported here: the engines do not depend on serving)."""
+def build_engine(cfg, name: str, tokenizer_info=None) -> EngineLoop:
+    """``cfg`` is a ``serving.config.ServeConfig`` (not imported here: the engines do not depend on serving);
+    ``tokenizer_info`` the xgrammar tokenizer info file of a config with guided decoding on (the reference engine's)."""
     kind = cfg.engine.value
     limits = EngineLimits(max_slots=cfg.max_batch_size, max_queue=cfg.max_queue_size,
                           max_input_len=cfg.max_input_len, max_seq_len=cfg.max_seq_len)
@@ -16,7 +17,7 @@ def build_engine(cfg, name: str) -> EngineLoop:
 
         return ReferenceEngine.from_pretrained(cfg.model_dir, limits, dtype=cfg.dtype, name=name,
                                                reuse_bytes=cfg.kv_reuse_bytes if cfg.kv_cache_reuse else 0,
-                                               block_tokens=cfg.kv_block_tokens)
+                                               block_tokens=cfg.kv_block_tokens, tokenizer_info=tokenizer_info)
     if kind == "synthetic":
         from ..text.tokenizer import load_tokenizer
         from .synthetic import SyntheticEngine

@@ -58,6 +58,7 @@ class Live:
     failed: bool = False
     t_first_token: float = 0.0
     log_probs: list[float] | None = None  # beside ``generated``, for a request that set return_log_probs
+    prepared: object = None  # what the engine's ``_prepare`` made for it before it was queued (a compiled grammar)
 
     def __post_init__(self) -> None:
         if self.req.return_log_probs:
@@ -118,6 +119,7 @@ class EngineLoop:
     def submit(self, req: EngineRequest, sink: Sink) -> str:
         """Queue a request. Raises a typed error at once if it is invalid or the engine is full."""
         validate(req, self.limits)
+        prepared = self._prepare(req)  # on the caller's thread: the loop never waits for it
         with self._cv:
             if not self._admitting:
                 raise ServerShuttingDownError(f"{self.name}: shutting down, not accepting requests")
@@ -132,7 +134,8 @@ class EngineLoop:
                 self.counters["rejected"] += 1
                 raise QueueFullError(template().backend.queue_full_message(self.limits.max_queue))
             group, now = Group(n), time.monotonic()
-            self._waiting.extend(Live(req, sink, index=i, group=group, t_submit=now) for i in range(n))
+            self._waiting.extend(Live(req, sink, index=i, group=group, t_submit=now, prepared=prepared)
+                                 for i in range(n))
             self._cv.notify()
         return req.id
 
@@ -263,6 +266,13 @@ class EngineLoop:
         self._emit_error(live, err)
 
     # --- for subclasses --------------------------------------------------------------------
+    def _prepare(self, req: EngineRequest) -> object:
+        """Check and prepare a request before it is queued (on the submitting thread); what it returns is the
+        request's ``Live.prepared``. An engine without guided decoding refuses a guided request."""
+        if req.guide is not None:
+            raise InvalidRequestError(f"guided_decoding_guide_type: {self.name}: this engine has no guided decoding "
+                                      "(structured outputs)", "guided_decoding_guide_type")
+
     def _admit(self, live: Live) -> None:
         raise NotImplementedError
 
@@ -301,15 +311,21 @@ class EngineLoop:
                 reason = FinishReason.LENGTH
                 break
         if reason is not None:
-            with self._cv:
-                self._release(live)
-                self.counters["completed"] += 1
-            self._emit_final(live, reason)
+            self.end(live, reason)
         elif req.streaming:
             new = live.generated[live.sent :]
             new_lps = live.log_probs[live.sent :] if live.log_probs is not None else None
             live.sent = len(live.generated)
             live.sink(live.output(new, log_probs=new_lps))
+
+    def end(self, live: Live, reason: FinishReason) -> None:
+        """Finish a sequence now, with what it has generated (its grammar is complete, say)."""
+        if live.key not in self._active:
+            return
+        with self._cv:
+            self._release(live)
+            self.counters["completed"] += 1
+        self._emit_final(live, reason)
 
     def _release(self, live: Live) -> None:
         """Give the slot back (caller holds the lock)."""

@@ -13,9 +13,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidRequestError
+from ..finish import FinishReason
+from .guided import GrammarCache, GuideState
 from .loop import EngineLoop, Live
 from .prefix_cache import PrefixCache
-from .request import EngineLimits
+from .request import EngineLimits, EngineRequest
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -99,10 +102,17 @@ class SlotModel:
 
 class ReferenceEngine(EngineLoop):
     """``reuse_bytes``: keep finished requests' KV blocks (``block_tokens`` each) for prefix reuse, up to that
-    many bytes; 0 turns reuse off."""
+    many bytes; 0 turns reuse off. ``tokenizer_info``: the xgrammar tokenizer info JSON (``guided``), which turns
+    guided decoding on, as ``guided_decoding_backend: xgrammar`` with ``xgrammar_tokenizer_info_path`` does for
+    TensorRT-LLM; None leaves it off, and a guided request is refused.
+
+    A guided request's grammar is compiled when it is submitted, on the submitting thread (Triton's for the engine
+    model), never on the loop's, so a large schema does not stall the other requests' steps; a compiled grammar is
+    kept for the next request with the same guide (``GrammarCache``). At admission the request gets its matcher; every
+    step masks its logits, and a request whose grammar is complete ends there."""
 
     def __init__(self, model, limits: EngineLimits, name: str = "reference", reuse_bytes: int = 0,
-                 block_tokens: int = 32):
+                 block_tokens: int = 32, tokenizer_info: str | Path | None = None):
         limits = EngineLimits(
             max_slots=limits.max_slots,
             max_queue=limits.max_queue,
@@ -115,22 +125,49 @@ class ReferenceEngine(EngineLoop):
         self.cache = PrefixCache.for_bytes(reuse_bytes, block_tokens, s.k.shape[0], s.n_kv, s.head_dim,
                                            s.k.dtype) if reuse_bytes else None
         self._samplers: dict[str, Sampler] = {}
+        self.grammars = GrammarCache.from_file(tokenizer_info, limits.vocab_size) if tokenizer_info else None
+        self._guides: dict[str, GuideState] = {}
         super().__init__(limits, name, block_tokens)
 
     @classmethod
     def from_pretrained(cls, model_dir, limits: EngineLimits, dtype: str = "float32", name: str = "reference",
-                        reuse_bytes: int = 0, block_tokens: int = 32):
-        return cls(load_model(model_dir, dtype), limits, name, reuse_bytes, block_tokens)
+                        reuse_bytes: int = 0, block_tokens: int = 32, tokenizer_info: str | Path | None = None):
+        return cls(load_model(model_dir, dtype), limits, name, reuse_bytes, block_tokens, tokenizer_info)
+
+    def _prepare(self, req: EngineRequest) -> object:
+        if req.guide is None:
+            return None
+        if self.grammars is None:
+            raise InvalidRequestError(
+                f"guided_decoding_guide_type: guided decoding is off in {self.name}'s config (guided_decoding_backend "
+                "and xgrammar_tokenizer_info_path unset); a request cannot turn it on", "guided_decoding_guide_type")
+        return self.grammars.get(req.guide)  # the compiled grammar
 
     def _admit(self, live: Live) -> None:
         sampler = self._samplers[live.key] = Sampler(live.seed)
+        guide = None
+        if live.prepared is not None:  # the compiled grammar is shared; each sequence has a matcher of its own
+            guide = self._guides[live.key] = GuideState(live.prepared, self.limits.vocab_size)
         ids, start = live.req.input_ids, 0
         if self.cache is not None:
             blocks = self.cache.match(ids)
             start = self.cache.load(blocks, self.slots.k[:, live.slot], self.slots.v[:, live.slot])
             live.reused_blocks = len(blocks)
         logits = self.slots.prefill(live.slot, ids, start)
-        self.append_token(live, *sampler.choose(logits, live.req, ids, live.generated))
+        self._take(live, *sampler.choose(logits, live.req, ids, live.generated, guide))
+
+    def _take(self, live: Live, token: int, log_prob: float | None) -> None:
+        """Append a chosen token; for a guided request, the matcher accepts it first. Once the grammar has accepted
+        a stop token (its only choice when complete) the request ends: at its end token as any request does, or, where
+        that is not the end (an end id of -1, or min_tokens not reached), right there, the stop token left out."""
+        guide = self._guides.get(live.key)
+        req = live.req
+        if guide is not None:
+            guide.accept(token)
+            if guide.terminated and not (token == req.end_id and len(live.generated) >= req.min_tokens):
+                self.end(live, FinishReason.STOP)
+                return
+        self.append_token(live, token, log_prob)
 
     def stats(self) -> dict:
         out = super().stats()
@@ -154,10 +191,13 @@ class ReferenceEngine(EngineLoop):
             s = self._samplers.get(live.key)
             if s is None:  # cancelled while the step ran
                 continue
-            self._guard(live, lambda lv: self.append_token(lv, *s.choose(row, lv.req, lv.req.input_ids + lv.generated, lv.generated)))
+            g = self._guides.get(live.key)
+            self._guard(live, lambda lv: self._take(lv, *s.choose(row, lv.req, lv.req.input_ids + lv.generated,
+                                                                  lv.generated, g)))
 
     def _on_release(self, live: Live) -> None:
         self._samplers.pop(live.key, None)
+        self._guides.pop(live.key, None)
         if self.cache is not None and live.generated and not live.failed:  # every position but the last token's has its KV
             ids = live.req.input_ids + live.generated[:-1]
             self.cache.store(ids, self.slots.k[:, live.slot], self.slots.v[:, live.slot])

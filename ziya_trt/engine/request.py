@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..errors import InvalidRequestError, ZiyaError
 from ..finish import FinishReason
+from ..text.guide import GUIDE_TYPES, Guide
 from ..text.sampling import MAX_SEED, MAX_STOP_CHARS, MAX_STOP_STRINGS, MIN_TEMPERATURE, SamplingParams
 
 # stop_words_list / bad_words_list: words, and ids in all. The ids bound holds the most the fronts let through:
@@ -44,11 +45,13 @@ class EngineRequest:
     # sequences generated for the prompt (TensorRT-LLM's num_return_sequences, beam width 1): each its own slot and
     # seed (seed + its index), each response one sequence's with its sequence_index (contracts/num-return-sequences.json)
     num_return_sequences: int = 1
+    guide: Guide | None = None  # guided decoding (guided_decoding_guide_type, guided_decoding_guide)
 
     @classmethod
     def from_params(cls, input_ids: list[int], params: SamplingParams, *, end_id: int | None, pad_id: int,
                     request_id: str = "", stop_words=(), bad_words=(), return_perf_metrics: bool = False,
-                    return_log_probs: bool = False, num_return_sequences: int = 1) -> "EngineRequest":
+                    return_log_probs: bool = False, num_return_sequences: int = 1,
+                    guide: Guide | None = None) -> "EngineRequest":
         """The streaming engine request for a prompt and its sampling settings (the front door's and the
         client's token mode's one rule). A greedy request that asks for log probabilities goes with temperature 1:
         the token is the same (the argmax), and TensorRT-LLM scales the logits by 1 / (temperature + 1e-6) before it
@@ -74,6 +77,7 @@ class EngineRequest:
             return_perf_metrics=return_perf_metrics,
             return_log_probs=return_log_probs,
             num_return_sequences=num_return_sequences,
+            guide=guide,
         )
 
     def sequence_seed(self, index: int) -> int | None:
@@ -193,6 +197,10 @@ def validate(req: EngineRequest, lim: EngineLimits) -> None:
     for name, value, ok, why in checks:
         if not ok:
             raise InvalidRequestError(f"{name}: {value} {why}", name)
+    if req.guide is not None and req.guide.type not in GUIDE_TYPES:  # the backend would drop it and run unguided
+        raise InvalidRequestError(f"guided_decoding_guide_type: {req.guide.type!r} is not one of "
+                                  f"{', '.join(GUIDE_TYPES)} (the tensorrt_llm backend ignores any other)",
+                                  "guided_decoding_guide_type")
     for name, words in (("stop_words_list", req.stop_words), ("bad_words_list", req.bad_words)):
         n_ids = sum(len(w) for w in words)
         if len(words) > MAX_WORDS or n_ids > MAX_WORD_IDS:

@@ -2,7 +2,10 @@
 temperature/top-k/top-p sampling with a per-request seed; and, for a request that asks (``return_log_probs``), the
 chosen token's log probability as TensorRT-LLM reports it with ``normalize_log_probs`` false (contracts/log-probs.json):
 log-softmax in float32 over the whole vocabulary of the logits the token was chosen from (penalised, banned, over the
-temperature), before any top-k/top-p cut."""
+temperature), before any top-k/top-p cut. A guided request's grammar mask (``guided.GuideState``) comes first, as
+TensorRT-LLM's guided decoder masks the logits before its sampling layers: a token the grammar does not allow is never
+chosen, and the log probability is taken over what it allows. Where the request's own bans (bad words, the end token
+before ``min_tokens``) would leave no token the grammar allows, the grammar wins and the bans give way."""
 
 from __future__ import annotations
 
@@ -60,9 +63,13 @@ class Sampler:
         self.gen = torch.Generator()
         self.gen.manual_seed(seed % (2**63) if seed is not None else torch.seed() % (2**63))
 
-    def choose(self, logits: torch.Tensor, req, history: list[int], generated: list[int]) -> tuple[int, float | None]:
-        """The next token, and its log probability when the request asked for it (else None: no extra work)."""
+    def choose(self, logits: torch.Tensor, req, history: list[int], generated: list[int],
+               guide=None) -> tuple[int, float | None]:
+        """The next token, and its log probability when the request asked for it (else None: no extra work);
+        ``guide``: the request's ``GuideState`` (guided decoding), whose mask applies first."""
         logits = logits.float()
+        if guide is not None:
+            logits = guide.apply(logits.clone())
         seen = torch.tensor(sorted(set(history)), dtype=torch.long)
         logits = apply_repetition_penalty(logits, seen, req.repetition_penalty)
         logits = apply_presence_frequency(logits, generated, req.presence_penalty, req.frequency_penalty)
@@ -70,8 +77,10 @@ class Sampler:
         if req.end_id is not None and len(generated) < req.min_tokens:
             ban.append(req.end_id)
         if ban:
-            logits = logits.clone()
-            logits[ban] = float("-inf")
+            banned = logits.clone()
+            banned[ban] = float("-inf")
+            if guide is None or bool(torch.isfinite(banned).any()):
+                logits = banned
         if req.greedy:
             token = int(torch.argmax(logits))
             if not req.return_log_probs:

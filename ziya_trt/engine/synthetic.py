@@ -4,7 +4,8 @@ It replays the prompt's own ids cyclically, at a fixed per-stream rate after a f
 delay, so every figure a load generator measures is known in advance, and every stream's content
 can be checked against the request that produced it. A replay is certain: for a request that asks
 (``return_log_probs``), each token's log probability is 0.0. Each sequence of a request that asks for several
-(``num_return_sequences``) replays the same ids, in a slot of its own.
+(``num_return_sequences``) replays the same ids, in a slot of its own. A replay follows no grammar: a guided request
+(structured outputs) is refused.
 
 Two schedules (``SCHEDULES``), the same rate either way:
 
@@ -22,8 +23,9 @@ from __future__ import annotations
 import heapq
 import time
 
+from ..errors import InvalidRequestError
 from .loop import EngineLoop, Live
-from .request import EngineLimits
+from .request import EngineLimits, EngineRequest
 
 SCHEDULES = ("stream", "step")
 
@@ -69,6 +71,13 @@ class SyntheticEngine(EngineLoop):
         self._plans: dict[str, list[int]] = {}
         self._seq = 0
         super().__init__(limits, name, block_tokens)
+
+    def _prepare(self, req: EngineRequest) -> object:
+        if req.guide is not None:
+            raise InvalidRequestError(
+                f"guided_decoding_guide_type: the synthetic engine replays the prompt's tokens and cannot follow a "
+                f"{req.guide.type} guide (structured outputs); serve the reference or tensorrt_llm engine for them",
+                "guided_decoding_guide_type")
 
     def _admit(self, live: Live) -> None:
         req = live.req

@@ -99,6 +99,11 @@ class ServeConfig(FrozenConfig):
                           "stall every stream (enable_chunked_context)")
     kv_block_tokens: int = Field(
         32, ge=1, description="tokens in a KV block (tensorrt_llm: the engine's tokens_per_block, read from it)")
+    guided_decoding: bool = Field(
+        True, description="structured outputs (OpenAI response_format json_object / json_schema, vLLM's guided_*): "
+                          "guided_decoding_backend xgrammar with the tokenizer info JSON (tensorrt_llm: the one "
+                          "`ziya-trt build` writes into the engine directory; reference: written into the model "
+                          "repository); the synthetic engine has none")
     kv_reuse_bytes: int = Field(256 * 1024 * 1024, ge=0,
                                 description="the reference engine: bytes of finished requests' KV blocks kept for "
                                             "reuse")
@@ -136,6 +141,11 @@ class ServeConfig(FrozenConfig):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def guides(self) -> bool:
+        """Whether the engine follows guides (structured outputs): guided decoding on, and an engine that has it."""
+        return self.guided_decoding and self.engine is not EngineKind.SYNTHETIC
 
     @property
     def engine_name(self) -> str:

@@ -15,10 +15,11 @@ from ..engine.request import EngineRequest
 from ..errors import InvalidRequestError, PromptTooLongError
 from ..finish import FinishReason
 from ..text.detok import TextStream
+from ..text.guide import Guide, check as check_guide
 from ..text.prompt import Conversation, encode_prompt, get_template, parse_messages
 from ..text.sampling import SamplingParams, check_words
 from ..text.tokenizer import ZiyaTokenizer, load_tokenizer
-from ..wire.arrays import scalar
+from ..wire.arrays import guide_from_inputs, scalar
 from ..wire.tensors import FRONT_DOOR_INPUTS as S
 
 BYTES_PER_TOKEN_LIMIT = 16  # a prompt over max_input_len * this many bytes is refused before tokenizing
@@ -48,6 +49,7 @@ class TextRequest:
     # the model's own token ids as the prompt (the OpenAI API's token prompts): no template, trusted as given
     token_ids: tuple[int, ...] | None = None
     n: int = 1  # sequences for the prompt, in one engine request (num_return_sequences); each a TextJob of its own
+    guide: Guide | None = None  # structured output: what the text must match (guided decoding)
 
 
 def _text(v, field: str, max_bytes: int) -> str:
@@ -120,7 +122,14 @@ def parse_text_request(inputs: dict, max_prompt_bytes: int) -> TextRequest:
         end_id=scalar(inputs, S["end_id"]),
         pad_id=scalar(inputs, S["pad_id"]),
         n=n,
+        guide=_guide(inputs),
     )
+
+
+def _guide(inputs: dict) -> Guide | None:
+    g = guide_from_inputs(inputs, S)
+    return None if g is None else check_guide(g, "guided_decoding_guide" if g.type != "json" else
+                                              "guided_decoding_guide_type")
 
 
 @dataclass(frozen=True)
@@ -222,7 +231,7 @@ class TextJob:
             pad_id=req.pad_id if req.pad_id is not None else tok.pad_id, request_id=self.id,
             stop_words=door.word_ids(stops) + [[t] for t in req.stop_token_ids],
             bad_words=door.word_ids(req.bad_words), return_perf_metrics=True,  # for the count of reused KV blocks
-            return_log_probs=req.logprobs, num_return_sequences=req.n)
+            return_log_probs=req.logprobs, num_return_sequences=req.n, guide=req.guide)
         self.kv_block_tokens = door.kv_block_tokens
         self._table, self._stops, self._max_new = tok.table, stops, p.max_new_tokens
         self._ends = ([] if req.ignore_eos else [end_id]) + list(req.stop_token_ids)

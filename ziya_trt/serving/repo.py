@@ -94,10 +94,12 @@ def to_pbtxt(m: ModelConfig) -> str:
     return "\n".join(out) + "\n"
 
 
-def model_configs(cfg: ServeConfig) -> list[ModelConfig]:
-    """Every model in the repository for this config: the engine and the text front door(s)."""
+def model_configs(cfg: ServeConfig, tokenizer_info: Path | None = None) -> list[ModelConfig]:
+    """Every model in the repository for this config: the engine and the text front door(s). ``tokenizer_info``: the
+    xgrammar tokenizer info file a stand-in's guided decoding reads."""
     # a stand-in loads the same config as the real backend, with only the backend swapped
-    engine = tensorrt_llm_config(cfg, "tensorrtllm" if cfg.engine is EngineKind.TENSORRT_LLM else "python")
+    engine = tensorrt_llm_config(cfg, "tensorrtllm" if cfg.engine is EngineKind.TENSORRT_LLM else "python",
+                                 tokenizer_info)
     advertised = {  # for the operator reading the config (no paths); the model reads the JSON
         "engine_model_name": cfg.engine_name,
         "max_input_len": str(cfg.max_input_len),
@@ -121,8 +123,13 @@ TRTLLM_DATA_TYPES = {
 }
 
 
-def tensorrt_llm_settings(cfg: ServeConfig) -> dict[str, str]:
-    """The template's parameters this project sets; every other key keeps its placeholder."""
+TOKENIZER_INFO_FILE = "xgrammar_tokenizer_info.json"  # in the engine directory (tensorrt_llm) or the engine model's
+
+
+def tensorrt_llm_settings(cfg: ServeConfig, tokenizer_info: Path | None = None) -> dict[str, str]:
+    """The template's parameters this project sets; every other key keeps its placeholder. Guided decoding is on
+    where the config asks for it and the engine has it: for tensorrt_llm, with the tokenizer info in the engine
+    directory (``ziya-trt build`` writes it); for a stand-in, with ``tokenizer_info`` (``render_repo`` writes it)."""
     settings = {
         "max_beam_width": "1",
         "gpt_model_type": "inflight_fused_batching",
@@ -140,13 +147,19 @@ def tensorrt_llm_settings(cfg: ServeConfig) -> dict[str, str]:
     }
     if cfg.engine_dir is not None:
         settings["gpt_model_path"] = str(cfg.engine_dir)
+    if cfg.engine is EngineKind.TENSORRT_LLM and cfg.engine_dir is not None:
+        tokenizer_info = tokenizer_info or Path(cfg.engine_dir) / TOKENIZER_INFO_FILE
+    if cfg.guides and tokenizer_info is not None:  # contracts/guided-decoding.json
+        settings["guided_decoding_backend"] = "xgrammar"
+        settings["xgrammar_tokenizer_info_path"] = str(tokenizer_info)
     return settings
 
 
-def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm") -> ModelConfig:
+def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm",
+                        tokenizer_info: Path | None = None) -> ModelConfig:
     """The ``tensorrt_llm`` model, whole (rendered everywhere, loaded by the C++ backend only on a GPU machine)."""
     t = template()
-    settings = tensorrt_llm_settings(cfg)
+    settings = tensorrt_llm_settings(cfg, tokenizer_info)
     unknown = set(settings) - set(t.keys)
     if unknown:
         raise ConfigError(f"tensorrt_llm: {', '.join(sorted(unknown))} not among the template's parameter keys")
@@ -169,6 +182,41 @@ def tensorrt_llm_config(cfg: ServeConfig, backend: str = "tensorrtllm") -> Model
     )
 
 
+def write_tokenizer_info(cfg: ServeConfig, path: Path) -> Path:
+    """The xgrammar tokenizer info JSON of the config's tokenizer, as TensorRT-LLM's script writes it."""
+    from ..engine.guided import write_tokenizer_info as write
+    from ..text.tokenizer import load_tokenizer
+
+    try:
+        return write(load_tokenizer(cfg.tokenizer_dir, require_chat_tokens=False).hf, path)
+    except ValueError as e:
+        raise ConfigError(f"guided_decoding: {e} (serve with --no-guided-decoding to go without)") from None
+
+
+def check_tokenizer_info(cfg: ServeConfig) -> Path | None:
+    """For tensorrt_llm with guided decoding on: the engine directory's tokenizer info JSON, which must exist, hold the
+    keys the backend reads, and belong to the config's tokenizer (the same tokens by id, the same end token); else a
+    ``ConfigError`` that says how to fix it. None when guided decoding is off."""
+    if not (cfg.guides and cfg.engine is EngineKind.TENSORRT_LLM and cfg.engine_dir is not None):
+        return None
+    from ..engine.guided import mismatch, read_tokenizer_info
+    from ..text.tokenizer import load_tokenizer
+
+    path = Path(cfg.engine_dir) / TOKENIZER_INFO_FILE
+    fix = "`ziya-trt build` writes it beside the engine; or serve with --no-guided-decoding"
+    if not path.exists():
+        raise ConfigError(f"guided_decoding: {path} not found: the tensorrt_llm backend reads the xgrammar tokenizer "
+                          f"info from it; {fix}")
+    try:
+        why = mismatch(read_tokenizer_info(path), load_tokenizer(cfg.tokenizer_dir, require_chat_tokens=False).hf)
+    except ValueError as e:
+        raise ConfigError(f"guided_decoding: {e}; {fix}") from None
+    if why:
+        raise ConfigError(f"guided_decoding: {path} was not made from the tokenizer in {cfg.tokenizer_dir} ({why}); "
+                          f"{fix}")
+    return path
+
+
 def model_repo_source() -> Path:
     """The adapters (``model_repo/*/1/model.py``) of this checkout."""
     return Path(__file__).resolve().parents[2] / "model_repo"
@@ -181,10 +229,16 @@ def render_repo(cfg: ServeConfig, out_dir: str | Path) -> Path:
     cfg = cfg.resolved()
     if out.exists():
         shutil.rmtree(out)
-    for m in model_configs(cfg):
+    # a stand-in's guided decoding reads the tokenizer info from its own model directory, written here from the
+    # tokenizer (a repository rendered where the tokenizer is not, to be served elsewhere, goes without)
+    served_here = cfg.guides and cfg.engine is EngineKind.REFERENCE and Path(cfg.tokenizer_dir).is_dir()
+    info = (out / cfg.engine_name / TOKENIZER_INFO_FILE).resolve() if served_here else None
+    for m in model_configs(cfg, info):
         d = out / m.name
         (d / "1").mkdir(parents=True)
         (d / "config.pbtxt").write_text(to_pbtxt(m), encoding="utf-8")
+        if info is not None and m.name == cfg.engine_name:
+            write_tokenizer_info(cfg, info)
         if m.backend == "python":
             kind = "text" if m.name in cfg.front_door_names else "engine"
             adapter = src / kind / "1" / "model.py"

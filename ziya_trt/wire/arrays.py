@@ -10,6 +10,7 @@ import numpy as np
 
 from ..engine.request import EngineOutput, EngineRequest
 from ..errors import InvalidRequestError
+from ..text.guide import Guide
 from .tensors import ENGINE_INPUTS, FRONT_DOOR_OUTPUTS, TensorSpec
 from .trtllm_template import template
 
@@ -161,8 +162,29 @@ def engine_request_from_inputs(inputs: dict, request_id: str = "") -> tuple[Engi
         return_perf_metrics=bool(scalar(inputs, S["return_perf_metrics"], False)),
         return_log_probs=bool(scalar(inputs, S["return_log_probs"], False)),
         num_return_sequences=int(scalar(inputs, S["num_return_sequences"], 1)),
+        guide=guide_from_inputs(inputs),
     )
     return req, False
+
+
+def _string(inputs: dict, spec: TensorSpec) -> str | None:
+    v = scalar(inputs, spec)
+    if v is None:
+        return None
+    try:
+        return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+    except UnicodeDecodeError:
+        raise InvalidRequestError(f"{spec.name}: not valid UTF-8", spec.name) from None
+
+
+def guide_from_inputs(inputs: dict, specs=None) -> Guide | None:
+    """The request's guide from ``guided_decoding_guide_type`` and ``guided_decoding_guide`` (None without a type: a
+    guide alone is ignored, as the backend ignores it)."""
+    S = specs or ENGINE_INPUTS
+    kind = _string(inputs, S["guided_decoding_guide_type"])
+    if kind is None:
+        return None
+    return Guide(kind, _string(inputs, S["guided_decoding_guide"]) or None)
 
 
 def engine_output_arrays(out: EngineOutput, wanted: set[str] | None = None,
@@ -239,6 +261,10 @@ def engine_fields(req: EngineRequest) -> dict:
         d["stop_words_list"] = encode_word_list(req.stop_words)
     if req.bad_words:
         d["bad_words_list"] = encode_word_list(req.bad_words)
+    if req.guide is not None:
+        d["guided_decoding_guide_type"] = req.guide.type
+        if req.guide.text is not None:
+            d["guided_decoding_guide"] = req.guide.text
     return d
 
 

@@ -25,10 +25,16 @@ def infer_request(model: str, request_id: str, arrays: dict[str, np.ndarray], ou
         t = r.inputs.add()
         t.name, t.datatype = name, np_to_triton_dtype(a.dtype)
         t.shape.extend(a.shape)
-        r.raw_input_contents.append(serialize_byte_tensor(a).tobytes() if a.dtype == np.object_ else a.tobytes())
+        r.raw_input_contents.append(_bytes_content(serialize_byte_tensor(a)) if a.dtype == np.object_ else a.tobytes())
     for name in outputs:
         r.outputs.add().name = name
     return r
+
+
+def _bytes_content(s: np.ndarray) -> bytes:
+    """tritonclient's serialised BYTES tensor as raw contents: a 0-d object array holding the bytes (its ``tobytes``
+    would be the object's pointer), or, in older releases, a byte array."""
+    return s.item() if s.dtype == np.object_ else s.tobytes()
 
 
 def response_arrays(ir) -> dict[str, np.ndarray]:

@@ -121,6 +121,8 @@ ENGINE_INPUTS = _specs(
     ("return_perf_metrics", BOOL, (1,)),
     ("return_log_probs", BOOL, (1,)),
     ("num_return_sequences", I32, (1,)),  # sequences for the prompt, each its own slot (beam width 1)
+    ("guided_decoding_guide_type", STR, (1,)),  # json, json_schema, regex, ebnf_grammar (text.guide.GUIDE_TYPES)
+    ("guided_decoding_guide", STR, (1,)),  # the schema, regex or grammar (none for json)
 )
 # the engine's outputs: every one of the tensorrt_llm template's (wire/trtllm_template.py)
 # what the front door asks the engine for: tensorrtllm_backend's response filler throws unless a
@@ -152,6 +154,8 @@ FRONT_DOOR_INPUTS = _specs(
     ("stream", BOOL, (1,)),
     ("exclude_input_in_output", BOOL, (1,)),
     ("num_return_sequences", I32, (1,)),  # sequences for the prompt: each response then says which (sequence_index)
+    ("guided_decoding_guide_type", STR, (1,)),  # structured outputs, as tensorrt_llm_bls takes them
+    ("guided_decoding_guide", STR, (1,)),
 )
 FRONT_DOOR_OUTPUTS = _specs(
     ("text_output", STR, (-1,)),

@@ -60,17 +60,22 @@ def test_tensorrt_llm_is_the_whole_1_2_1_template_field_by_field():
                 "tokenizer_dir": "/models/ziya", "exclude_input_in_output": "true", "enable_kv_cache_reuse": "true",
                 "enable_chunked_context": "true", "batch_scheduler_policy": "guaranteed_no_evict",
                 "kv_cache_free_gpu_mem_fraction": "0.9", "cancellation_check_period_ms": "10",
-                "stats_check_period_ms": "100", "normalize_log_probs": "false"}
+                "stats_check_period_ms": "100", "normalize_log_probs": "false",
+                # structured outputs: the engine directory's tokenizer info (contracts/guided-decoding.json)
+                "guided_decoding_backend": "xgrammar",
+                "xgrammar_tokenizer_info_path": "/engines/ziya/xgrammar_tokenizer_info.json"}
     for p in ref["parameters"] + fix["parameters_added"]:
         value = pb.parameters[p["key"]].string_value
         if p["key"] in set_here:
             assert value == set_here[p["key"]], p["key"]
         else:  # unset: exactly what fill_template.py leaves, or the template's literal
             assert value == p["placeholder"].removeprefix("literal:"), p["key"]
-    # guided decoding stays off the way the backend reads "off": its keys present, still their placeholders
+    # guided decoding turned off stays off the way the backend reads "off": its keys present, still their placeholders
+    off = parsed(tensorrt_llm_config(trt_cfg(guided_decoding=False)))
     for key in facts()["backend_behaviour"]["parameters_must_exist"]["unguarded_reads"]:
-        assert key in pb.parameters
-    assert pb.parameters["guided_decoding_backend"].string_value == "${guided_decoding_backend}"
+        assert key in pb.parameters and key in off.parameters
+    assert off.parameters["guided_decoding_backend"].string_value == "${guided_decoding_backend}"
+    assert off.parameters["xgrammar_tokenizer_info_path"].string_value == "${xgrammar_tokenizer_info_path}"
 
 
 def model_config_pb2_kind(name):

@@ -59,7 +59,7 @@ class EngineService:
         if model_config is not None:
             model = LoadedModel.from_model_config(model_config)
             model.check_load()
-        engine = build_engine(cfg, name)
+        engine = build_engine(cfg, name, tokenizer_info=model.guided_tokenizer_info if model is not None else None)
         if observe is not None:
             engine.on_queue_time = lambda s: observe(ENGINE_QUEUE_TIME.name, s)
         return cls(engine, name=name, send_threads=cfg.send_threads,

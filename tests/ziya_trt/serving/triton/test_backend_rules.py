@@ -83,8 +83,10 @@ def test_the_executors_queue_full_message_reads_back_as_overloaded():
 def test_the_stand_in_loads_the_tensorrt_llm_config_with_only_the_backend_swapped():
     cfg = syn_cfg(max_batch_size=16, max_queue_size=9)
     stand_in = model_configs(cfg)[0]
+    # the synthetic engine has no guided decoding: its config leaves it off, as --no-guided-decoding does
     real = tensorrt_llm_config(ServeConfig(engine="tensorrt_llm", tokenizer_dir="t", engine_dir="/e",
-                                           engine_model_name="synthetic", max_batch_size=16, max_queue_size=9))
+                                           engine_model_name="synthetic", max_batch_size=16, max_queue_size=9,
+                                           guided_decoding=False))
     a, b = (text_format.Parse(to_pbtxt(m), model_config_pb2.ModelConfig()) for m in (stand_in, real))
     assert a.backend == "python" and b.backend == "tensorrtllm"
     a.backend = b.backend

@@ -1,7 +1,7 @@
 """The OpenAI-compatible API's request schema (pydantic), its error shape, and its OpenAPI document.
 
 Requests are validated once, here: unknown fields are refused as OpenAI refuses them, parameters this
-server cannot honour (``top_logprobs`` > 0, tools, JSON response formats) are refused by name, and what a
+server cannot honour (``top_logprobs`` > 0, tools) are refused by name, and what a
 request leaves out takes the model card's defaults (``SamplingParams``). ``n`` choices are one engine request of
 ``num_return_sequences`` n (each choice an engine slot, so at most the engine's max_batch_size: the server checks
 that). A completion's ``prompt`` is a string, a list of strings, a list of token ids or a list of lists of token ids
@@ -17,16 +17,27 @@ accepted and change nothing. vLLM's extensions are honoured where TensorRT-LLM's
 ``top_k`` (-1: off), ``seed`` (-1: random), ``repetition_penalty``, ``min_tokens``, ``ignore_eos``, ``stop_token_ids``,
 ``bad_words``, ``include_stop_str_in_output``, ``truncate_prompt_tokens``, ``stream_options.continuous_usage_stats``;
 ``skip_special_tokens`` and ``min_p`` only at their defaults (true; 0).
+
+Structured outputs become one guide of TensorRT-LLM's guided decoding (``text.guide``): OpenAI's ``response_format``
+(chat) ``json_object`` (a JSON schema of any object) and ``json_schema`` (its ``schema``; ``strict`` is accepted and the
+grammar is enforced either way, as xgrammar's strict mode, which TensorRT-LLM compiles with); vLLM's ``guided_json``,
+``guided_regex``, ``guided_choice`` (an EBNF grammar of the choices), ``guided_grammar`` (xgrammar's EBNF, not Lark),
+and their newer form ``structured_outputs`` (``json``, ``regex``, ``choice``, ``grammar``, ``json_object``; no
+``structural_tag``: the backend maps no such guide type). One of them per request; a schema, regex or grammar that
+does not parse is a 400 naming the parameter.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ....errors import InvalidRequestError, ZiyaError, kind_of
+from ....text import guide as guides
+from ....text.guide import Guide
 from ....text.prompt import Message, Role
 from ....text.sampling import MAX_INT32, MAX_SEED, MAX_STOP_STRINGS, SamplingParams, check_words
 
@@ -59,6 +70,38 @@ class StreamOptions(_Strict):
     continuous_usage_stats: bool = False  # vLLM's: the usage so far in every chunk
 
 
+class JsonSchemaFormat(_Strict):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | bool | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    """OpenAI's ``response_format``: ``text``, ``json_object``, or ``json_schema`` with its ``json_schema``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's ``structured_outputs``: one of these."""
+
+    json_: str | dict[str, Any] | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = Field(None, min_length=1)
+    grammar: str | None = None
+    json_object: bool | None = None
+    structural_tag: str | None = None
+
+
+def _schema_text(schema) -> str:
+    return schema if isinstance(schema, str) else json.dumps(schema, ensure_ascii=False)
+
+
+ANY_OBJECT = '{"type": "object"}'  # json_object: any JSON object, as OpenAI's JSON mode promises
+
+
 class _Generation(_Strict):
     model: str
     max_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
@@ -87,6 +130,13 @@ class _Generation(_Strict):
     skip_special_tokens: bool = True
     truncate_prompt_tokens: int | None = Field(None, ge=1, le=MAX_INT32)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
+    # vLLM's guided decoding (one per request; ``structured_outputs`` is their newer form)
+    guided_json: str | dict[str, Any] | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = Field(None, min_length=1)
+    guided_grammar: str | None = None
+    structured_outputs: StructuredOutputs | None = None
+    _guide: tuple[Guide, str] | None = PrivateAttr(None)
 
     def stops(self) -> tuple[str, ...]:
         return () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -106,12 +156,49 @@ class _Generation(_Strict):
             raise InvalidRequestError("min_p: not supported (TensorRT-LLM's backend takes no min_p); only 0, off",
                                       "min_p")
         check_words("bad_words", self.bad_words or (), "bad words")
+        asked = [(g, f) for g, f in self._guides() if g is not None]
+        if len(asked) > 1:
+            raise InvalidRequestError(f"{asked[1][1]}: one structured output per request; {asked[0][1]} is given too",
+                                      asked[1][1])
+        self._guide = (guides.check(*asked[0]), asked[0][1]) if asked else None
+
+    def _guides(self) -> list[tuple[Guide | None, str]]:
+        """Every structured output the request names, each with its parameter's name."""
+        out = [
+            (None if self.guided_json is None else Guide("json_schema", _schema_text(self.guided_json)), "guided_json"),
+            (None if self.guided_regex is None else Guide("regex", self.guided_regex), "guided_regex"),
+            (None if self.guided_choice is None else Guide("ebnf_grammar", guides.choice_grammar(self.guided_choice)),
+             "guided_choice"),
+            (None if self.guided_grammar is None else Guide("ebnf_grammar", self.guided_grammar), "guided_grammar"),
+        ]
+        so = self.structured_outputs
+        if so is not None:
+            if so.structural_tag is not None:
+                raise InvalidRequestError("structured_outputs.structural_tag: not supported (TensorRT-LLM 1.2.1's "
+                                          "tensorrt_llm backend maps no structural_tag guide)",
+                                          "structured_outputs.structural_tag")
+            named = [(so.json_, "json", lambda v: Guide("json_schema", _schema_text(v))),
+                     (so.regex, "regex", lambda v: Guide("regex", v)),
+                     (so.choice, "choice", lambda v: Guide("ebnf_grammar", guides.choice_grammar(v))),
+                     (so.grammar, "grammar", lambda v: Guide("ebnf_grammar", v)),
+                     (so.json_object or None, "json_object", lambda v: Guide("json_schema", ANY_OBJECT))]
+            out += [(make(v), f"structured_outputs.{k}") for v, k, make in named if v is not None]
+            if not any(v is not None for v, _, _ in named):
+                raise InvalidRequestError("structured_outputs: names no output (json, regex, choice, grammar or "
+                                          "json_object)", "structured_outputs")
+        return out
+
+    @property
+    def guide(self) -> tuple[Guide, str] | None:
+        """The request's structured output, checked, and the parameter that asked for it (None: plain text)."""
+        return self._guide
 
     def text_options(self) -> dict:
         """What the request asks of the text itself beyond sampling (``frontdoor.TextRequest``'s fields)."""
         return dict(ignore_eos=self.ignore_eos, stop_token_ids=tuple(self.stop_token_ids or ()),
                     bad_words=tuple(self.bad_words or ()), include_stop_str=self.include_stop_str_in_output,
-                    truncate_prompt_tokens=self.truncate_prompt_tokens, logprobs=self.wants_logprobs())
+                    truncate_prompt_tokens=self.truncate_prompt_tokens, logprobs=self.wants_logprobs(),
+                    guide=self._guide[0] if self._guide else None)
 
     def wants_logprobs(self) -> bool:
         """Whether the response carries each output token's log probability."""
@@ -148,7 +235,7 @@ class ChatCompletionRequest(_Generation):
     parallel_tool_calls: bool | None = None
     functions: list[Any] | None = None
     function_call: Any = None
-    response_format: Any = None
+    response_format: ResponseFormat | None = None
     logit_bias: dict[str, float] | None = None
     modalities: list[Literal["text"]] | None = None
     # vLLM's: continue the last (assistant) message instead of answering it; the same as add_generation_prompt false
@@ -163,9 +250,6 @@ class ChatCompletionRequest(_Generation):
         for name in ("tools", "tool_choice", "functions", "function_call", "logit_bias"):
             if getattr(self, name) not in (None, [], {}):
                 raise InvalidRequestError(f"{name}: not supported by this server", name)
-        if self.response_format not in (None, {"type": "text"}):
-            raise InvalidRequestError("response_format: only {\"type\": \"text\"} is supported by this server",
-                                      "response_format")
         if (self.max_tokens is not None and self.max_completion_tokens is not None
                 and self.max_tokens != self.max_completion_tokens):
             raise InvalidRequestError("max_completion_tokens: differs from max_tokens; give one", "max_completion_tokens")
@@ -189,6 +273,22 @@ class ChatCompletionRequest(_Generation):
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def _guides(self) -> list[tuple[Guide | None, str]]:
+        rf = self.response_format
+        if rf is None or rf.type == "text":
+            if rf is not None and rf.json_schema is not None:
+                raise InvalidRequestError("response_format.json_schema: only with type json_schema",
+                                          "response_format.json_schema")
+            return super()._guides()
+        if rf.type == "json_object":
+            return [(Guide("json_schema", ANY_OBJECT), "response_format"), *super()._guides()]
+        if rf.json_schema is None:
+            raise InvalidRequestError("response_format.json_schema: required with type json_schema",
+                                      "response_format.json_schema")
+        schema = rf.json_schema.schema_
+        guide = Guide("json", None) if schema is None or schema is True else Guide("json_schema", _schema_text(schema))
+        return [(guide, "response_format"), *super()._guides()]
 
     def wants_logprobs(self) -> bool:
         return bool(self.logprobs)

@@ -188,6 +188,10 @@ class OpenAIServer:
             if req.model not in self.models:
                 self.sessions.refused(InvalidRequestError(f"model: {req.model!r} is not served", "model"))
                 return model_not_found(req.model, self.models)
+            if req.guide is not None and not self.cfg.guides:
+                why = ("guided decoding is off on this server (--no-guided-decoding)" if self.cfg.guided_decoding is False
+                       else f"the {self.cfg.engine.value} engine has no guided decoding")
+                raise InvalidRequestError(f"{req.guide[1]}: structured outputs are not available: {why}", req.guide[1])
             prompts = [None] if chat else req.prompts()
             self._check_choices(req.choices, len(prompts))
             for prompt in prompts:  # each prompt its own engine request, with a place for each of its choices
