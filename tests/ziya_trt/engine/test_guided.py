@@ -87,6 +87,29 @@ def test_outputs_follow_their_guide_and_end_at_the_end_token(engine, tok, guide,
         assert tok.eos_id not in tokens  # the end token the complete grammar forced is not output
 
 
+def test_each_sequence_of_a_request_of_several_follows_the_guide_on_a_matcher_of_its_own(engine, tok):
+    """num_return_sequences 3: the compiled grammar is shared, each sequence's matcher is its own (one sequence's
+    tokens never move another's grammar state), and every sequence's text follows the guide."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9},
+                                               "w": {"enum": ["ab", "cd", "ef"]}},
+              "required": ["n", "w"], "additionalProperties": False}
+    outs: queue.Queue = queue.Queue()
+    engine.submit(EngineRequest(tok.encode(PROMPT), 200, streaming=True, guide=Guide("json_schema", json.dumps(schema)),
+                                top_k=0, top_p=1.0, temperature=1.0, end_id=tok.eos_id, seed=7,
+                                num_return_sequences=3), outs.put)
+    tokens: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    while True:
+        o = outs.get(timeout=120)
+        assert o.error is None, o.error
+        tokens[o.sequence_index] += o.tokens
+        if o.final:
+            break
+    texts = [tok.decode(t) for t in tokens.values()]
+    for text in texts:
+        jsonschema.validate(json.loads(text), schema)
+    assert len(set(texts)) > 1  # three seeds (7, 8, 9): the sequences sampled apart
+
+
 def test_a_complete_grammar_ends_the_request_even_with_no_end_token(engine, tok):
     """ignore_eos (end id -1): the grammar allows only the stop token once complete; the request ends there (stop),
     the stop token left out."""
