@@ -100,6 +100,15 @@ def _schema_text(schema) -> str:
 
 
 ANY_OBJECT = '{"type": "object"}'  # json_object: any JSON object, as OpenAI's JSON mode promises
+# vLLM's structured outputs (``guided_<name>``, ``structured_outputs.<name>``) as the backend's guide types: a choice
+# becomes an EBNF grammar of its strings (the backend has no choice type)
+_VLLM_GUIDES = {
+    "json": lambda v: Guide("json_schema", _schema_text(v)),
+    "regex": lambda v: Guide("regex", v),
+    "choice": lambda v: Guide("ebnf_grammar", guides.choice_grammar(v)),
+    "grammar": lambda v: Guide("ebnf_grammar", v),
+    "json_object": lambda v: Guide("json_schema", ANY_OBJECT),
+}
 
 
 class _Generation(_Strict):
@@ -156,36 +165,29 @@ class _Generation(_Strict):
             raise InvalidRequestError("min_p: not supported (TensorRT-LLM's backend takes no min_p); only 0, off",
                                       "min_p")
         check_words("bad_words", self.bad_words or (), "bad words")
-        asked = [(g, f) for g, f in self._guides() if g is not None]
+        asked = self._guides()
         if len(asked) > 1:
             raise InvalidRequestError(f"{asked[1][1]}: one structured output per request; {asked[0][1]} is given too",
                                       asked[1][1])
         self._guide = (guides.check(*asked[0]), asked[0][1]) if asked else None
 
-    def _guides(self) -> list[tuple[Guide | None, str]]:
+    def _guides(self) -> list[tuple[Guide, str]]:
         """Every structured output the request names, each with its parameter's name."""
-        out = [
-            (None if self.guided_json is None else Guide("json_schema", _schema_text(self.guided_json)), "guided_json"),
-            (None if self.guided_regex is None else Guide("regex", self.guided_regex), "guided_regex"),
-            (None if self.guided_choice is None else Guide("ebnf_grammar", guides.choice_grammar(self.guided_choice)),
-             "guided_choice"),
-            (None if self.guided_grammar is None else Guide("ebnf_grammar", self.guided_grammar), "guided_grammar"),
-        ]
+        out = [(_VLLM_GUIDES[k](v), f"guided_{k}") for k, v in (("json", self.guided_json), ("regex", self.guided_regex),
+               ("choice", self.guided_choice), ("grammar", self.guided_grammar)) if v is not None]
         so = self.structured_outputs
         if so is not None:
             if so.structural_tag is not None:
                 raise InvalidRequestError("structured_outputs.structural_tag: not supported (TensorRT-LLM 1.2.1's "
                                           "tensorrt_llm backend maps no structural_tag guide)",
                                           "structured_outputs.structural_tag")
-            named = [(so.json_, "json", lambda v: Guide("json_schema", _schema_text(v))),
-                     (so.regex, "regex", lambda v: Guide("regex", v)),
-                     (so.choice, "choice", lambda v: Guide("ebnf_grammar", guides.choice_grammar(v))),
-                     (so.grammar, "grammar", lambda v: Guide("ebnf_grammar", v)),
-                     (so.json_object or None, "json_object", lambda v: Guide("json_schema", ANY_OBJECT))]
-            out += [(make(v), f"structured_outputs.{k}") for v, k, make in named if v is not None]
-            if not any(v is not None for v, _, _ in named):
+            named = [(k, v) for k, v in (("json", so.json_), ("regex", so.regex), ("choice", so.choice),
+                                         ("grammar", so.grammar), ("json_object", so.json_object or None))
+                     if v is not None]
+            if not named:
                 raise InvalidRequestError("structured_outputs: names no output (json, regex, choice, grammar or "
                                           "json_object)", "structured_outputs")
+            out += [(_VLLM_GUIDES[k](v), f"structured_outputs.{k}") for k, v in named]
         return out
 
     @property
@@ -274,7 +276,7 @@ class ChatCompletionRequest(_Generation):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
-    def _guides(self) -> list[tuple[Guide | None, str]]:
+    def _guides(self) -> list[tuple[Guide, str]]:
         rf = self.response_format
         if rf is None or rf.type == "text":
             if rf is not None and rf.json_schema is not None:
